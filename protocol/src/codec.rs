@@ -1,0 +1,259 @@
+//! Messages to bytes and back: the one home of bincode.
+//!
+//! Encoding: bincode 1.3 with fixed-width little-endian integers, a decode limit
+//! of [`MAX_FRAME`] bytes, and trailing bytes rejected. Changing the encoding
+//! means changing this file only.
+//!
+//! `Data` frames have a fast path both ways: the sender writes a fixed 16-byte
+//! header ([`data_header`]) and then the payload straight from its buffer, and
+//! the receiver slices the payload out of the frame without copying it. Tests
+//! below hold both paths to the plain bincode encoding.
+
+use bincode::Options;
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::error::CodecError;
+use crate::message::{Request, Response};
+use crate::MAX_FRAME;
+
+/// Bytes of the frame length prefix.
+pub const LEN_PREFIX: usize = 4;
+
+/// Bincode's variant index of [`Response::Data`].
+const DATA_TAG: u32 = 4;
+
+/// Bytes before a `Data` payload inside the frame body: variant index (u32)
+/// and payload length (u64).
+const DATA_BODY_HEADER: usize = 12;
+
+/// Bytes before a `Data` payload on the wire, length prefix included.
+pub const DATA_HEADER: usize = LEN_PREFIX + DATA_BODY_HEADER;
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .with_limit(MAX_FRAME as u64)
+        .reject_trailing_bytes()
+}
+
+fn malformed(err: bincode::Error) -> CodecError {
+    CodecError::Malformed(err.to_string())
+}
+
+/// Encodes a message as a whole frame: length prefix, then body.
+pub fn encode<M: Serialize>(message: &M) -> Result<Vec<u8>, CodecError> {
+    let len = options()
+        .serialized_size(message)
+        .map_err(|err| match *err {
+            bincode::ErrorKind::SizeLimit => CodecError::FrameTooLarge {
+                len: usize::MAX,
+                max: MAX_FRAME,
+            },
+            _ => malformed(err),
+        })?;
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&len| len <= MAX_FRAME)
+        .ok_or(CodecError::FrameTooLarge {
+            len: len as usize,
+            max: MAX_FRAME,
+        })?;
+    let mut frame = Vec::with_capacity(LEN_PREFIX + len);
+    // `len <= MAX_FRAME`, which fits in a u32.
+    frame.extend_from_slice(&(len as u32).to_be_bytes());
+    options()
+        .serialize_into(&mut frame, message)
+        .map_err(malformed)?;
+    Ok(frame)
+}
+
+/// The wire bytes that precede a `Data` payload of `len` bytes; the payload
+/// follows them unchanged. `len` must not exceed [`crate::MAX_DATA`].
+pub fn data_header(len: usize) -> Result<[u8; DATA_HEADER], CodecError> {
+    let body_len = DATA_BODY_HEADER + len;
+    if body_len > MAX_FRAME {
+        return Err(CodecError::FrameTooLarge {
+            len: body_len,
+            max: MAX_FRAME,
+        });
+    }
+    let mut header = [0u8; DATA_HEADER];
+    header[..LEN_PREFIX].copy_from_slice(&(body_len as u32).to_be_bytes());
+    options()
+        .serialize_into(&mut header[LEN_PREFIX..], &(DATA_TAG, len as u64))
+        .map_err(malformed)?;
+    Ok(header)
+}
+
+/// Decodes a request from a frame body.
+pub fn decode_request(body: &[u8]) -> Result<Request, CodecError> {
+    options().deserialize(body).map_err(malformed)
+}
+
+/// Decodes a response from a frame body; a `Data` payload is sliced out of
+/// `body`, not copied.
+pub fn decode_response(body: Bytes) -> Result<Response, CodecError> {
+    if let Some(head) = body.get(..DATA_BODY_HEADER) {
+        let (tag, len): (u32, u64) = options().deserialize(head).map_err(malformed)?;
+        if tag == DATA_TAG {
+            let payload = body.slice(DATA_BODY_HEADER..);
+            if payload.len() as u64 != len {
+                return Err(CodecError::Malformed(format!(
+                    "data frame announces {len} bytes but carries {}",
+                    payload.len()
+                )));
+            }
+            return Ok(Response::Data(payload));
+        }
+    }
+    options().deserialize(&body).map_err(malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{ErrorCode, FileMeta, RemoteError};
+
+    fn body(frame: &[u8]) -> Bytes {
+        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        assert_eq!(
+            len,
+            frame.len() - LEN_PREFIX,
+            "length prefix covers the body"
+        );
+        Bytes::copy_from_slice(&frame[LEN_PREFIX..])
+    }
+
+    fn sample_responses() -> Vec<Response> {
+        let meta = FileMeta {
+            size: 123,
+            mtime_secs: -5,
+            mtime_nanos: 999,
+            sha256: Some([7; 32]),
+        };
+        vec![
+            Response::Error(RemoteError::new(ErrorCode::NotFound, "no such file: a.txt")),
+            Response::Welcome { version: 1 },
+            Response::Meta(meta),
+            Response::Checkpoints {
+                meta,
+                first: 1,
+                states: vec![[1; 32], [2; 32]],
+            },
+            Response::Data(Bytes::from_static(b"hello")),
+            Response::Data(Bytes::new()),
+            Response::Checkpoint {
+                index: 3,
+                state: [9; 32],
+            },
+            Response::End { sha256: [4; 32] },
+        ]
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        for response in sample_responses() {
+            let frame = encode(&response).expect("encodes");
+            assert_eq!(decode_response(body(&frame)).expect("decodes"), response);
+        }
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let requests = [
+            Request::Hello {
+                magic: crate::MAGIC,
+                version: 1,
+            },
+            Request::Stat { path: "a/b".into() },
+            Request::Get {
+                path: "x".into(),
+                offset: 1 << 40,
+            },
+            Request::Checkpoints {
+                path: "x".into(),
+                first: 1,
+                count: 9,
+            },
+        ];
+        for request in requests {
+            let frame = encode(&request).expect("encodes");
+            assert_eq!(decode_request(&body(&frame)).expect("decodes"), request);
+        }
+    }
+
+    #[test]
+    fn data_fast_path_matches_plain_bincode() {
+        let payload = b"some file bytes".to_vec();
+        let plain = encode(&Response::Data(Bytes::from(payload.clone()))).expect("encodes");
+        let mut fast = data_header(payload.len()).expect("fits").to_vec();
+        fast.extend_from_slice(&payload);
+        assert_eq!(fast, plain);
+    }
+
+    #[test]
+    fn wire_layout_is_fixed_little_endian() {
+        // Hello is variant 0 with a 4-byte magic and a u32 version; these bytes
+        // are what PROTOCOL.md promises.
+        let frame = encode(&Request::Hello {
+            magic: *b"FTXF",
+            version: 1,
+        })
+        .expect("encodes");
+        assert_eq!(
+            frame,
+            [0, 0, 0, 12, 0, 0, 0, 0, b'F', b'T', b'X', b'F', 1, 0, 0, 0]
+        );
+    }
+
+    #[test]
+    fn data_frame_with_wrong_inner_length_is_malformed() {
+        let mut frame = data_header(4).expect("fits").to_vec();
+        frame.extend_from_slice(b"abc"); // one byte short
+        let body = Bytes::copy_from_slice(&frame[LEN_PREFIX..]);
+        assert!(matches!(
+            decode_response(body),
+            Err(CodecError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_and_trailing_bytes_are_malformed() {
+        assert!(decode_request(&[0xff; 9]).is_err());
+        assert!(decode_request(&[]).is_err());
+        let mut frame = encode(&Request::Stat { path: "a".into() }).expect("encodes");
+        frame.push(0);
+        assert!(decode_request(&frame[LEN_PREFIX..]).is_err());
+        assert!(decode_response(Bytes::from_static(&[200, 0, 0, 0])).is_err());
+    }
+
+    #[test]
+    fn huge_inner_lengths_do_not_allocate() {
+        // A Stat whose string claims 2^60 bytes must fail on the limit, not try
+        // to allocate.
+        let mut body = vec![1, 0, 0, 0];
+        body.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(decode_request(&body).is_err());
+    }
+
+    #[test]
+    fn oversized_messages_are_refused() {
+        let response = Response::Checkpoints {
+            meta: FileMeta {
+                size: 0,
+                mtime_secs: 0,
+                mtime_nanos: 0,
+                sha256: None,
+            },
+            first: 1,
+            states: vec![[0; 32]; MAX_FRAME / 32 + 1],
+        };
+        assert!(matches!(
+            encode(&response),
+            Err(CodecError::FrameTooLarge { .. })
+        ));
+        assert!(data_header(MAX_FRAME).is_err());
+    }
+}

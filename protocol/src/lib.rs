@@ -1,0 +1,74 @@
+//! The ft wire protocol, version 1, in brief (PROTOCOL.md is the byte-exact spec).
+//!
+//! * **Frames.** Every message is a frame: a `u32` big-endian body length, then
+//!   the body, which is a bincode-encoded [`Request`] or [`Response`] (fixed-width
+//!   little-endian integers). A length above [`MAX_FRAME`] closes the connection
+//!   before anything is allocated for it.
+//! * **Handshake.** The client's first request is [`Request::Hello`] carrying
+//!   [`MAGIC`] and [`VERSION`]; the server answers [`Response::Welcome`] or an
+//!   error ([`ErrorCode::UnsupportedVersion`], [`ErrorCode::Busy`], …).
+//! * **Requests** follow each other on one connection: `Stat` → `Meta`;
+//!   `Checkpoints` → `Checkpoints`; `Get` → `Meta`, then `Data` frames with a
+//!   `Checkpoint` after every [`CHUNK_SIZE`] bytes, then `End` with the SHA-256
+//!   of the whole file. Any of them may be answered by `Error` instead.
+//! * **Integrity.** A checkpoint is the SHA-256 chaining state after the first
+//!   `k * CHUNK_SIZE` bytes of the file, so a client hashing what it receives
+//!   verifies each chunk as it lands, and can verify a partial file on disk
+//!   against the server's checkpoints before resuming. [`ChainHasher`] keeps
+//!   that state; its final digest is exactly what `sha256sum` prints.
+//!
+//! Sockets are touched only in [`connection`]; [`codec`] is the one home of
+//! bincode, and the rest is plain data.
+
+pub mod codec;
+pub mod connection;
+pub mod error;
+pub mod hash;
+pub mod message;
+pub mod path;
+
+pub use connection::Connection;
+pub use error::{CodecError, ConnectionError, PathError};
+pub use hash::{ChainHasher, Digest};
+pub use message::{ErrorCode, FileMeta, RemoteError, Request, Response};
+pub use path::RemotePath;
+
+/// Protocol version spoken by this crate. A peer asking for another one gets
+/// [`ErrorCode::UnsupportedVersion`].
+pub const VERSION: u32 = 1;
+
+/// First field of every `Hello`: tells an ft server from anything else that
+/// happens to connect.
+pub const MAGIC: [u8; 4] = *b"FTXF";
+
+/// Default TCP port of `ftserve`.
+pub const DEFAULT_PORT: u16 = 7878;
+
+/// Largest frame body either side accepts, in bytes. It bounds what one peer can
+/// make the other allocate: a larger length prefix closes the connection. It
+/// holds a [`MAX_DATA`] data frame or a [`MAX_CHECKPOINTS`] reply with room to spare.
+pub const MAX_FRAME: usize = 2 * 1024 * 1024;
+
+/// Checkpoint interval: the server sends the hash state after every this many
+/// bytes. A multiple of 64 (the SHA-256 block), large enough that checkpoints
+/// cost nothing, small enough that a bad byte costs little to fetch again.
+pub const CHUNK_SIZE: u64 = 4 * 1024 * 1024;
+
+/// Largest data payload in one frame. `CHUNK_SIZE` is a multiple of it, so data
+/// frames never straddle a checkpoint.
+pub const MAX_DATA: usize = 1024 * 1024;
+
+/// Most checkpoint states in one `Checkpoints` reply (32 bytes each: 1 MiB).
+pub const MAX_CHECKPOINTS: u32 = 32 * 1024;
+
+/// Longest path a request may carry, in bytes (Linux's `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// Longest single path component, in bytes (Linux's `NAME_MAX`).
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Number of checkpoint boundaries in a file of `size` bytes: one after every
+/// whole chunk.
+pub fn boundaries(size: u64) -> u64 {
+    size / CHUNK_SIZE
+}

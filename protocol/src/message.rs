@@ -1,0 +1,182 @@
+//! The messages of protocol v1. Variant order is part of the wire format:
+//! bincode writes the variant index, so new variants go at the end.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::hash::Digest;
+
+/// What a client asks. `Hello` must come first and keeps its index and layout in
+/// every protocol version, so any server can answer any client's handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Opens the conversation: [`crate::MAGIC`] and the version the client speaks.
+    Hello {
+        /// Must equal [`crate::MAGIC`].
+        magic: [u8; 4],
+        /// Protocol version the client speaks.
+        version: u32,
+    },
+    /// Describe one file; answered by [`Response::Meta`].
+    Stat {
+        /// Path relative to the served root, `/`-separated.
+        path: String,
+    },
+    /// Send a file from `offset` (a multiple of [`crate::CHUNK_SIZE`], at most
+    /// the size): [`Response::Meta`], `Data`/`Checkpoint` frames, then [`Response::End`].
+    Get {
+        /// Path relative to the served root, `/`-separated.
+        path: String,
+        /// First byte to send.
+        offset: u64,
+    },
+    /// The checkpoint states at boundaries `first ..first + count` (boundary `k`
+    /// lies after byte `k * CHUNK_SIZE`; `first` starts at 1). The server may
+    /// answer fewer than asked: at most [`crate::MAX_CHECKPOINTS`], and none past
+    /// the last whole chunk.
+    Checkpoints {
+        /// Path relative to the served root, `/`-separated.
+        path: String,
+        /// First boundary wanted, 1-based.
+        first: u64,
+        /// How many boundaries are wanted.
+        count: u32,
+    },
+}
+
+/// What a server answers. `Error` and `Welcome` keep their index and layout in
+/// every protocol version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The request failed; the connection stays usable unless the code says otherwise.
+    Error(RemoteError),
+    /// The handshake succeeded.
+    Welcome {
+        /// The version both sides now speak.
+        version: u32,
+    },
+    /// A file's description: the answer to `Stat`, and the first frame of `Get`.
+    Meta(FileMeta),
+    /// Checkpoint states of a file, for boundaries `first ..first + states.len()`.
+    Checkpoints {
+        /// The file they belong to, so the client can tell it has not changed.
+        meta: FileMeta,
+        /// The first boundary, 1-based.
+        first: u64,
+        /// One chaining state per boundary.
+        states: Vec<Digest>,
+    },
+    /// Raw file bytes, following on from the previous `Data` frame of this `Get`.
+    /// At most [`crate::MAX_DATA`] bytes; never crosses a checkpoint boundary.
+    Data(Bytes),
+    /// The hash state after the first `index * CHUNK_SIZE` bytes of the file,
+    /// sent right after the `Data` frame that reaches that boundary.
+    Checkpoint {
+        /// The boundary, 1-based.
+        index: u64,
+        /// SHA-256 chaining state at the boundary.
+        state: Digest,
+    },
+    /// The transfer is complete; carries the SHA-256 of the whole file.
+    End {
+        /// What `sha256sum` prints for the file, as 32 bytes.
+        sha256: Digest,
+    },
+}
+
+/// A file's size, modification time and, when the server knows it already, its
+/// digest. Size and modification time together identify a version of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time: whole seconds since the Unix epoch.
+    pub mtime_secs: i64,
+    /// Modification time: nanoseconds past `mtime_secs`.
+    pub mtime_nanos: u32,
+    /// SHA-256 of the whole file, when the server has it cached.
+    pub sha256: Option<Digest>,
+}
+
+impl FileMeta {
+    /// Whether two descriptions name the same version of a file: same size, same
+    /// modification time, and no disagreement where both digests are known.
+    pub fn same_version(&self, other: &FileMeta) -> bool {
+        let digests_agree = match (self.sha256, other.sha256) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        self.size == other.size
+            && self.mtime_secs == other.mtime_secs
+            && self.mtime_nanos == other.mtime_nanos
+            && digests_agree
+    }
+}
+
+/// Why a request failed. Sent inside [`Response::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// No such file under the root.
+    NotFound,
+    /// The path exists but is not a regular file (a folder, a FIFO, a device).
+    NotAFile,
+    /// The server may not read the file.
+    PermissionDenied,
+    /// The path is not a plain relative path under the root, or leads out of it.
+    InvalidPath,
+    /// The client asked for a protocol version the server does not speak.
+    UnsupportedVersion,
+    /// The server is at its connection limit; try again later.
+    Busy,
+    /// Something failed on the server that is not the client's doing.
+    Internal,
+    /// The request was malformed or out of place (bad frame, bad offset, no
+    /// handshake). The server closes the connection after it.
+    BadRequest,
+    /// The file changed while it was being sent; the transfer cannot be trusted.
+    FileChanged,
+}
+
+/// An error the server reported: a code and a human-readable message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct RemoteError {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// Details for people; names the path where there is one.
+    pub message: String,
+}
+
+impl RemoteError {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(size: u64, secs: i64, sha: Option<Digest>) -> FileMeta {
+        FileMeta {
+            size,
+            mtime_secs: secs,
+            mtime_nanos: 5,
+            sha256: sha,
+        }
+    }
+
+    #[test]
+    fn same_version_needs_size_time_and_agreeing_digests() {
+        let a = meta(10, 100, Some([1; 32]));
+        assert!(a.same_version(&meta(10, 100, None)));
+        assert!(a.same_version(&meta(10, 100, Some([1; 32]))));
+        assert!(!a.same_version(&meta(10, 100, Some([2; 32]))));
+        assert!(!a.same_version(&meta(11, 100, None)));
+        assert!(!a.same_version(&meta(10, 101, None)));
+    }
+}

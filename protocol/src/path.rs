@@ -1,0 +1,120 @@
+//! Remote paths: parsed once into ordinary components, never trusted as text.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::error::PathError;
+use crate::{MAX_NAME_BYTES, MAX_PATH_BYTES};
+
+/// A path relative to the served root, made only of ordinary components: no
+/// root, no `..`, no NUL, no backslash. Empty and `.` components are dropped,
+/// so `./a//b` is `a/b`, and the empty path is the root itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RemotePath {
+    components: Vec<String>,
+}
+
+impl RemotePath {
+    /// Parses a `/`-separated path as a peer or a user wrote it.
+    pub fn parse(text: &str) -> Result<Self, PathError> {
+        if text.len() > MAX_PATH_BYTES {
+            return Err(PathError::TooLong(text.len()));
+        }
+        if text.contains('\0') {
+            return Err(PathError::Nul);
+        }
+        if text.contains('\\') {
+            return Err(PathError::Backslash);
+        }
+        if text.starts_with('/') {
+            return Err(PathError::Absolute);
+        }
+        let mut components = Vec::new();
+        for part in text.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => return Err(PathError::ParentDir),
+                name if name.len() > MAX_NAME_BYTES => {
+                    return Err(PathError::NameTooLong(name.len()))
+                }
+                name => components.push(name.to_owned()),
+            }
+        }
+        Ok(Self { components })
+    }
+
+    /// The components, in order.
+    pub fn components(&self) -> &[String] {
+        &self.components
+    }
+
+    /// The last component, or `None` for the root.
+    pub fn file_name(&self) -> Option<&str> {
+        self.components.last().map(String::as_str)
+    }
+
+    /// The path as a relative filesystem path (`.` for the root).
+    pub fn to_relative(&self) -> PathBuf {
+        if self.components.is_empty() {
+            return PathBuf::from(".");
+        }
+        self.components.iter().collect()
+    }
+}
+
+impl fmt::Display for RemotePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.components.join("/"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinary_paths_are_kept() {
+        let p = RemotePath::parse("docs/./guide//intro.txt").expect("valid");
+        assert_eq!(p.components(), ["docs", "guide", "intro.txt"]);
+        assert_eq!(p.to_string(), "docs/guide/intro.txt");
+        assert_eq!(p.file_name(), Some("intro.txt"));
+        assert_eq!(p.to_relative(), PathBuf::from("docs/guide/intro.txt"));
+        assert_eq!(RemotePath::parse("").expect("root").file_name(), None);
+        assert!(
+            RemotePath::parse("..foo/bar..").is_ok(),
+            "dots inside names are fine"
+        );
+    }
+
+    #[test]
+    fn escapes_are_refused() {
+        let cases = [
+            ("..", PathError::ParentDir),
+            ("../etc/passwd", PathError::ParentDir),
+            ("a/../../b", PathError::ParentDir),
+            ("a/..", PathError::ParentDir),
+            ("/etc/passwd", PathError::Absolute),
+            ("//server/share", PathError::Absolute),
+            ("a\0b", PathError::Nul),
+            ("..\\..\\windows", PathError::Backslash),
+            ("C:\\x", PathError::Backslash),
+        ];
+        for (text, want) in cases {
+            assert_eq!(RemotePath::parse(text), Err(want), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn length_limits_hold() {
+        let long_name = "x".repeat(MAX_NAME_BYTES + 1);
+        assert_eq!(
+            RemotePath::parse(&long_name),
+            Err(PathError::NameTooLong(MAX_NAME_BYTES + 1))
+        );
+        let long_path = "a/".repeat(MAX_PATH_BYTES);
+        assert!(matches!(
+            RemotePath::parse(&long_path),
+            Err(PathError::TooLong(_))
+        ));
+    }
+}
