@@ -50,7 +50,7 @@ impl ChainHasher {
     /// A hasher that has already consumed `len` bytes and reached `state`.
     /// Returns `None` unless `len` is a multiple of 64.
     pub fn resume(state: &Digest, len: u64) -> Option<Self> {
-        if len % BLOCK as u64 != 0 {
+        if !len.is_multiple_of(BLOCK as u64) {
             return None;
         }
         let mut words = [0u32; 8];

@@ -67,6 +67,11 @@ pub const MAX_PATH_BYTES: usize = 4096;
 /// Longest single path component, in bytes (Linux's `NAME_MAX`).
 pub const MAX_NAME_BYTES: usize = 255;
 
+/// The `--version` text of the binaries: their version and the protocol's.
+pub fn version_text(crate_version: &str) -> String {
+    format!("{crate_version} (ft protocol {VERSION})")
+}
+
 /// Number of checkpoint boundaries in a file of `size` bytes: one after every
 /// whole chunk.
 pub fn boundaries(size: u64) -> u64 {

@@ -1,0 +1,306 @@
+//! Where received bytes go: written to the partial, hashed, and checked against
+//! each checkpoint as it arrives. Runs on a blocking thread, beside the socket
+//! reads, so hashing and disk writes never stall the network.
+
+use std::fs::File;
+use std::io::{self, Write};
+
+use ft_protocol::{ChainHasher, Digest, RemoteError, Response, CHUNK_SIZE};
+use tokio::sync::mpsc;
+
+use crate::partial::Verified;
+use crate::progress::Progress;
+
+/// Why a transfer stopped short of a verified file.
+#[derive(Debug)]
+pub enum SinkError {
+    /// The chunk starting at this offset did not hash to the server's state.
+    Mismatch {
+        /// Where the chunk starts.
+        offset: u64,
+    },
+    /// The server broke the protocol.
+    Protocol(String),
+    /// The server reported an error in the middle of the transfer.
+    Remote(RemoteError),
+    /// Writing the partial failed.
+    Local(io::Error),
+    /// The stream ended before the transfer did (the connection was lost).
+    Incomplete,
+}
+
+/// How far a transfer got, whatever its outcome.
+pub struct SinkReport {
+    /// What is verified on disk now.
+    pub verified: Verified,
+    /// Payload bytes that arrived.
+    pub received: u64,
+    /// The digest of the whole file, or why there is none.
+    pub result: Result<Digest, SinkError>,
+}
+
+/// Writes one transfer into the partial.
+pub struct Sink {
+    file: File,
+    hasher: ChainHasher,
+    pos: u64,
+    size: u64,
+    verified: Verified,
+    received: u64,
+    progress: Progress,
+}
+
+impl Sink {
+    /// A sink continuing from `verified` in `file`, which is positioned there.
+    pub fn new(file: File, verified: Verified, size: u64, progress: Progress) -> Option<Self> {
+        Some(Self {
+            file,
+            hasher: ChainHasher::resume(&verified.state, verified.offset)?,
+            pos: verified.offset,
+            size,
+            verified,
+            received: 0,
+            progress,
+        })
+    }
+
+    /// Consumes responses until the transfer ends, fails, or the channel closes.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Response>) -> SinkReport {
+        let result = loop {
+            let Some(response) = rx.blocking_recv() else {
+                break Err(SinkError::Incomplete);
+            };
+            match self.take(response) {
+                Ok(Some(digest)) => break Ok(digest),
+                Ok(None) => {}
+                Err(err) => break Err(err),
+            }
+        };
+        SinkReport {
+            verified: self.verified,
+            received: self.received,
+            result,
+        }
+    }
+
+    fn take(&mut self, response: Response) -> Result<Option<Digest>, SinkError> {
+        match response {
+            Response::Data(data) => {
+                let end = self.pos + data.len() as u64;
+                if data.is_empty() {
+                    return Err(SinkError::Protocol("empty data frame".into()));
+                }
+                if end > self.size {
+                    return Err(SinkError::Protocol(format!(
+                        "sent more bytes than the {} it announced",
+                        self.size
+                    )));
+                }
+                if self.pos / CHUNK_SIZE != (end - 1) / CHUNK_SIZE {
+                    return Err(SinkError::Protocol(
+                        "data frame crosses a checkpoint".into(),
+                    ));
+                }
+                // Counted before the write: these bytes crossed the network
+                // whether or not the disk takes them.
+                self.received += data.len() as u64;
+                self.file.write_all(&data).map_err(SinkError::Local)?;
+                self.hasher.update(&data);
+                self.pos = end;
+                self.progress.set(end);
+                Ok(None)
+            }
+            Response::Checkpoint { index, state } => {
+                if self.pos <= self.verified.offset
+                    || index.checked_mul(CHUNK_SIZE) != Some(self.pos)
+                {
+                    return Err(SinkError::Protocol(format!(
+                        "checkpoint {index} arrived at byte {}",
+                        self.pos
+                    )));
+                }
+                if self.hasher.state() != Some(state) {
+                    return Err(SinkError::Mismatch {
+                        offset: self.verified.offset,
+                    });
+                }
+                self.verified = Verified {
+                    offset: self.pos,
+                    state,
+                };
+                Ok(None)
+            }
+            Response::End { sha256 } => {
+                if self.pos != self.size {
+                    return Err(SinkError::Protocol(format!(
+                        "transfer ended at byte {} of {}",
+                        self.pos, self.size
+                    )));
+                }
+                if self.hasher.clone().finalize() != sha256 {
+                    return Err(SinkError::Mismatch {
+                        offset: self.verified.offset,
+                    });
+                }
+                // On disk before it may take the final name.
+                self.file.sync_all().map_err(SinkError::Local)?;
+                Ok(Some(sha256))
+            }
+            Response::Error(err) => Err(SinkError::Remote(err)),
+            other => Err(SinkError::Protocol(format!(
+                "unexpected {} frame during a transfer",
+                name(&other)
+            ))),
+        }
+    }
+}
+
+fn name(response: &Response) -> &'static str {
+    match response {
+        Response::Error(_) => "Error",
+        Response::Welcome { .. } => "Welcome",
+        Response::Meta(_) => "Meta",
+        Response::Checkpoints { .. } => "Checkpoints",
+        Response::Data(_) => "Data",
+        Response::Checkpoint { .. } => "Checkpoint",
+        Response::End { .. } => "End",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// What an honest server sends for `data` from byte 0, in 1 MiB frames.
+    fn honest(data: &[u8]) -> Vec<Response> {
+        let mut hasher = ChainHasher::new();
+        let mut out = Vec::new();
+        let mut pos = 0usize;
+        for piece in data.chunks(1 << 20) {
+            hasher.update(piece);
+            pos += piece.len();
+            out.push(Response::Data(Bytes::copy_from_slice(piece)));
+            if (pos as u64).is_multiple_of(CHUNK_SIZE) {
+                out.push(Response::Checkpoint {
+                    index: pos as u64 / CHUNK_SIZE,
+                    state: hasher.state().unwrap_or_default(),
+                });
+            }
+        }
+        out.push(Response::End {
+            sha256: hasher.finalize(),
+        });
+        out
+    }
+
+    fn feed(data_len: usize, responses: Vec<Response>) -> (SinkReport, Vec<u8>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("part");
+        let file = File::create(&path).expect("create");
+        let sink = Sink::new(
+            file,
+            Verified::start(),
+            data_len as u64,
+            Progress::new("t", false),
+        )
+        .expect("aligned");
+        let (tx, rx) = mpsc::channel(responses.len() + 1);
+        for response in responses {
+            tx.try_send(response).expect("room");
+        }
+        drop(tx);
+        let report = sink.run(rx);
+        (report, std::fs::read(&path).expect("read"))
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 241) as u8).collect()
+    }
+
+    #[test]
+    fn honest_stream_is_written_and_verified() {
+        let data = data(2 * CHUNK_SIZE as usize + 3);
+        let (report, written) = feed(data.len(), honest(&data));
+        assert!(report.result.is_ok());
+        assert_eq!(written, data);
+        assert_eq!(report.verified.offset, 2 * CHUNK_SIZE);
+        assert_eq!(report.received, data.len() as u64);
+    }
+
+    #[test]
+    fn a_flipped_byte_is_caught_at_its_chunk() {
+        let data = data(2 * CHUNK_SIZE as usize);
+        let mut stream = honest(&data);
+        // Corrupt the first frame of the second chunk (after checkpoint 1).
+        let second = stream
+            .iter()
+            .position(|r| matches!(r, Response::Checkpoint { index: 1, .. }))
+            .expect("checkpoint 1")
+            + 1;
+        if let Response::Data(d) = &stream[second] {
+            let mut bad = d.to_vec();
+            bad[0] ^= 0x80;
+            stream[second] = Response::Data(Bytes::from(bad));
+        }
+        let (report, _) = feed(data.len(), stream);
+        assert!(
+            matches!(report.result, Err(SinkError::Mismatch { offset }) if offset == CHUNK_SIZE)
+        );
+        assert_eq!(
+            report.verified.offset, CHUNK_SIZE,
+            "the first chunk stays verified"
+        );
+    }
+
+    #[test]
+    fn wrong_end_digest_is_a_mismatch() {
+        let data = data(1000);
+        let mut stream = honest(&data);
+        stream.pop();
+        stream.push(Response::End { sha256: [0; 32] });
+        let (report, _) = feed(data.len(), stream);
+        assert!(matches!(
+            report.result,
+            Err(SinkError::Mismatch { offset: 0 })
+        ));
+    }
+
+    #[test]
+    fn hostile_streams_are_protocol_errors() {
+        let data = data(1000);
+        let mut too_long = honest(&data);
+        too_long.insert(1, Response::Data(Bytes::from_static(b"extra")));
+        assert!(matches!(
+            feed(data.len(), too_long).0.result,
+            Err(SinkError::Protocol(_))
+        ));
+
+        let too_short = vec![Response::End { sha256: [0; 32] }];
+        assert!(matches!(
+            feed(data.len(), too_short).0.result,
+            Err(SinkError::Protocol(_))
+        ));
+
+        let misplaced = vec![Response::Checkpoint {
+            index: 1,
+            state: [0; 32],
+        }];
+        assert!(matches!(
+            feed(data.len(), misplaced).0.result,
+            Err(SinkError::Protocol(_))
+        ));
+
+        let stray = vec![Response::Welcome { version: 1 }];
+        assert!(matches!(
+            feed(data.len(), stray).0.result,
+            Err(SinkError::Protocol(_))
+        ));
+
+        let cut = honest(&data)[..1].to_vec();
+        assert!(matches!(
+            feed(data.len(), cut).0.result,
+            Err(SinkError::Incomplete)
+        ));
+    }
+}

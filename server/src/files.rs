@@ -1,0 +1,495 @@
+//! The served folder: opening files inside it and nowhere else, reading them,
+//! and the digest cache. Everything here blocks; callers run it on tokio's
+//! blocking threads, never on the async workers.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
+use ft_protocol::{ChainHasher, Digest, ErrorCode, FileMeta, RemoteError, RemotePath};
+use ft_protocol::{CHUNK_SIZE, MAX_DATA};
+use tokio::sync::mpsc;
+
+/// Checkpoint states the digest cache may hold in all, in bytes: 64 MiB covers
+/// 8 TiB of files at one 32-byte state per 4 MiB chunk.
+const CACHE_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+
+/// What identifies one version of a file for the digest cache: replacing the
+/// file, or writing to it, changes at least one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_secs: i64,
+    mtime_nanos: u32,
+}
+
+/// A file's digest and its checkpoint states, computed in one pass.
+#[derive(Debug)]
+pub struct Digests {
+    /// SHA-256 of the whole file.
+    pub sha256: Digest,
+    /// `checkpoints[k - 1]` is the chaining state at boundary `k`.
+    pub checkpoints: Vec<Digest>,
+}
+
+/// One regular file, opened inside the root.
+pub struct OpenFile {
+    file: std::fs::File,
+    id: FileId,
+    path: RemotePath,
+}
+
+/// What the reader thread hands the connection, in order.
+#[derive(Debug)]
+pub enum Piece {
+    /// File bytes.
+    Data(Bytes),
+    /// The state at a chunk boundary.
+    Checkpoint {
+        /// The boundary, 1-based.
+        index: u64,
+        /// The chaining state there.
+        state: Digest,
+    },
+    /// Everything was sent; the digest of the whole file.
+    End(Digest),
+    /// The transfer cannot go on.
+    Failed(RemoteError),
+}
+
+/// The root folder and the digest cache.
+pub struct Files {
+    root: Dir,
+    cache: Mutex<Cache>,
+}
+
+impl Files {
+    /// Opens the folder to serve.
+    pub fn open_root(path: &Path) -> io::Result<Self> {
+        let root = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
+        Ok(Self {
+            root,
+            cache: Mutex::new(Cache::default()),
+        })
+    }
+
+    /// Opens a regular file under the root. Resolution never leaves the root:
+    /// cap-std resolves every component beneath it (openat2 with
+    /// RESOLVE_BENEATH where the kernel has it), refusing `..` and symlinks
+    /// that lead out, absolute ones included.
+    pub fn open(&self, path: &RemotePath) -> Result<OpenFile, RemoteError> {
+        let mut options = OpenOptions::new();
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+        // writer; on regular files it changes nothing.
+        options.read(true).custom_flags(libc::O_NONBLOCK);
+        let file = self
+            .root
+            .open_with(path.to_relative(), &options)
+            .map_err(|err| open_error(&err, path))?
+            .into_std();
+        let metadata = file.metadata().map_err(|err| open_error(&err, path))?;
+        if !metadata.is_file() {
+            return Err(RemoteError::new(
+                ErrorCode::NotAFile,
+                format!("not a regular file: {}", display(path)),
+            ));
+        }
+        Ok(OpenFile {
+            file,
+            id: file_id(&metadata),
+            path: path.clone(),
+        })
+    }
+
+    /// The file's description, with its digest when the cache has it.
+    pub fn meta(&self, file: &OpenFile) -> FileMeta {
+        FileMeta {
+            size: file.id.size,
+            mtime_secs: file.id.mtime_secs,
+            mtime_nanos: file.id.mtime_nanos,
+            sha256: self.cached(&file.id).map(|d| d.sha256),
+        }
+    }
+
+    fn cached(&self, id: &FileId) -> Option<Arc<Digests>> {
+        self.cache.lock().ok()?.get(id)
+    }
+
+    fn remember(&self, id: FileId, digests: Digests) -> Arc<Digests> {
+        let digests = Arc::new(digests);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(id, Arc::clone(&digests));
+        }
+        digests
+    }
+
+    /// The file's digest and checkpoints: from the cache, or by reading it whole.
+    pub fn digests(&self, file: &OpenFile) -> Result<Arc<Digests>, RemoteError> {
+        if let Some(digests) = self.cached(&file.id) {
+            return Ok(digests);
+        }
+        let mut pass = HashPass::new(None);
+        let mut pos = 0;
+        while pos < file.id.size {
+            let data = read_piece(file, pos)?;
+            pos += data.len() as u64;
+            pass.feed(&data, pos);
+        }
+        check_unchanged(file)?;
+        Ok(self.remember(file.id, pass.finish()))
+    }
+
+    /// Sends the file from `offset` through `tx` as pieces, ending with `End`
+    /// or `Failed`. A cold file is hashed in the same pass (from byte 0, even
+    /// when sending starts later) and its digests are cached; a warm one is
+    /// only read. Returns early, quietly, when the receiver is gone.
+    pub fn stream(&self, file: OpenFile, offset: u64, tx: mpsc::Sender<Piece>) {
+        let last = match self.produce(&file, offset, &tx) {
+            Ok(Some(sha256)) => Piece::End(sha256),
+            Ok(None) => return,
+            Err(err) => Piece::Failed(err),
+        };
+        let _ = tx.blocking_send(last);
+    }
+
+    fn produce(
+        &self,
+        file: &OpenFile,
+        offset: u64,
+        tx: &mpsc::Sender<Piece>,
+    ) -> Result<Option<Digest>, RemoteError> {
+        let cached = self.cached(&file.id);
+        let mut pass = HashPass::new(cached.clone());
+        // A warm file starts at the offset; a cold one must hash what comes before.
+        let mut pos = if cached.is_some() { offset } else { 0 };
+        while pos < file.id.size {
+            let data = read_piece(file, pos)?;
+            let end = pos + data.len() as u64;
+            let state = pass.feed(&data, end);
+            if end > offset {
+                if tx.blocking_send(Piece::Data(data)).is_err() {
+                    return Ok(None);
+                }
+                if let Some((index, state)) = state {
+                    if tx
+                        .blocking_send(Piece::Checkpoint { index, state })
+                        .is_err()
+                    {
+                        return Ok(None);
+                    }
+                }
+            }
+            pos = end;
+        }
+        check_unchanged(file)?;
+        let digests = match cached {
+            Some(digests) => digests,
+            None => self.remember(file.id, pass.finish()),
+        };
+        Ok(Some(digests.sha256))
+    }
+}
+
+/// One pass over a file: hashing it, or, when its digests are cached, looking
+/// the checkpoints up instead.
+struct HashPass {
+    cached: Option<Arc<Digests>>,
+    hasher: ChainHasher,
+    checkpoints: Vec<Digest>,
+}
+
+impl HashPass {
+    fn new(cached: Option<Arc<Digests>>) -> Self {
+        Self {
+            cached,
+            hasher: ChainHasher::new(),
+            checkpoints: Vec::new(),
+        }
+    }
+
+    /// Takes the bytes that end at `end`; returns the checkpoint if `end` is a
+    /// chunk boundary. Pieces never straddle a boundary, so `end` is checked only.
+    fn feed(&mut self, data: &[u8], end: u64) -> Option<(u64, Digest)> {
+        if self.cached.is_none() {
+            self.hasher.update(data);
+        }
+        if !end.is_multiple_of(CHUNK_SIZE) {
+            return None;
+        }
+        let index = end / CHUNK_SIZE;
+        let state = match &self.cached {
+            Some(digests) => *digests.checkpoints.get(index as usize - 1)?,
+            None => {
+                // A boundary is a multiple of 64, where the state always exists.
+                let state = self.hasher.state()?;
+                self.checkpoints.push(state);
+                state
+            }
+        };
+        Some((index, state))
+    }
+
+    fn finish(self) -> Digests {
+        Digests {
+            sha256: self.hasher.finalize(),
+            checkpoints: self.checkpoints,
+        }
+    }
+}
+
+/// Reads the piece of the file that starts at `pos`: up to `MAX_DATA` bytes,
+/// never past a chunk boundary or the end. A short read means the file shrank.
+fn read_piece(file: &OpenFile, pos: u64) -> Result<Bytes, RemoteError> {
+    let to_boundary = CHUNK_SIZE - pos % CHUNK_SIZE;
+    let len = (MAX_DATA as u64).min(to_boundary).min(file.id.size - pos) as usize;
+    let mut buf = vec![0u8; len];
+    file.file.read_exact_at(&mut buf, pos).map_err(|err| {
+        if err.kind() == io::ErrorKind::UnexpectedEof {
+            changed(file)
+        } else {
+            RemoteError::new(
+                ErrorCode::Internal,
+                format!("cannot read {}: {err}", display(&file.path)),
+            )
+        }
+    })?;
+    Ok(Bytes::from(buf))
+}
+
+/// Fails if the file's size or modification time moved since it was opened.
+fn check_unchanged(file: &OpenFile) -> Result<(), RemoteError> {
+    match file.file.metadata() {
+        Ok(now) if file_id(&now) == file.id => Ok(()),
+        _ => Err(changed(file)),
+    }
+}
+
+fn changed(file: &OpenFile) -> RemoteError {
+    RemoteError::new(
+        ErrorCode::FileChanged,
+        format!("{} changed while it was being read", display(&file.path)),
+    )
+}
+
+fn file_id(metadata: &std::fs::Metadata) -> FileId {
+    FileId {
+        dev: metadata.dev(),
+        ino: metadata.ino(),
+        size: metadata.len(),
+        mtime_secs: metadata.mtime(),
+        // Always below 10^9, so it fits.
+        mtime_nanos: metadata.mtime_nsec().clamp(0, 999_999_999) as u32,
+    }
+}
+
+/// The root shows as `.` in messages.
+fn display(path: &RemotePath) -> String {
+    match path.to_string() {
+        root if root.is_empty() => ".".to_owned(),
+        path => path,
+    }
+}
+
+/// Maps a failure to open or inspect `path` onto the wire's error codes.
+fn open_error(err: &io::Error, path: &RemotePath) -> RemoteError {
+    let name = display(path);
+    let (code, message) = match (err.kind(), err.raw_os_error()) {
+        (io::ErrorKind::NotFound | io::ErrorKind::NotADirectory, _) => {
+            (ErrorCode::NotFound, format!("no such file: {name}"))
+        }
+        // cap-std reports an escape from the root as PermissionDenied with no OS
+        // error behind it; a real EACCES carries errno.
+        (io::ErrorKind::PermissionDenied, None) => (
+            ErrorCode::InvalidPath,
+            format!("{name} leads outside the served folder"),
+        ),
+        (io::ErrorKind::PermissionDenied, Some(_)) => (
+            ErrorCode::PermissionDenied,
+            format!("permission denied: {name}"),
+        ),
+        (_, Some(libc::ELOOP | libc::ENAMETOOLONG)) => (
+            ErrorCode::InvalidPath,
+            format!("cannot resolve {name}: {err}"),
+        ),
+        _ => (ErrorCode::Internal, format!("cannot open {name}: {err}")),
+    };
+    RemoteError::new(code, message)
+}
+
+/// Digests by file version, evicted oldest first past the byte budget.
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<FileId, Arc<Digests>>,
+    order: VecDeque<FileId>,
+    bytes: usize,
+}
+
+impl Cache {
+    fn cost(digests: &Digests) -> usize {
+        (digests.checkpoints.len() + 1) * std::mem::size_of::<Digest>() + 64
+    }
+
+    fn get(&self, id: &FileId) -> Option<Arc<Digests>> {
+        self.entries.get(id).cloned()
+    }
+
+    fn insert(&mut self, id: FileId, digests: Arc<Digests>) {
+        let cost = Self::cost(&digests);
+        if cost > CACHE_BUDGET_BYTES {
+            return;
+        }
+        if let Some(old) = self.entries.insert(id, digests) {
+            self.bytes -= Self::cost(&old);
+            self.order.retain(|other| other != &id);
+        }
+        self.order.push_back(id);
+        self.bytes += cost;
+        while self.bytes > CACHE_BUDGET_BYTES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(old) = self.entries.remove(&oldest) {
+                self.bytes -= Self::cost(&old);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn files_in(dir: &tempfile::TempDir) -> Files {
+        Files::open_root(dir.path()).expect("root opens")
+    }
+
+    fn code(result: Result<OpenFile, RemoteError>) -> ErrorCode {
+        match result {
+            Ok(_) => panic!("expected an error"),
+            Err(err) => err.code,
+        }
+    }
+
+    fn path(text: &str) -> RemotePath {
+        RemotePath::parse(text).expect("valid path")
+    }
+
+    #[test]
+    fn opens_files_and_refuses_the_rest() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        fs::write(outside.path().join("secret"), b"s").expect("write");
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("a.txt"), b"hello").expect("write");
+        fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("out"))
+            .expect("symlink");
+        std::os::unix::fs::symlink("../..", dir.path().join("sub/up")).expect("symlink");
+        std::os::unix::fs::symlink("..", dir.path().join("sub/root")).expect("symlink");
+        std::os::unix::fs::symlink("a.txt", dir.path().join("in")).expect("symlink");
+        let files = files_in(&dir);
+
+        assert_eq!(files.open(&path("a.txt")).expect("opens").id.size, 5);
+        assert_eq!(
+            files.open(&path("in")).expect("inner link opens").id.size,
+            5
+        );
+        assert_eq!(code(files.open(&path("missing"))), ErrorCode::NotFound);
+        assert_eq!(code(files.open(&path("a.txt/x"))), ErrorCode::NotFound);
+        assert_eq!(code(files.open(&path("sub"))), ErrorCode::NotAFile);
+        assert_eq!(code(files.open(&path(""))), ErrorCode::NotAFile);
+        assert_eq!(code(files.open(&path("out"))), ErrorCode::InvalidPath);
+        assert_eq!(
+            code(files.open(&path("sub/up/a.txt"))),
+            ErrorCode::InvalidPath
+        );
+    }
+
+    #[test]
+    fn digests_match_sha256_and_checkpoints_cover_whole_chunks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data: Vec<u8> = (0..(2 * CHUNK_SIZE + 100))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        fs::write(dir.path().join("f"), &data).expect("write");
+        let files = files_in(&dir);
+        let file = files.open(&path("f")).expect("opens");
+        assert_eq!(files.meta(&file).sha256, None, "cold");
+        let digests = files.digests(&file).expect("hashes");
+        let mut reference = ChainHasher::new();
+        reference.update(&data);
+        assert_eq!(digests.sha256, reference.finalize());
+        assert_eq!(digests.checkpoints.len(), 2);
+        let mut first = ChainHasher::new();
+        first.update(&data[..CHUNK_SIZE as usize]);
+        assert_eq!(Some(digests.checkpoints[0]), first.state());
+        assert_eq!(files.meta(&file).sha256, Some(digests.sha256), "warm");
+    }
+
+    #[test]
+    fn cold_and_warm_streams_agree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data: Vec<u8> = (0..(3 * CHUNK_SIZE + 7)).map(|i| (i % 13) as u8).collect();
+        fs::write(dir.path().join("f"), &data).expect("write");
+        let files = files_in(&dir);
+        let collect = |offset: u64| {
+            let (tx, mut rx) = mpsc::channel(1024);
+            files.stream(files.open(&path("f")).expect("opens"), offset, tx);
+            let mut pieces = Vec::new();
+            while let Ok(piece) = rx.try_recv() {
+                pieces.push(piece);
+            }
+            pieces
+        };
+        let summary = |pieces: Vec<Piece>| {
+            let mut bytes = Vec::new();
+            let mut marks = Vec::new();
+            for piece in pieces {
+                match piece {
+                    Piece::Data(d) => bytes.extend_from_slice(&d),
+                    Piece::Checkpoint { index, state } => marks.push((index, state)),
+                    Piece::End(sha) => marks.push((u64::MAX, sha)),
+                    Piece::Failed(err) => panic!("failed: {err}"),
+                }
+            }
+            (bytes, marks)
+        };
+        let cold_from_middle = summary(collect(CHUNK_SIZE));
+        let warm_from_middle = summary(collect(CHUNK_SIZE));
+        assert_eq!(cold_from_middle, warm_from_middle);
+        assert_eq!(cold_from_middle.0, &data[CHUNK_SIZE as usize..]);
+        assert_eq!(cold_from_middle.1.first().map(|m| m.0), Some(2));
+        let whole = summary(collect(0));
+        assert_eq!(whole.0, data);
+        assert_eq!(whole.1.len(), 4, "three checkpoints and the end");
+    }
+
+    #[test]
+    fn cache_evicts_oldest_past_budget() {
+        let mut cache = Cache::default();
+        let big = || {
+            Arc::new(Digests {
+                sha256: [0; 32],
+                checkpoints: vec![[0; 32]; CACHE_BUDGET_BYTES / 32 / 2],
+            })
+        };
+        let id = |ino| FileId {
+            dev: 1,
+            ino,
+            size: 0,
+            mtime_secs: 0,
+            mtime_nanos: 0,
+        };
+        cache.insert(id(1), big());
+        cache.insert(id(2), big());
+        assert!(cache.get(&id(1)).is_none(), "oldest evicted");
+        assert!(cache.get(&id(2)).is_some());
+        assert!(cache.bytes <= CACHE_BUDGET_BYTES);
+    }
+}

@@ -1,0 +1,303 @@
+//! One client connection: the handshake, then requests one after another.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ft_protocol::connection::TcpConnection;
+use ft_protocol::{
+    ConnectionError, ErrorCode, RemoteError, RemotePath, Request, Response, CHUNK_SIZE, MAGIC,
+    MAX_CHECKPOINTS, VERSION,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::files::{Files, Piece};
+
+/// Pieces read ahead of the socket per transfer. With 1 MiB pieces this keeps
+/// the disk and the socket both busy while holding at most a few MiB.
+const READ_AHEAD: usize = 2;
+
+/// How long a client refused for being over the limit has to send its hello.
+const BUSY_HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the handler needs from the server.
+pub(crate) struct Context {
+    pub files: Files,
+    pub idle_timeout: Duration,
+}
+
+/// Serves one connection until the client leaves, goes silent, breaks the
+/// protocol, or the server shuts down between two requests.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    context: Arc<Context>,
+    shutdown: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+) {
+    let mut conn = TcpConnection::tcp(stream, context.idle_timeout);
+    if let Err(err) = handshake(&mut conn).await {
+        info!(client = %peer, "handshake failed: {err}");
+        return;
+    }
+    loop {
+        let request = tokio::select! {
+            request = conn.read_request() => request,
+            () = shutdown.cancelled() => break,
+        };
+        let request = match request {
+            Ok(Some(request)) => request,
+            Ok(None) => break,
+            Err(ConnectionError::Timeout(after)) => {
+                info!(client = %peer, "closing idle connection after {} s", after.as_secs());
+                break;
+            }
+            Err(err @ (ConnectionError::Codec(_) | ConnectionError::FrameTooLarge { .. })) => {
+                warn!(client = %peer, "bad request: {err}");
+                let reply = RemoteError::new(ErrorCode::BadRequest, err.to_string());
+                let _ = conn.send(&Response::Error(reply)).await;
+                break;
+            }
+            Err(err) => {
+                info!(client = %peer, "connection lost: {err}");
+                break;
+            }
+        };
+        if let Err(err) = answer(&mut conn, peer, &context, request).await {
+            info!(client = %peer, "connection lost: {err}");
+            break;
+        }
+    }
+    let _ = conn.shutdown().await;
+}
+
+/// Tells a client over the connection limit that the server is busy. The
+/// hello is read first so that closing does not reset the connection under
+/// the reply.
+pub(crate) async fn refuse_busy(stream: TcpStream, peer: SocketAddr, limit: usize) {
+    let mut conn = TcpConnection::tcp(stream, BUSY_HELLO_TIMEOUT);
+    let _ = conn.read_request().await;
+    let reply = RemoteError::new(
+        ErrorCode::Busy,
+        format!("server busy: all {limit} connections in use, try again later"),
+    );
+    let _ = conn.send(&Response::Error(reply)).await;
+    let _ = conn.shutdown().await;
+    info!(client = %peer, "refused: busy");
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    #[error("client closed before the hello")]
+    Closed,
+    #[error("{0}")]
+    Refused(String),
+}
+
+async fn handshake(conn: &mut TcpConnection) -> Result<(), HandshakeError> {
+    let refusal = match conn.read_request().await {
+        Ok(Some(Request::Hello { magic, version })) if magic == MAGIC => {
+            if version == VERSION {
+                conn.send(&Response::Welcome { version: VERSION }).await?;
+                return Ok(());
+            }
+            RemoteError::new(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "unsupported protocol version {version}: this server speaks version {VERSION}"
+                ),
+            )
+        }
+        Ok(Some(Request::Hello { .. })) => {
+            RemoteError::new(ErrorCode::BadRequest, "wrong magic: not an ft client")
+        }
+        Ok(Some(_)) => RemoteError::new(ErrorCode::BadRequest, "expected a hello first"),
+        Ok(None) => return Err(HandshakeError::Closed),
+        Err(ConnectionError::Codec(err)) => {
+            RemoteError::new(ErrorCode::BadRequest, format!("bad hello: {err}"))
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let message = refusal.message.clone();
+    conn.send(&Response::Error(refusal)).await?;
+    Err(HandshakeError::Refused(message))
+}
+
+/// Answers one request. An error means the connection is unusable; failures
+/// the client should hear about are sent as `Error` responses instead.
+async fn answer(
+    conn: &mut TcpConnection,
+    peer: SocketAddr,
+    context: &Arc<Context>,
+    request: Request,
+) -> Result<(), ConnectionError> {
+    match request {
+        Request::Hello { .. } => {
+            let err = RemoteError::new(ErrorCode::BadRequest, "hello sent twice");
+            conn.send(&Response::Error(err)).await
+        }
+        Request::Stat { path } => {
+            let result = open(context, &path)
+                .await
+                .map(|(meta, _)| Response::Meta(meta));
+            log_outcome(peer, "stat", &path, 0, 0, result.as_ref().err());
+            conn.send(&result.unwrap_or_else(Response::Error)).await
+        }
+        Request::Checkpoints { path, first, count } => {
+            let result = checkpoints(context, &path, first, count).await;
+            log_outcome(peer, "checkpoints", &path, first, 0, result.as_ref().err());
+            conn.send(&result.unwrap_or_else(Response::Error)).await
+        }
+        Request::Get { path, offset } => get(conn, peer, context, &path, offset).await,
+    }
+}
+
+/// Parses and opens a path on a blocking thread; the file's meta and handle.
+async fn open(
+    context: &Arc<Context>,
+    path: &str,
+) -> Result<(ft_protocol::FileMeta, crate::files::OpenFile), RemoteError> {
+    let path = RemotePath::parse(path)
+        .map_err(|err| RemoteError::new(ErrorCode::InvalidPath, format!("{path:?}: {err}")))?;
+    let context = Arc::clone(context);
+    blocking(move || {
+        let file = context.files.open(&path)?;
+        Ok((context.files.meta(&file), file))
+    })
+    .await
+}
+
+async fn checkpoints(
+    context: &Arc<Context>,
+    path: &str,
+    first: u64,
+    count: u32,
+) -> Result<Response, RemoteError> {
+    if first == 0 {
+        return Err(RemoteError::new(
+            ErrorCode::BadRequest,
+            "checkpoint boundaries start at 1",
+        ));
+    }
+    let (mut meta, file) = open(context, path).await?;
+    let context = Arc::clone(context);
+    let digests = blocking(move || context.files.digests(&file)).await?;
+    meta.sha256 = Some(digests.sha256);
+    let start = usize::try_from(first - 1).unwrap_or(usize::MAX);
+    let count = count.min(MAX_CHECKPOINTS) as usize;
+    let states = digests
+        .checkpoints
+        .iter()
+        .skip(start)
+        .take(count)
+        .copied()
+        .collect();
+    Ok(Response::Checkpoints {
+        meta,
+        first,
+        states,
+    })
+}
+
+async fn get(
+    conn: &mut TcpConnection,
+    peer: SocketAddr,
+    context: &Arc<Context>,
+    path: &str,
+    offset: u64,
+) -> Result<(), ConnectionError> {
+    let (meta, file) = match open(context, path).await {
+        Ok(opened) => opened,
+        Err(err) => {
+            log_outcome(peer, "get", path, offset, 0, Some(&err));
+            return conn.send(&Response::Error(err)).await;
+        }
+    };
+    if offset > meta.size || !offset.is_multiple_of(CHUNK_SIZE) {
+        let err = RemoteError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "offset {offset} is not a chunk boundary within {path} ({} bytes)",
+                meta.size
+            ),
+        );
+        log_outcome(peer, "get", path, offset, 0, Some(&err));
+        return conn.send(&Response::Error(err)).await;
+    }
+    conn.send(&Response::Meta(meta)).await?;
+
+    let (tx, mut rx) = mpsc::channel(READ_AHEAD);
+    let reader_context = Arc::clone(context);
+    let reader = tokio::task::spawn_blocking(move || {
+        reader_context.files.stream(file, offset, tx);
+    });
+    let mut sent = 0u64;
+    let mut failure = None;
+    let mut result = Ok(());
+    while let Some(piece) = rx.recv().await {
+        let step = match piece {
+            Piece::Data(data) => {
+                sent += data.len() as u64;
+                conn.send_data(data).await
+            }
+            Piece::Checkpoint { index, state } => {
+                conn.send(&Response::Checkpoint { index, state }).await
+            }
+            Piece::End(sha256) => conn.send(&Response::End { sha256 }).await,
+            Piece::Failed(err) => {
+                let step = conn.send(&Response::Error(err.clone())).await;
+                failure = Some(err);
+                step
+            }
+        };
+        if let Err(err) = step {
+            result = Err(err);
+            break;
+        }
+    }
+    // Dropping the receiver stops the reader at its next piece.
+    drop(rx);
+    let _ = reader.await;
+    match (&result, &failure) {
+        (Err(err), _) => {
+            let lost = RemoteError::new(ErrorCode::Internal, format!("connection lost: {err}"));
+            log_outcome(peer, "get", path, offset, sent, Some(&lost));
+        }
+        (Ok(()), failure) => log_outcome(peer, "get", path, offset, sent, failure.as_ref()),
+    }
+    result
+}
+
+/// Runs blocking filesystem work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, RemoteError> + Send + 'static,
+) -> Result<T, RemoteError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|err| {
+            Err(RemoteError::new(
+                ErrorCode::Internal,
+                format!("worker failed: {err}"),
+            ))
+        })
+}
+
+/// The one log line per request: who, what, from where, how much, how it ended.
+fn log_outcome(
+    peer: SocketAddr,
+    op: &str,
+    path: &str,
+    offset: u64,
+    bytes: u64,
+    error: Option<&RemoteError>,
+) {
+    match error {
+        None => info!(client = %peer, op, path, offset, bytes, "ok"),
+        Some(err) => info!(client = %peer, op, path, offset, bytes, code = ?err.code, "{err}"),
+    }
+}
