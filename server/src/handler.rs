@@ -118,7 +118,7 @@ async fn handshake(conn: &mut TcpConnection) -> Result<(), HandshakeError> {
         }
         Ok(Some(_)) => RemoteError::new(ErrorCode::BadRequest, "expected a hello first"),
         Ok(None) => return Err(HandshakeError::Closed),
-        Err(ConnectionError::Codec(err)) => {
+        Err(err @ (ConnectionError::Codec(_) | ConnectionError::FrameTooLarge { .. })) => {
             RemoteError::new(ErrorCode::BadRequest, format!("bad hello: {err}"))
         }
         Err(err) => return Err(err.into()),

@@ -1,0 +1,599 @@
+//! Test harness for the end-to-end tests: the real `ftserve` and `ftget` on
+//! loopback, every wait bounded, every process killed by PID when its handle
+//! drops.
+//!
+//! The binaries are found beside the test executable's folder
+//! (`target/<profile>/`). `cargo test --workspace` builds them first, because
+//! the server and client packages have integration tests of their own.
+
+// A harness panics on what should never happen in a test run; that is its job.
+#![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+/// Longest a server may take to print its `listening on` line.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Longest any single ftget run may take in a test.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Polling interval of bounded waits.
+const POLL: Duration = Duration::from_millis(10);
+
+/// One of the workspace's binaries, built by `cargo test --workspace`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built; run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    let built = modified(&path);
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let newest_source = ["protocol/src", "server/src", "client/src"]
+        .iter()
+        .map(|dir| newest(&workspace.join(dir)))
+        .max()
+        .flatten();
+    assert!(
+        newest_source <= built,
+        "{} is older than its sources; run the tests with `cargo test --workspace`, which rebuilds it",
+        path.display()
+    );
+    path
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The newest modification time of any file under `dir`.
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                newest(&path)
+            } else {
+                modified(&path)
+            }
+        })
+        .max()
+}
+
+/// Drains a child's pipe on a thread so the child never blocks on it.
+fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    let sink = Arc::new(Mutex::new(Vec::new()));
+    let writer = Arc::clone(&sink);
+    thread::spawn(move || {
+        let mut pipe = pipe;
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            writer.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    sink
+}
+
+/// Waits for `child` to exit, at most `limit`; kills it if it does not.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        thread::sleep(POLL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// A running `ftserve` on 127.0.0.1 with a free port.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Server {
+    /// Starts `ftserve ROOT --listen 127.0.0.1:0 EXTRA...` and waits for it to
+    /// say where it listens.
+    pub fn start(root: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(bin("ftserve"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(extra)
+            .arg(root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ftserve starts");
+        let logs = collect(child.stderr.take().expect("stderr piped"));
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some((_, addr)) = line.split_once("listening on ") {
+                        break addr.trim().parse().expect("address after `listening on`");
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("ftserve did not print `listening on` within {START_TIMEOUT:?}");
+                }
+            }
+        };
+        Self { child, addr, logs }
+    }
+
+    /// `127.0.0.1:PORT`, as ftget takes it.
+    pub fn target(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still alive.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// What the server logged on stderr so far.
+    pub fn logs(&self) -> String {
+        String::from_utf8_lossy(&self.logs.lock().unwrap()).into_owned()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit.
+    pub fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
+        signal(self.child.id(), nix::sys::signal::Signal::SIGTERM);
+        wait_bounded(&mut self.child, limit)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `sig` to the process `pid`.
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits"));
+    nix::sys::signal::kill(pid, sig).expect("signal delivered");
+}
+
+/// What one ftget run did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The `--json` object it printed.
+    pub fn json(&self) -> serde_json::Value {
+        let line = self.stdout.lines().last().unwrap_or_else(|| {
+            panic!("no JSON on stdout; stderr: {}", self.stderr);
+        });
+        serde_json::from_str(line).expect("stdout is JSON")
+    }
+
+    /// A numeric field of the JSON report.
+    pub fn field(&self, key: &str) -> u64 {
+        self.json()[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} is a number"))
+    }
+}
+
+/// Starts `ftget ARGS...` in `dir` without waiting.
+pub fn spawn_ftget(dir: &Path, args: &[&str]) -> Child {
+    Command::new(bin("ftget"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ftget starts")
+}
+
+/// Runs `ftget ARGS...` in `dir` to the end (bounded by [`RUN_TIMEOUT`]).
+pub fn ftget(dir: &Path, args: &[&str]) -> Run {
+    let mut child = spawn_ftget(dir, args);
+    let stdout = collect(child.stdout.take().expect("stdout piped"));
+    let stderr = collect(child.stderr.take().expect("stderr piped"));
+    let status = wait_bounded(&mut child, RUN_TIMEOUT);
+    // The drain threads finish once the pipes close with the process.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&stdout) + Arc::strong_count(&stderr) > 2 && Instant::now() < deadline {
+        thread::sleep(POLL);
+    }
+    let text =
+        |buf: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+    let run = Run {
+        code: status.and_then(|s| s.code()),
+        stdout: text(&stdout),
+        stderr: text(&stderr),
+    };
+    assert!(
+        status.is_some(),
+        "ftget {args:?} did not finish within {RUN_TIMEOUT:?}: {run:?}"
+    );
+    run
+}
+
+/// A folder for one test: `root` is served, `work` is where ftget runs.
+pub struct TestEnv {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub work: PathBuf,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let work = dir.path().join("work");
+        std::fs::create_dir(&root).expect("mkdir root");
+        std::fs::create_dir(&work).expect("mkdir work");
+        Self {
+            _dir: dir,
+            root,
+            work,
+        }
+    }
+
+    /// Writes `len` pseudo-random bytes (from `seed`) to `root/name`.
+    pub fn random_file(&self, name: &str, len: usize, seed: u64) -> Vec<u8> {
+        let mut data = vec![0u8; len];
+        fastrand::Rng::with_seed(seed).fill(&mut data);
+        let path = self.root.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(path, &data).expect("write");
+        data
+    }
+
+    /// The names in the work folder, sorted.
+    pub fn work_listing(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.work)
+            .expect("read work")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// SHA-256 in lower-case hex, computed with the `sha2` crate's standard API
+/// (independent of the protocol's chain hasher).
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Waits until `cond` holds, at most `limit`; returns whether it did.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        thread::sleep(POLL);
+    }
+    cond()
+}
+
+/// A one-connection TCP relay on 127.0.0.1 that forwards the first `budget`
+/// bytes from the server and then stalls, holding the connection open: a
+/// transfer that stops mid-way, on demand.
+pub struct Relay {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    pub fn start(target: SocketAddr, budget: u64) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("relay binds");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("relay address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let streams = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, streams2) = (Arc::clone(&stop), Arc::clone(&streams));
+        thread::spawn(move || {
+            let deadline = Instant::now() + RUN_TIMEOUT;
+            let client = loop {
+                if stop2.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    return;
+                }
+                match listener.accept() {
+                    Ok((client, _)) => break client,
+                    Err(_) => thread::sleep(POLL),
+                }
+            };
+            client.set_nonblocking(false).expect("blocking");
+            let server = TcpStream::connect(target).expect("relay reaches the server");
+            {
+                let mut held = streams2.lock().unwrap();
+                held.push(client.try_clone().expect("clone"));
+                held.push(server.try_clone().expect("clone"));
+            }
+            let (mut up_from, mut up_to) = (
+                client.try_clone().expect("clone"),
+                server.try_clone().expect("clone"),
+            );
+            thread::spawn(move || {
+                let _ = std::io::copy(&mut up_from, &mut up_to);
+            });
+            let (mut down_from, mut down_to) = (server, client);
+            let mut left = budget;
+            let mut buf = vec![0u8; 64 * 1024];
+            while left > 0 {
+                let n = match down_from.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let n = n.min(left as usize);
+                if down_to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+                left -= n as u64;
+            }
+            // Stall: keep both sockets open, forward nothing, until told to stop.
+            while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
+                thread::sleep(POLL);
+            }
+        });
+        Self {
+            addr,
+            stop,
+            streams,
+        }
+    }
+
+    pub fn target(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for stream in self.streams.lock().unwrap().iter() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Reads one frame body from a blocking socket; `None` on EOF or error.
+fn read_frame(stream: &mut TcpStream) -> Option<bytes::Bytes> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > ft_protocol::MAX_FRAME {
+        return None;
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).ok()?;
+    Some(body.into())
+}
+
+/// A hand-driven protocol client over a blocking socket, for speaking to the
+/// server in ways ftget never would.
+pub struct Raw {
+    pub stream: TcpStream,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).expect("connects");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        Self { stream }
+    }
+
+    /// Connects and completes the handshake.
+    pub fn greeted(addr: SocketAddr) -> Self {
+        let mut raw = Self::connect(addr);
+        let welcome = raw.hello(ft_protocol::VERSION);
+        assert_eq!(
+            welcome,
+            Some(ft_protocol::Response::Welcome {
+                version: ft_protocol::VERSION
+            })
+        );
+        raw
+    }
+
+    pub fn send(&mut self, request: &ft_protocol::Request) {
+        let frame = ft_protocol::codec::encode(request).expect("encodes");
+        self.stream.write_all(&frame).expect("sends");
+    }
+
+    /// Sends raw bytes; errors are ignored (the server may already have closed).
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes);
+    }
+
+    /// The next response; `None` when the server closed the connection.
+    pub fn recv(&mut self) -> Option<ft_protocol::Response> {
+        let body = read_frame(&mut self.stream)?;
+        Some(ft_protocol::codec::decode_response(body).expect("server sends valid frames"))
+    }
+
+    pub fn hello(&mut self, version: u32) -> Option<ft_protocol::Response> {
+        self.send(&ft_protocol::Request::Hello {
+            magic: ft_protocol::MAGIC,
+            version,
+        });
+        self.recv()
+    }
+
+    /// The error code of the next response, which must be an error.
+    pub fn error_code(&mut self) -> ft_protocol::ErrorCode {
+        match self.recv() {
+            Some(ft_protocol::Response::Error(err)) => err.code,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    /// Whether the server closes the connection within the read timeout,
+    /// after any number of frames.
+    pub fn closes(&mut self) -> bool {
+        for _ in 0..1000 {
+            if read_frame(&mut self.stream).is_none() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// A test server that speaks the protocol honestly, serving one file under
+/// any path, except that it flips a byte in the chunk at `bad_chunk` in the
+/// first `corruptions` downloads it sends.
+pub struct CorruptingServer {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl CorruptingServer {
+    pub fn start(data: Vec<u8>, bad_chunk: u64, corruptions: usize) -> Self {
+        use ft_protocol::{ChainHasher, FileMeta, Request, Response, CHUNK_SIZE, MAX_DATA};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let meta = FileMeta {
+            size: data.len() as u64,
+            mtime_secs: 1_700_000_000,
+            mtime_nanos: 0,
+            sha256: None,
+        };
+        thread::spawn(move || {
+            let deadline = Instant::now() + RUN_TIMEOUT;
+            let mut left = corruptions;
+            while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    thread::sleep(POLL);
+                    continue;
+                };
+                stream.set_nonblocking(false).expect("blocking");
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                let send = |stream: &mut TcpStream, response: &Response| {
+                    let frame = ft_protocol::codec::encode(response).expect("encodes");
+                    stream.write_all(&frame).is_ok()
+                };
+                while let Some(body) = read_frame(&mut stream) {
+                    let Ok(request) = ft_protocol::codec::decode_request(&body) else {
+                        break;
+                    };
+                    let ok = match request {
+                        Request::Hello { .. } => {
+                            send(&mut stream, &Response::Welcome { version: 1 })
+                        }
+                        Request::Stat { .. } => send(&mut stream, &Response::Meta(meta)),
+                        Request::Checkpoints { .. } => false,
+                        Request::Get { offset, .. } => {
+                            let corrupt = left > 0;
+                            left = left.saturating_sub(1);
+                            let mut ok = send(&mut stream, &Response::Meta(meta));
+                            let mut hasher = ChainHasher::new();
+                            hasher.update(&data[..offset as usize]);
+                            let mut pos = offset as usize;
+                            while ok && pos < data.len() {
+                                let end = (pos + MAX_DATA).min(data.len());
+                                hasher.update(&data[pos..end]);
+                                let mut piece = data[pos..end].to_vec();
+                                if corrupt && pos as u64 == bad_chunk * CHUNK_SIZE {
+                                    piece[0] ^= 0xff;
+                                }
+                                ok = send(&mut stream, &Response::Data(piece.into()));
+                                if ok && (end as u64).is_multiple_of(CHUNK_SIZE) {
+                                    let state = hasher.state().expect("boundary");
+                                    let index = end as u64 / CHUNK_SIZE;
+                                    ok = send(&mut stream, &Response::Checkpoint { index, state });
+                                }
+                                pos = end;
+                            }
+                            let sha256 = hasher.finalize();
+                            ok && send(&mut stream, &Response::End { sha256 })
+                        }
+                    };
+                    if !ok {
+                        break;
+                    }
+                }
+            }
+        });
+        Self { addr, stop }
+    }
+
+    pub fn target(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for CorruptingServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

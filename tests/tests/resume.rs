@@ -1,0 +1,166 @@
+//! Interrupted downloads: resuming, refusing to splice versions, and never
+//! trusting a partial on disk.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::fs;
+use std::time::Duration;
+
+use ft_protocol::CHUNK_SIZE;
+use ft_tests::{
+    ftget, sha256_hex, spawn_ftget, wait_bounded, wait_until, CorruptingServer, Relay, Server,
+    TestEnv,
+};
+
+const SIZE: usize = 100 * 1024 * 1024;
+
+/// Starts a download of `name` through a relay that stalls after about 30 MiB,
+/// waits until more than 20 MiB sit in the partial, and kills ftget with
+/// SIGKILL. Returns the partial's length.
+fn interrupted_download(env: &TestEnv, server: &Server, name: &str) -> u64 {
+    let relay = Relay::start(server.addr, 30 * 1024 * 1024);
+    let mut child = spawn_ftget(&env.work, &[&relay.target(), name, "-q"]);
+    let partial = env.work.join(format!("{name}.part"));
+    let grew = wait_until(Duration::from_secs(60), || {
+        fs::metadata(&partial).is_ok_and(|m| m.len() > 20 * 1024 * 1024)
+    });
+    child.kill().expect("SIGKILL");
+    assert!(wait_bounded(&mut child, Duration::from_secs(10)).is_some());
+    assert!(grew, "the partial never passed 20 MiB");
+    assert!(
+        !env.work.join(name).exists(),
+        "a killed download has no final file"
+    );
+    assert!(
+        env.work.join(format!("{name}.part.json")).exists(),
+        "the sidecar was written"
+    );
+    fs::metadata(&partial).expect("partial").len()
+}
+
+#[test]
+fn killed_download_resumes_and_verifies() {
+    let env = TestEnv::new();
+    let data = env.random_file("big.bin", SIZE, 11);
+    let server = Server::start(&env.root, &[]);
+    let on_disk = interrupted_download(&env, &server, "big.bin");
+
+    let run = ftget(&env.work, &[&server.target(), "big.bin", "--json"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let resumed = run.field("resumed_from");
+    assert!(resumed > 0, "resumed from zero");
+    assert!(
+        resumed <= on_disk && resumed.is_multiple_of(CHUNK_SIZE),
+        "resumed at {resumed}"
+    );
+    assert_eq!(run.field("bytes_received"), SIZE as u64 - resumed);
+    assert_eq!(run.json()["sha256"], sha256_hex(&data));
+    assert!(fs::read(env.work.join("big.bin")).expect("output") == data);
+    assert_eq!(
+        env.work_listing(),
+        ["big.bin"],
+        "partial and sidecar are gone"
+    );
+}
+
+#[test]
+fn changed_remote_file_is_downloaded_anew_not_spliced() {
+    let env = TestEnv::new();
+    env.random_file("big.bin", SIZE, 12);
+    let server = Server::start(&env.root, &[]);
+    interrupted_download(&env, &server, "big.bin");
+
+    // Same size, new contents, new modification time.
+    let fresh = env.random_file("big.bin", SIZE, 13);
+    let file = fs::File::options()
+        .write(true)
+        .open(env.root.join("big.bin"))
+        .expect("open");
+    file.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .expect("touch");
+    drop(file);
+
+    let run = ftget(&env.work, &[&server.target(), "big.bin", "--json"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.field("resumed_from"), 0);
+    assert_eq!(run.field("bytes_received"), SIZE as u64);
+    assert_eq!(run.json()["sha256"], sha256_hex(&fresh));
+    assert!(fs::read(env.work.join("big.bin")).expect("output") == fresh);
+}
+
+#[test]
+fn corrupted_partial_is_never_accepted() {
+    let env = TestEnv::new();
+    let data = env.random_file("big.bin", SIZE, 14);
+    let server = Server::start(&env.root, &[]);
+    let on_disk = interrupted_download(&env, &server, "big.bin");
+    assert!(on_disk > 2 * CHUNK_SIZE);
+
+    // Flip one byte inside the second chunk of the partial.
+    let partial = env.work.join("big.bin.part");
+    let mut bytes = fs::read(&partial).expect("partial");
+    bytes[CHUNK_SIZE as usize + 12345] ^= 0x01;
+    fs::write(&partial, &bytes).expect("write");
+
+    let run = ftget(&env.work, &[&server.target(), "big.bin", "--json"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        run.field("resumed_from"),
+        CHUNK_SIZE,
+        "keeps only the chunk before the flip"
+    );
+    assert_eq!(run.field("bytes_received"), SIZE as u64 - CHUNK_SIZE);
+    assert!(fs::read(env.work.join("big.bin")).expect("output") == data);
+}
+
+#[test]
+fn no_resume_starts_over() {
+    let env = TestEnv::new();
+    let data = env.random_file("big.bin", SIZE, 15);
+    let server = Server::start(&env.root, &[]);
+    interrupted_download(&env, &server, "big.bin");
+    let run = ftget(
+        &env.work,
+        &[&server.target(), "big.bin", "--json", "--no-resume"],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.field("resumed_from"), 0);
+    assert_eq!(run.field("bytes_received"), SIZE as u64);
+    assert!(fs::read(env.work.join("big.bin")).expect("output") == data);
+}
+
+#[test]
+fn a_corrupted_chunk_is_fetched_again_once() {
+    let env = TestEnv::new();
+    let data: Vec<u8> = (0..3 * CHUNK_SIZE as usize + 99)
+        .map(|i| (i % 199) as u8)
+        .collect();
+    let server = CorruptingServer::start(data.clone(), 1, 1);
+    let run = ftget(&env.work, &[&server.target(), "f.bin", "--json"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.json()["sha256"], sha256_hex(&data));
+    // Chunk 1 crossed the network twice; nothing else did.
+    assert_eq!(run.field("bytes_received"), data.len() as u64 + CHUNK_SIZE);
+    assert!(fs::read(env.work.join("f.bin")).expect("output") == data);
+}
+
+#[test]
+fn a_chunk_that_fails_twice_exits_4_without_a_final_file() {
+    let env = TestEnv::new();
+    let data: Vec<u8> = (0..3 * CHUNK_SIZE as usize)
+        .map(|i| (i % 197) as u8)
+        .collect();
+    let server = CorruptingServer::start(data, 2, usize::MAX);
+    let run = ftget(&env.work, &[&server.target(), "f.bin"]);
+    assert_eq!(run.code, Some(4), "{run:?}");
+    assert!(run.stderr.contains("verification failed"), "{}", run.stderr);
+    assert!(
+        !env.work.join("f.bin").exists(),
+        "no unverified file under the final name"
+    );
+    let kept = fs::metadata(env.work.join("f.bin.part"))
+        .expect("partial kept")
+        .len();
+    assert_eq!(kept, 3 * CHUNK_SIZE, "the partial holds what arrived");
+}
