@@ -44,7 +44,11 @@ pub fn bin(name: &str) -> PathBuf {
     );
     let built = modified(&path);
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let newest_source = ["protocol/src", "server/src", "client/src"]
+    let own_crate = match name {
+        "ftserve" => "server/src",
+        _ => "client/src",
+    };
+    let newest_source = ["protocol/src", own_crate]
         .iter()
         .map(|dir| newest(&workspace.join(dir)))
         .max()
