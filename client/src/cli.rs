@@ -13,6 +13,8 @@ use clap::Parser;
 #[command(name = "ftget", version)]
 pub struct Cli {
     /// The server: host, host:port or [v6addr]:port (default port 7878).
+    // This text is --help, not rustdoc: the brackets are literal, not a link.
+    #[allow(rustdoc::broken_intra_doc_links)]
     pub server: String,
 
     /// Path of the file on the server, relative to the served folder.

@@ -209,6 +209,49 @@ mod tests {
     }
 
     #[test]
+    fn protocol_md_examples_hold() {
+        // The worked examples in PROTOCOL.md, section 3.
+        let busy =
+            encode(&Response::Error(RemoteError::new(ErrorCode::Busy, "x"))).expect("encodes");
+        assert_eq!(
+            busy,
+            [0, 0, 0, 17, 0, 0, 0, 0, 5, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, b'x']
+        );
+        let data = encode(&Response::Data(Bytes::from_static(b"abc"))).expect("encodes");
+        assert_eq!(
+            data,
+            [0, 0, 0, 15, 4, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, b'a', b'b', b'c']
+        );
+        let meta = encode(&Response::Meta(FileMeta {
+            size: 1,
+            mtime_secs: -1,
+            mtime_nanos: 2,
+            sha256: None,
+        }))
+        .expect("encodes");
+        let mut want = vec![0, 0, 0, 25, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+        want.extend_from_slice(&[0xff; 8]);
+        want.extend_from_slice(&[2, 0, 0, 0, 0]);
+        assert_eq!(meta, want, "FileMeta: u64, i64, u32, Option tag");
+        // Error codes keep the values PROTOCOL.md section 5 gives them.
+        let codes = [
+            ErrorCode::NotFound,
+            ErrorCode::NotAFile,
+            ErrorCode::PermissionDenied,
+            ErrorCode::InvalidPath,
+            ErrorCode::UnsupportedVersion,
+            ErrorCode::Busy,
+            ErrorCode::Internal,
+            ErrorCode::BadRequest,
+            ErrorCode::FileChanged,
+        ];
+        for (value, code) in codes.into_iter().enumerate() {
+            let frame = encode(&Response::Error(RemoteError::new(code, ""))).expect("encodes");
+            assert_eq!(frame[8], value as u8, "{code:?}");
+        }
+    }
+
+    #[test]
     fn data_frame_with_wrong_inner_length_is_malformed() {
         let mut frame = data_header(4).expect("fits").to_vec();
         frame.extend_from_slice(b"abc"); // one byte short

@@ -393,6 +393,14 @@ mod tests {
         std::os::unix::fs::symlink("../..", dir.path().join("sub/up")).expect("symlink");
         std::os::unix::fs::symlink("..", dir.path().join("sub/root")).expect("symlink");
         std::os::unix::fs::symlink("a.txt", dir.path().join("in")).expect("symlink");
+        std::os::unix::fs::symlink(dir.path().join("a.txt"), dir.path().join("abs-in"))
+            .expect("symlink");
+        std::os::unix::fs::symlink("loop", dir.path().join("loop")).expect("symlink");
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(dir.path().join("fifo"))
+            .status()
+            .expect("mkfifo runs");
+        assert!(fifo.success());
         let files = files_in(&dir);
 
         assert_eq!(files.open(&path("a.txt")).expect("opens").id.size, 5);
@@ -405,6 +413,11 @@ mod tests {
         assert_eq!(code(files.open(&path("sub"))), ErrorCode::NotAFile);
         assert_eq!(code(files.open(&path(""))), ErrorCode::NotAFile);
         assert_eq!(code(files.open(&path("out"))), ErrorCode::InvalidPath);
+        // Absolute links are refused even when they point inside the root.
+        assert_eq!(code(files.open(&path("abs-in"))), ErrorCode::InvalidPath);
+        assert_eq!(code(files.open(&path("loop"))), ErrorCode::InvalidPath);
+        // Opening a FIFO with no writer must not block.
+        assert_eq!(code(files.open(&path("fifo"))), ErrorCode::NotAFile);
         assert_eq!(
             code(files.open(&path("sub/up/a.txt"))),
             ErrorCode::InvalidPath
