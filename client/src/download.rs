@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use ft_protocol::connection::TcpConnection;
 use ft_protocol::{
     boundaries, ConnectionError, Digest, ErrorCode, FileMeta, RemoteError, Request, Response,
-    MAGIC, MAX_CHECKPOINTS, VERSION,
+    CHUNK_SIZE, MAGIC, MAX_CHECKPOINTS, VERSION,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -325,8 +325,13 @@ async fn prepare(
     if whole_chunks == 0 {
         return Ok(Verified::start());
     }
+    progress.start(meta.size, 0);
+    progress.note(format!(
+        "{}: checking {} MiB already on disk",
+        job.remote,
+        whole_chunks * (CHUNK_SIZE >> 20)
+    ));
     let states = checkpoints(conn, job, meta, whole_chunks).await?;
-    progress.note(format!("verifying {}", partial.data.display()));
     let reader = partial.clone();
     let verified = tokio::task::spawn_blocking(move || reader.verify(&states))
         .await
