@@ -118,9 +118,6 @@ pub async fn download(job: &Job, progress: &Progress) -> Result<Report, Error> {
             }
             Err(failure) => failure,
         };
-        if verified_offset(&state) > before {
-            failures = 0;
-        }
         let retry_error = match failure {
             Failure::Fatal(err) => {
                 if matches!(err, Error::Refused { .. }) {
@@ -140,6 +137,8 @@ pub async fn download(job: &Job, progress: &Progress) -> Result<Report, Error> {
                 bad_chunk = Some(offset);
                 continue;
             }
+            // Starting over loses what was verified, so this always counts:
+            // a file that never stops changing ends in an error, not a loop.
             Failure::Changed => {
                 state.transfer = None;
                 state.resumed_from = 0;
@@ -148,7 +147,14 @@ pub async fn download(job: &Job, progress: &Progress) -> Result<Report, Error> {
                     reason: format!("{} keeps changing on the server", job.remote),
                 }
             }
-            Failure::Retry(err) => err,
+            Failure::Retry(err) => {
+                // A connection that drops after verified progress starts a
+                // fresh count: a flaky link that keeps moving gets through.
+                if verified_offset(&state) > before {
+                    failures = 0;
+                }
+                err
+            }
         };
         failures += 1;
         if failures > job.retries {
@@ -158,8 +164,8 @@ pub async fn download(job: &Job, progress: &Progress) -> Result<Report, Error> {
     }
 }
 
-fn verified_offset(state: &Progressed) -> Option<u64> {
-    state.transfer.map(|(_, verified)| verified.offset)
+fn verified_offset(state: &Progressed) -> u64 {
+    state.transfer.map_or(0, |(_, verified)| verified.offset)
 }
 
 fn give_up(err: Error, retries: u32) -> Error {
@@ -187,11 +193,16 @@ async fn attempt(
     let mut conn = connect(job).await?;
     let meta = stat(&mut conn, job).await?;
     let verified = match state.transfer {
-        Some((known, verified)) if known.same_version(&meta) => verified,
-        Some(_) => return Err(Failure::Changed),
-        None => {
+        Some((known, _)) if !known.same_version(&meta) => return Err(Failure::Changed),
+        // Bytes this run verified are trusted only while the partial still
+        // holds them; if it was cut or removed meanwhile, look again from disk.
+        Some((_, verified)) if partial.bytes_on_disk() >= verified.offset => verified,
+        _ => {
+            let first = state.transfer.is_none();
             let verified = prepare(&mut conn, job, partial, &meta, progress).await?;
-            state.resumed_from = verified.offset;
+            if first {
+                state.resumed_from = verified.offset;
+            }
             verified
         }
     };
@@ -318,10 +329,7 @@ async fn prepare(
         partial.begin(&job.remote, meta).map_err(Failure::Fatal)?;
         return Ok(Verified::start());
     }
-    let on_disk = fs::metadata(&partial.data)
-        .map_err(|err| Failure::Fatal(Error::local(&partial.data)(err)))?
-        .len();
-    let whole_chunks = boundaries(on_disk.min(meta.size));
+    let whole_chunks = boundaries(partial.bytes_on_disk().min(meta.size));
     if whole_chunks == 0 {
         return Ok(Verified::start());
     }

@@ -112,6 +112,11 @@ impl Partial {
         Ok(())
     }
 
+    /// Bytes in the partial now; 0 when there is none.
+    pub fn bytes_on_disk(&self) -> u64 {
+        fs::metadata(&self.data).map_or(0, |m| m.len())
+    }
+
     /// Opens the partial for writing at `offset`, dropping anything after it.
     pub fn open_at(&self, offset: u64) -> Result<File, Error> {
         let mut file = OpenOptions::new()

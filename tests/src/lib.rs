@@ -508,31 +508,49 @@ impl Raw {
     }
 }
 
-/// A test server that speaks the protocol honestly, serving one file under
-/// any path, except that it flips a byte in the chunk at `bad_chunk` in the
-/// first `corruptions` downloads it sends.
-pub struct CorruptingServer {
+/// How a [`MisbehavingServer`] departs from the protocol's honest path.
+#[derive(Debug, Clone, Copy)]
+pub enum Misbehaviour {
+    /// Flip a byte in chunk `chunk` of the first `times` downloads it sends.
+    Corrupt { chunk: u64, times: usize },
+    /// Report a new modification time in every `Meta`, as if the file were
+    /// rewritten between any two requests.
+    EverChanging,
+}
+
+/// A test server that serves one file under any path, honestly but for one
+/// [`Misbehaviour`].
+pub struct MisbehavingServer {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
 }
 
-impl CorruptingServer {
-    pub fn start(data: Vec<u8>, bad_chunk: u64, corruptions: usize) -> Self {
+impl MisbehavingServer {
+    pub fn start(data: Vec<u8>, misbehaviour: Misbehaviour) -> Self {
         use ft_protocol::{ChainHasher, FileMeta, Request, Response, CHUNK_SIZE, MAX_DATA};
         let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("address");
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
-        let meta = FileMeta {
+        let mut meta = FileMeta {
             size: data.len() as u64,
             mtime_secs: 1_700_000_000,
             mtime_nanos: 0,
             sha256: None,
         };
+        let (bad_chunk, mut left) = match misbehaviour {
+            Misbehaviour::Corrupt { chunk, times } => (chunk, times),
+            Misbehaviour::EverChanging => (0, 0),
+        };
+        let mut next_meta = move || {
+            if matches!(misbehaviour, Misbehaviour::EverChanging) {
+                meta.mtime_secs += 1;
+            }
+            meta
+        };
         thread::spawn(move || {
             let deadline = Instant::now() + RUN_TIMEOUT;
-            let mut left = corruptions;
             while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
                 let Ok((mut stream, _)) = listener.accept() else {
                     thread::sleep(POLL);
@@ -554,12 +572,12 @@ impl CorruptingServer {
                         Request::Hello { .. } => {
                             send(&mut stream, &Response::Welcome { version: 1 })
                         }
-                        Request::Stat { .. } => send(&mut stream, &Response::Meta(meta)),
+                        Request::Stat { .. } => send(&mut stream, &Response::Meta(next_meta())),
                         Request::Checkpoints { .. } => false,
                         Request::Get { offset, .. } => {
                             let corrupt = left > 0;
                             left = left.saturating_sub(1);
-                            let mut ok = send(&mut stream, &Response::Meta(meta));
+                            let mut ok = send(&mut stream, &Response::Meta(next_meta()));
                             let mut hasher = ChainHasher::new();
                             hasher.update(&data[..offset as usize]);
                             let mut pos = offset as usize;
@@ -596,7 +614,7 @@ impl CorruptingServer {
     }
 }
 
-impl Drop for CorruptingServer {
+impl Drop for MisbehavingServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use ft_protocol::CHUNK_SIZE;
 use ft_tests::{
-    ftget, sha256_hex, spawn_ftget, wait_bounded, wait_until, CorruptingServer, Relay, Server,
-    TestEnv,
+    ftget, sha256_hex, spawn_ftget, wait_bounded, wait_until, MisbehavingServer, Misbehaviour,
+    Relay, Server, TestEnv,
 };
 
 const SIZE: usize = 100 * 1024 * 1024;
@@ -136,7 +136,8 @@ fn a_corrupted_chunk_is_fetched_again_once() {
     let data: Vec<u8> = (0..3 * CHUNK_SIZE as usize + 99)
         .map(|i| (i % 199) as u8)
         .collect();
-    let server = CorruptingServer::start(data.clone(), 1, 1);
+    let server =
+        MisbehavingServer::start(data.clone(), Misbehaviour::Corrupt { chunk: 1, times: 1 });
     let run = ftget(&env.work, &[&server.target(), "f.bin", "--json"]);
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(run.json()["sha256"], sha256_hex(&data));
@@ -151,7 +152,13 @@ fn a_chunk_that_fails_twice_exits_4_without_a_final_file() {
     let data: Vec<u8> = (0..3 * CHUNK_SIZE as usize)
         .map(|i| (i % 197) as u8)
         .collect();
-    let server = CorruptingServer::start(data, 2, usize::MAX);
+    let server = MisbehavingServer::start(
+        data,
+        Misbehaviour::Corrupt {
+            chunk: 2,
+            times: usize::MAX,
+        },
+    );
     let run = ftget(&env.work, &[&server.target(), "f.bin"]);
     assert_eq!(run.code, Some(4), "{run:?}");
     assert!(run.stderr.contains("verification failed"), "{}", run.stderr);
@@ -163,4 +170,14 @@ fn a_chunk_that_fails_twice_exits_4_without_a_final_file() {
         .expect("partial kept")
         .len();
     assert_eq!(kept, 3 * CHUNK_SIZE, "the partial holds what arrived");
+}
+
+#[test]
+fn a_file_that_never_stops_changing_ends_in_an_error_not_a_loop() {
+    let env = TestEnv::new();
+    let server = MisbehavingServer::start(vec![7u8; 1000], Misbehaviour::EverChanging);
+    let run = ftget(&env.work, &[&server.target(), "f.bin", "--retries", "2"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("keeps changing"), "{}", run.stderr);
+    assert!(!env.work.join("f.bin").exists());
 }
