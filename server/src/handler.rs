@@ -66,9 +66,13 @@ pub(crate) async fn serve(
                 break;
             }
         };
-        if let Err(err) = answer(&mut conn, peer, &context, request).await {
-            info!(client = %peer, "connection lost: {err}");
-            break;
+        match answer(&mut conn, peer, &context, request).await {
+            Ok(Next::Open) => {}
+            Ok(Next::Close) => break,
+            Err(err) => {
+                info!(client = %peer, "connection lost: {err}");
+                break;
+            }
         }
     }
     let _ = conn.shutdown().await;
@@ -128,6 +132,22 @@ async fn handshake(conn: &mut TcpConnection) -> Result<(), HandshakeError> {
     Err(HandshakeError::Refused(message))
 }
 
+/// Whether the connection stays open after a request.
+enum Next {
+    Open,
+    /// After `BadRequest`: the protocol promises the client a close.
+    Close,
+}
+
+impl Next {
+    fn after(error: Option<&RemoteError>) -> Self {
+        match error {
+            Some(err) if err.code == ErrorCode::BadRequest => Next::Close,
+            _ => Next::Open,
+        }
+    }
+}
+
 /// Answers one request. An error means the connection is unusable; failures
 /// the client should hear about are sent as `Error` responses instead.
 async fn answer(
@@ -135,26 +155,30 @@ async fn answer(
     peer: SocketAddr,
     context: &Arc<Context>,
     request: Request,
-) -> Result<(), ConnectionError> {
-    match request {
+) -> Result<Next, ConnectionError> {
+    let (result, next) = match request {
         Request::Hello { .. } => {
             let err = RemoteError::new(ErrorCode::BadRequest, "hello sent twice");
-            conn.send(&Response::Error(err)).await
+            (Err(err), Next::Close)
         }
         Request::Stat { path } => {
             let result = open(context, &path)
                 .await
                 .map(|(meta, _)| Response::Meta(meta));
             log_outcome(peer, "stat", &path, 0, 0, result.as_ref().err());
-            conn.send(&result.unwrap_or_else(Response::Error)).await
+            let next = Next::after(result.as_ref().err());
+            (result, next)
         }
         Request::Checkpoints { path, first, count } => {
             let result = checkpoints(context, &path, first, count).await;
             log_outcome(peer, "checkpoints", &path, first, 0, result.as_ref().err());
-            conn.send(&result.unwrap_or_else(Response::Error)).await
+            let next = Next::after(result.as_ref().err());
+            (result, next)
         }
-        Request::Get { path, offset } => get(conn, peer, context, &path, offset).await,
-    }
+        Request::Get { path, offset } => return get(conn, peer, context, &path, offset).await,
+    };
+    conn.send(&result.unwrap_or_else(Response::Error)).await?;
+    Ok(next)
 }
 
 /// Parses and opens a path on a blocking thread; the file's meta and handle.
@@ -210,12 +234,14 @@ async fn get(
     context: &Arc<Context>,
     path: &str,
     offset: u64,
-) -> Result<(), ConnectionError> {
+) -> Result<Next, ConnectionError> {
     let (meta, file) = match open(context, path).await {
         Ok(opened) => opened,
         Err(err) => {
             log_outcome(peer, "get", path, offset, 0, Some(&err));
-            return conn.send(&Response::Error(err)).await;
+            let next = Next::after(Some(&err));
+            conn.send(&Response::Error(err)).await?;
+            return Ok(next);
         }
     };
     if offset > meta.size || !offset.is_multiple_of(CHUNK_SIZE) {
@@ -227,7 +253,8 @@ async fn get(
             ),
         );
         log_outcome(peer, "get", path, offset, 0, Some(&err));
-        return conn.send(&Response::Error(err)).await;
+        conn.send(&Response::Error(err)).await?;
+        return Ok(Next::Close);
     }
     conn.send(&Response::Meta(meta)).await?;
 
@@ -270,7 +297,7 @@ async fn get(
         }
         (Ok(()), failure) => log_outcome(peer, "get", path, offset, sent, failure.as_ref()),
     }
-    result
+    result.map(|()| Next::Open)
 }
 
 /// Runs blocking filesystem work off the async workers.

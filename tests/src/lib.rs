@@ -341,9 +341,18 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-/// A one-connection TCP relay on 127.0.0.1 that forwards the first `budget`
-/// bytes from the server and then stalls, holding the connection open: a
-/// transfer that stops mid-way, on demand.
+/// What a [`Relay`] does to its first connection once the budget is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterBudget {
+    /// Forward nothing more but keep the connection open: a stalled link.
+    Stall,
+    /// Close the connection: a dropped link.
+    Cut,
+}
+
+/// A TCP relay on 127.0.0.1 in front of a server. Its first connection
+/// carries `budget` bytes from the server and then stalls or is cut; later
+/// connections pass through untouched.
 pub struct Relay {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -351,7 +360,7 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn start(target: SocketAddr, budget: u64) -> Self {
+    pub fn start(target: SocketAddr, budget: u64, after: AfterBudget) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("relay binds");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("relay address");
@@ -360,46 +369,22 @@ impl Relay {
         let (stop2, streams2) = (Arc::clone(&stop), Arc::clone(&streams));
         thread::spawn(move || {
             let deadline = Instant::now() + RUN_TIMEOUT;
-            let client = loop {
-                if stop2.load(Ordering::Relaxed) || Instant::now() > deadline {
-                    return;
-                }
-                match listener.accept() {
-                    Ok((client, _)) => break client,
-                    Err(_) => thread::sleep(POLL),
-                }
-            };
-            client.set_nonblocking(false).expect("blocking");
-            let server = TcpStream::connect(target).expect("relay reaches the server");
-            {
-                let mut held = streams2.lock().unwrap();
-                held.push(client.try_clone().expect("clone"));
-                held.push(server.try_clone().expect("clone"));
-            }
-            let (mut up_from, mut up_to) = (
-                client.try_clone().expect("clone"),
-                server.try_clone().expect("clone"),
-            );
-            thread::spawn(move || {
-                let _ = std::io::copy(&mut up_from, &mut up_to);
-            });
-            let (mut down_from, mut down_to) = (server, client);
-            let mut left = budget;
-            let mut buf = vec![0u8; 64 * 1024];
-            while left > 0 {
-                let n = match down_from.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                let n = n.min(left as usize);
-                if down_to.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-                left -= n as u64;
-            }
-            // Stall: keep both sockets open, forward nothing, until told to stop.
+            let mut budget = Some(budget);
             while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
-                thread::sleep(POLL);
+                let Ok((client, _)) = listener.accept() else {
+                    thread::sleep(POLL);
+                    continue;
+                };
+                client.set_nonblocking(false).expect("blocking");
+                let server = TcpStream::connect(target).expect("relay reaches the server");
+                {
+                    let mut held = streams2.lock().unwrap();
+                    held.push(client.try_clone().expect("clone"));
+                    held.push(server.try_clone().expect("clone"));
+                }
+                let limit = budget.take().unwrap_or(u64::MAX);
+                let stop3 = Arc::clone(&stop2);
+                thread::spawn(move || relay_one(client, server, limit, after, &stop3, deadline));
             }
         });
         Self {
@@ -412,6 +397,46 @@ impl Relay {
     pub fn target(&self) -> String {
         self.addr.to_string()
     }
+}
+
+/// Relays one connection: everything upstream, `limit` bytes downstream, then
+/// `after`.
+fn relay_one(
+    client: TcpStream,
+    server: TcpStream,
+    limit: u64,
+    after: AfterBudget,
+    stop: &AtomicBool,
+    deadline: Instant,
+) {
+    let (mut up_from, mut up_to) = (
+        client.try_clone().expect("clone"),
+        server.try_clone().expect("clone"),
+    );
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut up_from, &mut up_to);
+    });
+    let (mut down_from, mut down_to) = (server, client);
+    let mut left = limit;
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let n = match down_from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+        if down_to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        left -= n as u64;
+    }
+    if left == 0 && after == AfterBudget::Stall {
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            thread::sleep(POLL);
+        }
+    }
+    let _ = down_to.shutdown(std::net::Shutdown::Both);
+    let _ = down_from.shutdown(std::net::Shutdown::Both);
 }
 
 impl Drop for Relay {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use ft_protocol::CHUNK_SIZE;
 use ft_tests::{
-    ftget, sha256_hex, spawn_ftget, wait_bounded, wait_until, MisbehavingServer, Misbehaviour,
-    Relay, Server, TestEnv,
+    ftget, sha256_hex, spawn_ftget, wait_bounded, wait_until, AfterBudget, MisbehavingServer,
+    Misbehaviour, Relay, Server, TestEnv,
 };
 
 const SIZE: usize = 100 * 1024 * 1024;
@@ -19,7 +19,7 @@ const SIZE: usize = 100 * 1024 * 1024;
 /// waits until more than 20 MiB sit in the partial, and kills ftget with
 /// SIGKILL. Returns the partial's length.
 fn interrupted_download(env: &TestEnv, server: &Server, name: &str) -> u64 {
-    let relay = Relay::start(server.addr, 30 * 1024 * 1024);
+    let relay = Relay::start(server.addr, 30 * 1024 * 1024, AfterBudget::Stall);
     let mut child = spawn_ftget(&env.work, &[&relay.target(), name, "-q"]);
     let partial = env.work.join(format!("{name}.part"));
     let grew = wait_until(Duration::from_secs(60), || {
@@ -62,6 +62,27 @@ fn killed_download_resumes_and_verifies() {
         ["big.bin"],
         "partial and sidecar are gone"
     );
+}
+
+#[test]
+fn a_dropped_connection_is_retried_from_the_last_verified_chunk() {
+    let env = TestEnv::new();
+    let data = env.random_file("big.bin", SIZE, 16);
+    let server = Server::start(&env.root, &[]);
+    let relay = Relay::start(server.addr, 30 * 1024 * 1024, AfterBudget::Cut);
+    let run = ftget(&env.work, &[&relay.target(), "big.bin", "--json"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.field("resumed_from"), 0, "one run, no earlier partial");
+    let received = run.field("bytes_received");
+    assert!(
+        received > SIZE as u64,
+        "the cut chunk was fetched again: {received}"
+    );
+    assert!(
+        received < SIZE as u64 + CHUNK_SIZE,
+        "no more than the unverified tail was refetched: {received}"
+    );
+    assert!(fs::read(env.work.join("big.bin")).expect("output") == data);
 }
 
 #[test]

@@ -165,4 +165,8 @@ fn one_connection_carries_several_requests_and_warm_stats_carry_the_digest() {
         ft_protocol::ErrorCode::BadRequest,
         "offsets are chunk-aligned"
     );
+    assert!(
+        raw.closes(),
+        "the server closes after BadRequest, as PROTOCOL.md says"
+    );
 }
