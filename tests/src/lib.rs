@@ -123,9 +123,14 @@ impl Server {
     /// Starts `ftserve ROOT --listen 127.0.0.1:0 EXTRA...` and waits for it to
     /// say where it listens.
     pub fn start(root: &Path, extra: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0", root, extra)
+    }
+
+    /// The same on another loopback address, such as `[::1]:0`.
+    pub fn start_on(listen: &str, root: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(bin("ftserve"))
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .args(extra)
             .arg(root)
             .stdin(Stdio::null())
@@ -182,9 +187,9 @@ impl Server {
         String::from_utf8_lossy(&self.logs.lock().unwrap()).into_owned()
     }
 
-    /// Sends SIGTERM and waits (bounded) for the exit.
-    pub fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
-        signal(self.child.id(), nix::sys::signal::Signal::SIGTERM);
+    /// Sends `sig` and waits (bounded) for the exit.
+    pub fn stop(&mut self, sig: nix::sys::signal::Signal, limit: Duration) -> Option<ExitStatus> {
+        signal(self.child.id(), sig);
         wait_bounded(&mut self.child, limit)
     }
 }
@@ -348,6 +353,9 @@ pub enum AfterBudget {
     Stall,
     /// Close the connection: a dropped link.
     Cut,
+    /// Forward nothing for this long, then everything: a link that hangs
+    /// for a while and recovers.
+    Pause(Duration),
 }
 
 /// A TCP relay on 127.0.0.1 in front of a server. Its first connection
@@ -419,20 +427,33 @@ fn relay_one(
     let (mut down_from, mut down_to) = (server, client);
     let mut left = limit;
     let mut buf = vec![0u8; 64 * 1024];
+    // What was read past the budget: held back, and sent after a pause.
+    let mut held_back = Vec::new();
     while left > 0 {
         let n = match down_from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
-        if down_to.write_all(&buf[..n]).is_err() {
+        let send = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+        if down_to.write_all(&buf[..send]).is_err() {
             break;
         }
-        left -= n as u64;
+        left -= send as u64;
+        held_back = buf[send..n].to_vec();
     }
-    if left == 0 && after == AfterBudget::Stall {
-        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+    if left == 0 {
+        let until = match after {
+            AfterBudget::Stall => deadline,
+            AfterBudget::Cut => Instant::now(),
+            AfterBudget::Pause(pause) => Instant::now() + pause,
+        };
+        while !stop.load(Ordering::Relaxed) && Instant::now() < until.min(deadline) {
             thread::sleep(POLL);
+        }
+        if let AfterBudget::Pause(_) = after {
+            if down_to.write_all(&held_back).is_ok() {
+                let _ = std::io::copy(&mut down_from, &mut down_to);
+            }
         }
     }
     let _ = down_to.shutdown(std::net::Shutdown::Both);

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use ft_protocol::CHUNK_SIZE;
 use ft_tests::{
-    ftget, sha256_hex, spawn_ftget, wait_bounded, wait_until, AfterBudget, MisbehavingServer,
-    Misbehaviour, Relay, Server, TestEnv,
+    ftget, sha256_hex, signal, spawn_ftget, wait_bounded, wait_until, AfterBudget,
+    MisbehavingServer, Misbehaviour, Relay, Server, TestEnv,
 };
+use nix::sys::signal::Signal;
 
 const SIZE: usize = 100 * 1024 * 1024;
 
@@ -201,4 +202,27 @@ fn a_file_that_never_stops_changing_ends_in_an_error_not_a_loop() {
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(run.stderr.contains("keeps changing"), "{}", run.stderr);
     assert!(!env.work.join("f.bin").exists());
+}
+
+#[test]
+fn ctrl_c_exits_130_and_keeps_the_partial_for_a_resume() {
+    let env = TestEnv::new();
+    let data = env.random_file("big.bin", SIZE, 17);
+    let server = Server::start(&env.root, &[]);
+    let relay = Relay::start(server.addr, 30 * 1024 * 1024, AfterBudget::Stall);
+    let mut child = spawn_ftget(&env.work, &[&relay.target(), "big.bin"]);
+    let partial = env.work.join("big.bin.part");
+    assert!(wait_until(Duration::from_secs(60), || {
+        fs::metadata(&partial).is_ok_and(|m| m.len() > 20 * 1024 * 1024)
+    }));
+    signal(child.id(), Signal::SIGINT);
+    let status = wait_bounded(&mut child, Duration::from_secs(10)).expect("exits on Ctrl-C");
+    assert_eq!(status.code(), Some(130));
+    assert!(partial.exists() && env.work.join("big.bin.part.json").exists());
+    assert!(!env.work.join("big.bin").exists());
+
+    let run = ftget(&env.work, &[&server.target(), "big.bin", "--json"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.field("resumed_from") > 0);
+    assert!(fs::read(env.work.join("big.bin")).expect("output") == data);
 }

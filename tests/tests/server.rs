@@ -8,7 +8,10 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use ft_protocol::{ErrorCode, Response};
-use ft_tests::{ftget, Raw, Server, TestEnv};
+use ft_tests::{
+    ftget, signal, spawn_ftget, wait_bounded, wait_until, AfterBudget, Raw, Relay, Server, TestEnv,
+};
+use nix::sys::signal::Signal;
 
 fn download_works(env: &TestEnv, server: &Server) {
     let run = ftget(
@@ -119,18 +122,94 @@ fn idle_connections_are_closed() {
 }
 
 #[test]
-fn sigterm_stops_the_server_cleanly() {
-    let env = env_with_info();
+fn sigterm_and_sigint_stop_the_server_cleanly() {
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        let env = env_with_info();
+        let mut server = Server::start(&env.root, &[]);
+        download_works(&env, &server);
+        let _idle = Raw::greeted(server.addr);
+        let status = server
+            .stop(sig, Duration::from_secs(15))
+            .expect("exits in time");
+        assert_eq!(status.code(), Some(0), "{sig}");
+        assert!(
+            server.logs().contains("shutdown requested"),
+            "{}",
+            server.logs()
+        );
+    }
+}
+
+#[test]
+fn a_transfer_in_flight_finishes_during_shutdown() {
+    let env = TestEnv::new();
+    let data = env.random_file("mid.bin", 24 * 1024 * 1024, 21);
     let mut server = Server::start(&env.root, &[]);
-    download_works(&env, &server);
-    let _idle = Raw::greeted(server.addr);
-    let status = server
-        .terminate(Duration::from_secs(15))
-        .expect("exits in time");
-    assert_eq!(status.code(), Some(0));
+    // The link hangs for 1.5 s after 8 MiB: SIGTERM lands while the transfer
+    // is in flight, and the rest must still arrive within the 5 s grace.
+    let relay = Relay::start(
+        server.addr,
+        8 * 1024 * 1024,
+        AfterBudget::Pause(Duration::from_millis(1500)),
+    );
+    let mut child = spawn_ftget(
+        &env.work,
+        &[&relay.target(), "mid.bin", "--retries", "0", "-q"],
+    );
+    let partial = env.work.join("mid.bin.part");
+    assert!(wait_until(Duration::from_secs(30), || {
+        fs::metadata(&partial).is_ok_and(|m| m.len() >= 4 * 1024 * 1024)
+    }));
+    signal(server.pid(), Signal::SIGTERM);
+    let client = wait_bounded(&mut child, Duration::from_secs(30)).expect("ftget finishes");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    assert_eq!(
+        client.code(),
+        Some(0),
+        "the transfer in flight completed: {stderr}"
+    );
+    assert!(fs::read(env.work.join("mid.bin")).expect("output") == data);
+    let status = server.stop(Signal::SIGTERM, Duration::from_secs(15));
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
     assert!(
-        server.logs().contains("shutdown requested"),
+        server.logs().contains("waiting up to 5 s for 1 connection"),
         "{}",
         server.logs()
     );
+}
+
+#[test]
+fn ipv6_loopback_and_host_names_work() {
+    let env = env_with_info();
+    let server = Server::start_on("[::1]:0", &env.root, &[]);
+    assert!(server.addr.is_ipv6());
+    let run = ftget(
+        &env.work,
+        &[
+            &format!("[::1]:{}", server.addr.port()),
+            "info.txt",
+            "-o",
+            "v6.txt",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        fs::read(env.work.join("v6.txt")).expect("written"),
+        b"hello from ft\n"
+    );
+
+    let server = Server::start(&env.root, &[]);
+    let run = ftget(
+        &env.work,
+        &[
+            &format!("localhost:{}", server.addr.port()),
+            "info.txt",
+            "-o",
+            "name.txt",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
 }
