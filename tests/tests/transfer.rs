@@ -53,6 +53,15 @@ fn empty_small_and_large_files_arrive_byte_exact() {
         ["empty.bin", "info.txt", "large.bin"],
         "no partials left behind"
     );
+    // One log line per request: client address, path, offset, bytes, outcome.
+    let logs = server.logs();
+    let get = logs
+        .lines()
+        .find(|line| line.contains(r#"op="get""#) && line.contains(r#"path="large.bin""#))
+        .unwrap_or_else(|| panic!("no log line for the download: {logs}"));
+    for field in ["client=127.0.0.1:", "offset=0", "bytes=104857617", "ok"] {
+        assert!(get.contains(field), "{field} missing from {get}");
+    }
 }
 
 #[test]
