@@ -65,11 +65,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         }
     }
 
-    /// The bound on every read and write.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// The next frame body, or `None` if the peer closed the connection cleanly
     /// between frames.
     async fn next_frame(&mut self) -> Result<Option<Bytes>, ConnectionError> {

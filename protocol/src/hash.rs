@@ -65,16 +65,6 @@ impl ChainHasher {
         })
     }
 
-    /// Bytes consumed so far.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Whether nothing has been consumed yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Feeds more of the message.
     pub fn update(&mut self, mut data: &[u8]) {
         self.len += data.len() as u64;
@@ -182,7 +172,6 @@ mod tests {
         let state = first.state().expect("8192 is a block boundary");
         let mut resumed = ChainHasher::resume(&state, 8192).expect("aligned");
         resumed.update(&data[8192..]);
-        assert_eq!(resumed.len(), data.len() as u64);
         assert_eq!(resumed.finalize(), <[u8; 32]>::from(Sha256::digest(&data)));
     }
 

@@ -43,16 +43,6 @@ impl RemotePath {
         Ok(Self { components })
     }
 
-    /// The components, in order.
-    pub fn components(&self) -> &[String] {
-        &self.components
-    }
-
-    /// The last component, or `None` for the root.
-    pub fn file_name(&self) -> Option<&str> {
-        self.components.last().map(String::as_str)
-    }
-
     /// The path as a relative filesystem path (`.` for the root).
     pub fn to_relative(&self) -> PathBuf {
         if self.components.is_empty() {
@@ -62,8 +52,12 @@ impl RemotePath {
     }
 }
 
+/// `/`-separated, as on the wire; the root shows as `.`.
 impl fmt::Display for RemotePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.components.is_empty() {
+            return f.write_str(".");
+        }
         f.write_str(&self.components.join("/"))
     }
 }
@@ -75,11 +69,11 @@ mod tests {
     #[test]
     fn ordinary_paths_are_kept() {
         let p = RemotePath::parse("docs/./guide//intro.txt").expect("valid");
-        assert_eq!(p.components(), ["docs", "guide", "intro.txt"]);
         assert_eq!(p.to_string(), "docs/guide/intro.txt");
-        assert_eq!(p.file_name(), Some("intro.txt"));
         assert_eq!(p.to_relative(), PathBuf::from("docs/guide/intro.txt"));
-        assert_eq!(RemotePath::parse("").expect("root").file_name(), None);
+        let root = RemotePath::parse("./").expect("root");
+        assert_eq!(root.to_string(), ".");
+        assert_eq!(root.to_relative(), PathBuf::from("."));
         assert!(
             RemotePath::parse("..foo/bar..").is_ok(),
             "dots inside names are fine"

@@ -97,7 +97,7 @@ impl Files {
         if !metadata.is_file() {
             return Err(RemoteError::new(
                 ErrorCode::NotAFile,
-                format!("not a regular file: {}", display(path)),
+                format!("not a regular file: {}", path),
             ));
         }
         Ok(OpenFile {
@@ -255,7 +255,7 @@ fn read_piece(file: &OpenFile, pos: u64) -> Result<Bytes, RemoteError> {
         } else {
             RemoteError::new(
                 ErrorCode::Internal,
-                format!("cannot read {}: {err}", display(&file.path)),
+                format!("cannot read {}: {err}", file.path),
             )
         }
     })?;
@@ -273,7 +273,7 @@ fn check_unchanged(file: &OpenFile) -> Result<(), RemoteError> {
 fn changed(file: &OpenFile) -> RemoteError {
     RemoteError::new(
         ErrorCode::FileChanged,
-        format!("{} changed while it was being read", display(&file.path)),
+        format!("{} changed while it was being read", file.path),
     )
 }
 
@@ -288,36 +288,27 @@ fn file_id(metadata: &std::fs::Metadata) -> FileId {
     }
 }
 
-/// The root shows as `.` in messages.
-fn display(path: &RemotePath) -> String {
-    match path.to_string() {
-        root if root.is_empty() => ".".to_owned(),
-        path => path,
-    }
-}
-
 /// Maps a failure to open or inspect `path` onto the wire's error codes.
 fn open_error(err: &io::Error, path: &RemotePath) -> RemoteError {
-    let name = display(path);
     let (code, message) = match (err.kind(), err.raw_os_error()) {
         (io::ErrorKind::NotFound | io::ErrorKind::NotADirectory, _) => {
-            (ErrorCode::NotFound, format!("no such file: {name}"))
+            (ErrorCode::NotFound, format!("no such file: {path}"))
         }
         // cap-std reports an escape from the root as PermissionDenied with no OS
         // error behind it; a real EACCES carries errno.
         (io::ErrorKind::PermissionDenied, None) => (
             ErrorCode::InvalidPath,
-            format!("{name} leads outside the served folder"),
+            format!("{path} leads outside the served folder"),
         ),
         (io::ErrorKind::PermissionDenied, Some(_)) => (
             ErrorCode::PermissionDenied,
-            format!("permission denied: {name}"),
+            format!("permission denied: {path}"),
         ),
         (_, Some(libc::ELOOP | libc::ENAMETOOLONG)) => (
             ErrorCode::InvalidPath,
-            format!("cannot resolve {name}: {err}"),
+            format!("cannot resolve {path}: {err}"),
         ),
-        _ => (ErrorCode::Internal, format!("cannot open {name}: {err}")),
+        _ => (ErrorCode::Internal, format!("cannot open {path}: {err}")),
     };
     RemoteError::new(code, message)
 }
