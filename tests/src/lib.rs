@@ -562,6 +562,8 @@ pub enum Misbehaviour {
     /// Report a new modification time in every `Meta`, as if the file were
     /// rewritten between any two requests.
     EverChanging,
+    /// Welcome the client with this protocol version instead of 1.
+    Version(u32),
 }
 
 /// A test server that serves one file under any path, honestly but for one
@@ -587,7 +589,11 @@ impl MisbehavingServer {
         };
         let (bad_chunk, mut left) = match misbehaviour {
             Misbehaviour::Corrupt { chunk, times } => (chunk, times),
-            Misbehaviour::EverChanging => (0, 0),
+            Misbehaviour::EverChanging | Misbehaviour::Version(_) => (0, 0),
+        };
+        let version = match misbehaviour {
+            Misbehaviour::Version(version) => version,
+            _ => ft_protocol::VERSION,
         };
         let mut next_meta = move || {
             if matches!(misbehaviour, Misbehaviour::EverChanging) {
@@ -615,9 +621,7 @@ impl MisbehavingServer {
                         break;
                     };
                     let ok = match request {
-                        Request::Hello { .. } => {
-                            send(&mut stream, &Response::Welcome { version: 1 })
-                        }
+                        Request::Hello { .. } => send(&mut stream, &Response::Welcome { version }),
                         Request::Stat { .. } => send(&mut stream, &Response::Meta(next_meta())),
                         Request::Checkpoints { .. } => false,
                         Request::Get { offset, .. } => {

@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 
 use ft_protocol::{ErrorCode, Request};
-use ft_tests::{ftget, Raw, Server, TestEnv};
+use ft_tests::{ftget, MisbehavingServer, Misbehaviour, Raw, Server, TestEnv};
 
 #[test]
 fn missing_file_exits_3_and_leaves_nothing() {
@@ -136,4 +136,18 @@ fn handshake_errors_are_explicit() {
         "a request before the hello"
     );
     assert!(raw.closes());
+}
+
+#[test]
+fn a_server_speaking_another_version_is_refused_by_the_client() {
+    let env = TestEnv::new();
+    let server = MisbehavingServer::start(vec![1; 10], Misbehaviour::Version(2));
+    let run = ftget(&env.work, &[&server.target(), "f.bin"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("protocol version 2"), "{}", run.stderr);
+    assert!(
+        env.work_listing().is_empty(),
+        "left {:?}",
+        env.work_listing()
+    );
 }
