@@ -5,6 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::fs;
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use ft_protocol::CHUNK_SIZE;
@@ -17,27 +18,33 @@ use nix::sys::signal::Signal;
 const SIZE: usize = 100 * 1024 * 1024;
 
 /// Starts a download of `name` through a relay that stalls after about 30 MiB,
-/// waits until more than 20 MiB sit in the partial, and kills ftget with
-/// SIGKILL. Returns the partial's length.
-fn interrupted_download(env: &TestEnv, server: &Server, name: &str) -> u64 {
+/// waits until more than 20 MiB sit in the partial, and sends ftget `sig`.
+/// Checks that no final file exists and the sidecar does; returns how ftget
+/// exited and the partial's length.
+fn interrupted_download(
+    env: &TestEnv,
+    server: &Server,
+    name: &str,
+    sig: Signal,
+) -> (ExitStatus, u64) {
     let relay = Relay::start(server.addr, 30 * 1024 * 1024, AfterBudget::Stall);
     let mut child = spawn_ftget(&env.work, &[&relay.target(), name, "-q"]);
     let partial = env.work.join(format!("{name}.part"));
     let grew = wait_until(Duration::from_secs(60), || {
         fs::metadata(&partial).is_ok_and(|m| m.len() > 20 * 1024 * 1024)
     });
-    child.kill().expect("SIGKILL");
-    assert!(wait_bounded(&mut child, Duration::from_secs(10)).is_some());
+    signal(child.id(), sig);
+    let status = wait_bounded(&mut child, Duration::from_secs(10)).expect("ftget exits");
     assert!(grew, "the partial never passed 20 MiB");
     assert!(
         !env.work.join(name).exists(),
-        "a killed download has no final file"
+        "an interrupted download has no final file"
     );
     assert!(
         env.work.join(format!("{name}.part.json")).exists(),
         "the sidecar was written"
     );
-    fs::metadata(&partial).expect("partial").len()
+    (status, fs::metadata(&partial).expect("partial").len())
 }
 
 #[test]
@@ -45,7 +52,7 @@ fn killed_download_resumes_and_verifies() {
     let env = TestEnv::new();
     let data = env.random_file("big.bin", SIZE, 11);
     let server = Server::start(&env.root, &[]);
-    let on_disk = interrupted_download(&env, &server, "big.bin");
+    let (_, on_disk) = interrupted_download(&env, &server, "big.bin", Signal::SIGKILL);
 
     let run = ftget(&env.work, &[&server.target(), "big.bin", "--json"]);
     assert_eq!(run.code, Some(0), "{run:?}");
@@ -91,7 +98,7 @@ fn changed_remote_file_is_downloaded_anew_not_spliced() {
     let env = TestEnv::new();
     env.random_file("big.bin", SIZE, 12);
     let server = Server::start(&env.root, &[]);
-    interrupted_download(&env, &server, "big.bin");
+    interrupted_download(&env, &server, "big.bin", Signal::SIGKILL);
 
     // Same size, new contents, new modification time.
     let fresh = env.random_file("big.bin", SIZE, 13);
@@ -116,7 +123,7 @@ fn corrupted_partial_is_never_accepted() {
     let env = TestEnv::new();
     let data = env.random_file("big.bin", SIZE, 14);
     let server = Server::start(&env.root, &[]);
-    let on_disk = interrupted_download(&env, &server, "big.bin");
+    let (_, on_disk) = interrupted_download(&env, &server, "big.bin", Signal::SIGKILL);
     assert!(on_disk > 2 * CHUNK_SIZE);
 
     // Flip one byte inside the second chunk of the partial.
@@ -141,7 +148,7 @@ fn no_resume_starts_over() {
     let env = TestEnv::new();
     let data = env.random_file("big.bin", SIZE, 15);
     let server = Server::start(&env.root, &[]);
-    interrupted_download(&env, &server, "big.bin");
+    interrupted_download(&env, &server, "big.bin", Signal::SIGKILL);
     let run = ftget(
         &env.work,
         &[&server.target(), "big.bin", "--json", "--no-resume"],
@@ -209,17 +216,8 @@ fn ctrl_c_exits_130_and_keeps_the_partial_for_a_resume() {
     let env = TestEnv::new();
     let data = env.random_file("big.bin", SIZE, 17);
     let server = Server::start(&env.root, &[]);
-    let relay = Relay::start(server.addr, 30 * 1024 * 1024, AfterBudget::Stall);
-    let mut child = spawn_ftget(&env.work, &[&relay.target(), "big.bin"]);
-    let partial = env.work.join("big.bin.part");
-    assert!(wait_until(Duration::from_secs(60), || {
-        fs::metadata(&partial).is_ok_and(|m| m.len() > 20 * 1024 * 1024)
-    }));
-    signal(child.id(), Signal::SIGINT);
-    let status = wait_bounded(&mut child, Duration::from_secs(10)).expect("exits on Ctrl-C");
+    let (status, _) = interrupted_download(&env, &server, "big.bin", Signal::SIGINT);
     assert_eq!(status.code(), Some(130));
-    assert!(partial.exists() && env.work.join("big.bin.part.json").exists());
-    assert!(!env.work.join("big.bin").exists());
 
     let run = ftget(&env.work, &[&server.target(), "big.bin", "--json"]);
     assert_eq!(run.code, Some(0), "{run:?}");
