@@ -55,14 +55,14 @@ pub(crate) async fn serve(
                 info!(client = %peer, "closing idle connection after {} s", after.as_secs());
                 break;
             }
-            Err(err @ (ConnectionError::Codec(_) | ConnectionError::FrameTooLarge { .. })) => {
-                warn!(client = %peer, "bad request: {err}");
-                let reply = RemoteError::new(ErrorCode::BadRequest, err.to_string());
-                let _ = conn.send(&Response::Error(reply)).await;
-                break;
-            }
             Err(err) => {
-                info!(client = %peer, "connection lost: {err}");
+                match malformed(&err) {
+                    Some(reply) => {
+                        warn!(client = %peer, "bad request: {err}");
+                        let _ = conn.send(&Response::Error(reply)).await;
+                    }
+                    None => info!(client = %peer, "connection lost: {err}"),
+                }
                 break;
             }
         };
@@ -76,6 +76,17 @@ pub(crate) async fn serve(
         }
     }
     let _ = conn.shutdown().await;
+}
+
+/// The reply owed to a client whose frame could not be read as a request:
+/// `BadRequest` for a malformed or oversized frame; none when the connection
+/// itself failed.
+fn malformed(err: &ConnectionError) -> Option<RemoteError> {
+    matches!(
+        err,
+        ConnectionError::Codec(_) | ConnectionError::FrameTooLarge { .. }
+    )
+    .then(|| RemoteError::new(ErrorCode::BadRequest, err.to_string()))
 }
 
 /// Tells a client over the connection limit that the server is busy. The
@@ -122,10 +133,10 @@ async fn handshake(conn: &mut TcpConnection) -> Result<(), HandshakeError> {
         }
         Ok(Some(_)) => RemoteError::new(ErrorCode::BadRequest, "expected a hello first"),
         Ok(None) => return Err(HandshakeError::Closed),
-        Err(err @ (ConnectionError::Codec(_) | ConnectionError::FrameTooLarge { .. })) => {
-            RemoteError::new(ErrorCode::BadRequest, format!("bad hello: {err}"))
-        }
-        Err(err) => return Err(err.into()),
+        Err(err) => match malformed(&err) {
+            Some(reply) => reply,
+            None => return Err(err.into()),
+        },
     };
     let message = refusal.message.clone();
     conn.send(&Response::Error(refusal)).await?;
@@ -156,27 +167,23 @@ async fn answer(
     context: &Arc<Context>,
     request: Request,
 ) -> Result<Next, ConnectionError> {
-    let (result, next) = match request {
-        Request::Hello { .. } => {
-            let err = RemoteError::new(ErrorCode::BadRequest, "hello sent twice");
-            (Err(err), Next::Close)
-        }
+    let result = match request {
+        Request::Hello { .. } => Err(RemoteError::new(ErrorCode::BadRequest, "hello sent twice")),
         Request::Stat { path } => {
             let result = open(context, &path)
                 .await
                 .map(|(meta, _)| Response::Meta(meta));
             log_outcome(peer, "stat", &path, 0, 0, result.as_ref().err());
-            let next = Next::after(result.as_ref().err());
-            (result, next)
+            result
         }
         Request::Checkpoints { path, first, count } => {
             let result = checkpoints(context, &path, first, count).await;
             log_outcome(peer, "checkpoints", &path, first, 0, result.as_ref().err());
-            let next = Next::after(result.as_ref().err());
-            (result, next)
+            result
         }
         Request::Get { path, offset } => return get(conn, peer, context, &path, offset).await,
     };
+    let next = Next::after(result.as_ref().err());
     conn.send(&result.unwrap_or_else(Response::Error)).await?;
     Ok(next)
 }
@@ -235,7 +242,19 @@ async fn get(
     path: &str,
     offset: u64,
 ) -> Result<Next, ConnectionError> {
-    let (meta, file) = match open(context, path).await {
+    let opened = open(context, path).await.and_then(|(meta, file)| {
+        if offset > meta.size || !offset.is_multiple_of(CHUNK_SIZE) {
+            return Err(RemoteError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "offset {offset} is not a chunk boundary within {path} ({} bytes)",
+                    meta.size
+                ),
+            ));
+        }
+        Ok((meta, file))
+    });
+    let (meta, file) = match opened {
         Ok(opened) => opened,
         Err(err) => {
             log_outcome(peer, "get", path, offset, 0, Some(&err));
@@ -244,18 +263,6 @@ async fn get(
             return Ok(next);
         }
     };
-    if offset > meta.size || !offset.is_multiple_of(CHUNK_SIZE) {
-        let err = RemoteError::new(
-            ErrorCode::BadRequest,
-            format!(
-                "offset {offset} is not a chunk boundary within {path} ({} bytes)",
-                meta.size
-            ),
-        );
-        log_outcome(peer, "get", path, offset, 0, Some(&err));
-        conn.send(&Response::Error(err)).await?;
-        return Ok(Next::Close);
-    }
     conn.send(&Response::Meta(meta)).await?;
 
     let (tx, mut rx) = mpsc::channel(READ_AHEAD);
