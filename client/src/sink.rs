@@ -84,6 +84,14 @@ impl Sink {
     }
 
     fn take(&mut self, response: Response) -> Result<Option<Digest>, SinkError> {
+        // A checkpoint must follow the data that reaches each boundary.
+        let owed = self.pos.is_multiple_of(CHUNK_SIZE) && self.pos > self.verified.offset;
+        if owed && !matches!(response, Response::Checkpoint { .. } | Response::Error(_)) {
+            return Err(SinkError::Protocol(format!(
+                "no checkpoint at byte {}",
+                self.pos
+            )));
+        }
         match response {
             Response::Data(data) => {
                 let end = self.pos + data.len() as u64;
@@ -268,17 +276,17 @@ mod tests {
 
     #[test]
     fn hostile_streams_are_protocol_errors() {
-        let data = data(1000);
-        let mut too_long = honest(&data);
+        let small = data(1000);
+        let mut too_long = honest(&small);
         too_long.insert(1, Response::Data(Bytes::from_static(b"extra")));
         assert!(matches!(
-            feed(data.len(), too_long).0.result,
+            feed(small.len(), too_long).0.result,
             Err(SinkError::Protocol(_))
         ));
 
         let too_short = vec![Response::End { sha256: [0; 32] }];
         assert!(matches!(
-            feed(data.len(), too_short).0.result,
+            feed(small.len(), too_short).0.result,
             Err(SinkError::Protocol(_))
         ));
 
@@ -287,19 +295,37 @@ mod tests {
             state: [0; 32],
         }];
         assert!(matches!(
-            feed(data.len(), misplaced).0.result,
+            feed(small.len(), misplaced).0.result,
+            Err(SinkError::Protocol(_))
+        ));
+
+        let big = data(2 * CHUNK_SIZE as usize);
+        let skipped: Vec<Response> = honest(&big)
+            .into_iter()
+            .filter(|r| !matches!(r, Response::Checkpoint { index: 1, .. }))
+            .collect();
+        assert!(matches!(
+            feed(big.len(), skipped).0.result,
+            Err(SinkError::Protocol(_))
+        ));
+        let last_skipped: Vec<Response> = honest(&big)
+            .into_iter()
+            .filter(|r| !matches!(r, Response::Checkpoint { index: 2, .. }))
+            .collect();
+        assert!(matches!(
+            feed(big.len(), last_skipped).0.result,
             Err(SinkError::Protocol(_))
         ));
 
         let stray = vec![Response::Welcome { version: 1 }];
         assert!(matches!(
-            feed(data.len(), stray).0.result,
+            feed(small.len(), stray).0.result,
             Err(SinkError::Protocol(_))
         ));
 
-        let cut = honest(&data)[..1].to_vec();
+        let cut = honest(&small)[..1].to_vec();
         assert!(matches!(
-            feed(data.len(), cut).0.result,
+            feed(small.len(), cut).0.result,
             Err(SinkError::Incomplete)
         ));
     }
