@@ -56,10 +56,8 @@ fn run(cli: cli::Cli) -> Exit {
             Exit::Success
         }
         Some(Err(err)) => {
-            let exit = err.exit();
             let context = format!("cannot download {}", job.remote);
-            fail(&anyhow::Error::new(err).context(context));
-            exit
+            fail(&anyhow::Error::new(err).context(context))
         }
         None => {
             eprintln!(
