@@ -4,33 +4,58 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// Download a file from an ftserve server, verified by SHA-256 and resumable.
+/// Download files and folders from an ftserve server, verified by SHA-256
+/// and resumable.
 ///
-/// The file is written under NAME.part (with NAME.part.json beside it) and takes
-/// its final name only once its SHA-256 matches the server's. Run the same
-/// command again after an interruption and it continues where it stopped.
+/// A file is written under NAME.part (with NAME.part.json beside it when it
+/// is over 4 MiB) and takes its final name only once its SHA-256 matches the
+/// server's. Run the same command again after an interruption and it
+/// continues where it stopped; with -r, files already present and verified
+/// are left alone.
 #[derive(Debug, Parser)]
-#[command(name = "ftget", version)]
+#[command(name = "ftget", version, disable_help_flag = true)]
 pub struct Cli {
     /// The server: host, host:port or [v6addr]:port (default port 7878).
     // This text is --help, not rustdoc: the brackets are literal, not a link.
     #[allow(rustdoc::broken_intra_doc_links)]
     pub server: String,
 
-    /// Path of the file on the server, relative to the served folder.
-    pub path: String,
+    /// Paths on the server, relative to the served folder. Folders need -r;
+    /// with --list, the folder to list [default: the served folder].
+    #[arg(value_name = "PATH", required_unless_present = "list")]
+    pub paths: Vec<String>,
 
-    /// Output file, or an existing folder to put it in [default: the file's
-    /// name in the current folder].
+    /// Download folders whole, keeping their layout under the output folder.
+    #[arg(short, long)]
+    pub recursive: bool,
+
+    /// List a folder instead of downloading: type, size, modification time,
+    /// name. With -r, the whole tree.
+    #[arg(short, long)]
+    pub list: bool,
+
+    /// With --list, sizes in human-readable units.
+    #[arg(short = 'h', long)]
+    pub human: bool,
+
+    /// Output file, or folder to put the download in [default: the current
+    /// folder]. With -r or several PATHs, always a folder (created if need
+    /// be); each PATH lands in it under its own name.
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
+
+    /// Print a line for every file as it ends.
+    #[arg(short, long)]
+    pub verbose: bool,
 
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
 
-    /// Print one JSON object per file on stdout: path, output, size, sha256,
-    /// resumed_from, bytes_received, seconds, verified.
+    /// Print JSON on stdout: one object per file (path, output, size, sha256,
+    /// resumed_from, bytes_received, seconds, verified) and, for -r or several
+    /// PATHs, a summary object last. With --list, one object per entry
+    /// (name, type, size, mtime).
     #[arg(long)]
     pub json: bool,
 
@@ -46,4 +71,13 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
+
+    /// Connections used at once for -r or several PATHs.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub connections: u64,
+
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
 }

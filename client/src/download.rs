@@ -3,19 +3,15 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ft_protocol::connection::TcpConnection;
-use ft_protocol::{
-    boundaries, ConnectionError, Digest, ErrorCode, FileMeta, RemoteError, Request, Response,
-    CHUNK_SIZE, MAGIC, MAX_CHECKPOINTS, VERSION,
-};
-use tokio::net::TcpStream;
+use ft_protocol::{boundaries, Digest, FileMeta, Request, Response, CHUNK_SIZE, MAX_CHECKPOINTS};
 use tokio::sync::mpsc;
 
 use crate::error::Error;
+use crate::link::{lost, protocol, remote_failure, Failure, Link, Server};
 use crate::partial::{Partial, Verified};
-use crate::progress::Progress;
+use crate::progress::{Progress, Tracker};
 use crate::sink::{Sink, SinkError};
 
 /// Frames received ahead of the disk: at 1 MiB each, bounds the client's
@@ -28,25 +24,35 @@ const RETRY_BASE: Duration = Duration::from_millis(250);
 /// Longest pause between retries.
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
-/// What to download, resolved from the command line.
+/// One file to fetch.
 #[derive(Debug, Clone)]
-pub struct Job {
-    /// The server as the user wrote it, for messages.
-    pub server: String,
-    /// Host to resolve.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
+pub struct Target {
     /// Path on the server.
     pub remote: String,
     /// The final local name.
     pub output: PathBuf,
+    /// What a listing said of the file, which saves asking again.
+    pub listed: Option<FileMeta>,
+}
+
+/// How downloads treat earlier partials and failures.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
     /// Whether a partial from an earlier run may be reused.
     pub resume: bool,
     /// Failed attempts in a row allowed before giving up.
     pub retries: u32,
-    /// Bound on connecting and on any silence from the server.
-    pub timeout: Duration,
+}
+
+/// One download, resolved from the command line.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Where from.
+    pub server: Server,
+    /// What and where to.
+    pub target: Target,
+    /// How hard to try.
+    pub policy: Policy,
 }
 
 /// What a finished download reports (`--json` prints exactly these fields).
@@ -70,18 +76,6 @@ pub struct Report {
     pub verified: bool,
 }
 
-/// Why one attempt ended without a file.
-enum Failure {
-    /// Worth another attempt after a pause.
-    Retry(Error),
-    /// The chunk at this offset failed verification.
-    Mismatch(u64),
-    /// The remote file is another version now: start over.
-    Changed,
-    /// No point trying again.
-    Fatal(Error),
-}
-
 /// What carries over from one attempt to the next.
 struct Progressed {
     /// The version being fetched and how much of it is verified on disk.
@@ -90,24 +84,47 @@ struct Progressed {
     received: u64,
 }
 
-/// Downloads `job.remote` to `job.output`, verified, retrying as allowed.
+/// Downloads one file on a connection of its own, with its own progress bar.
 pub async fn download(job: &Job, progress: &Progress) -> Result<Report, Error> {
+    let mut link = Link::new(&job.server);
+    let mut tracker = progress.tracker();
+    fetch(&mut link, &job.policy, &job.target, &mut tracker).await
+}
+
+/// Downloads `target.remote` to `target.output`, verified, retrying as the
+/// policy allows, on `link`'s connection (kept for the next file on success).
+pub(crate) async fn fetch(
+    link: &mut Link<'_>,
+    policy: &Policy,
+    target: &Target,
+    tracker: &mut Tracker,
+) -> Result<Report, Error> {
     let started = Instant::now();
-    let partial = Partial::for_output(&job.output);
+    let partial = Partial::for_output(&target.output);
     let mut state = Progressed {
         transfer: None,
         resumed_from: 0,
         received: 0,
     };
+    let mut known = target.listed;
     let mut failures = 0u32;
     let mut bad_chunk = None;
     loop {
         let before = verified_offset(&state);
-        let failure = match attempt(job, &partial, &mut state, progress).await {
+        let outcome = attempt(
+            link,
+            policy,
+            target,
+            known.take(),
+            &partial,
+            &mut state,
+            tracker,
+        );
+        let failure = match outcome.await {
             Ok((meta, sha256)) => {
                 return Ok(Report {
-                    path: job.remote.clone(),
-                    output: job.output.display().to_string(),
+                    path: target.remote.clone(),
+                    output: target.output.display().to_string(),
                     size: meta.size,
                     sha256: ft_protocol::hash::to_hex(&sha256),
                     resumed_from: state.resumed_from,
@@ -118,6 +135,11 @@ pub async fn download(job: &Job, progress: &Progress) -> Result<Report, Error> {
             }
             Err(failure) => failure,
         };
+        // A refusal is a whole reply; anything else may leave the connection
+        // mid-transfer.
+        if !matches!(failure, Failure::Fatal(Error::Refused { .. })) {
+            link.reset();
+        }
         let retry_error = match failure {
             Failure::Fatal(err) => {
                 if matches!(err, Error::Refused { .. }) {
@@ -129,7 +151,7 @@ pub async fn download(job: &Job, progress: &Progress) -> Result<Report, Error> {
             Failure::Mismatch(offset) => {
                 if bad_chunk == Some(offset) {
                     return Err(Error::Verification {
-                        path: job.remote.clone(),
+                        path: target.remote.clone(),
                         offset,
                         partial: partial.data.clone(),
                     });
@@ -143,8 +165,8 @@ pub async fn download(job: &Job, progress: &Progress) -> Result<Report, Error> {
                 state.transfer = None;
                 state.resumed_from = 0;
                 Error::Server {
-                    server: job.server.clone(),
-                    reason: format!("{} keeps changing on the server", job.remote),
+                    server: link.server.label.clone(),
+                    reason: format!("{} keeps changing on the server", target.remote),
                 }
             }
             Failure::Retry(err) => {
@@ -157,8 +179,8 @@ pub async fn download(job: &Job, progress: &Progress) -> Result<Report, Error> {
             }
         };
         failures += 1;
-        if failures > job.retries {
-            return Err(give_up(retry_error, job.retries));
+        if failures > policy.retries {
+            return Err(give_up(retry_error, policy.retries));
         }
         tokio::time::sleep(backoff(failures)).await;
     }
@@ -179,19 +201,25 @@ fn give_up(err: Error, retries: u32) -> Error {
 }
 
 /// Exponential backoff with jitter: half to all of `RETRY_BASE * 2^(n-1)`.
-fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     let exp = RETRY_BASE.saturating_mul(1 << failures.saturating_sub(1).min(16));
     exp.min(RETRY_MAX).mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
 async fn attempt(
-    job: &Job,
+    link: &mut Link<'_>,
+    policy: &Policy,
+    target: &Target,
+    known: Option<FileMeta>,
     partial: &Partial,
     state: &mut Progressed,
-    progress: &Progress,
+    tracker: &mut Tracker,
 ) -> Result<(FileMeta, Digest), Failure> {
-    let mut conn = connect(job).await?;
-    let meta = stat(&mut conn, job).await?;
+    let server = link.server;
+    let meta = match known {
+        Some(meta) => meta,
+        None => stat(link, target).await?,
+    };
     let verified = match state.transfer {
         Some((known, _)) if !known.same_version(&meta) => return Err(Failure::Changed),
         // Bytes this run verified are trusted only while the partial still
@@ -199,7 +227,7 @@ async fn attempt(
         Some((_, verified)) if partial.bytes_on_disk() >= verified.offset => verified,
         _ => {
             let first = state.transfer.is_none();
-            let verified = prepare(&mut conn, job, partial, &meta, progress).await?;
+            let verified = prepare(link, policy, target, partial, &meta, tracker).await?;
             if first {
                 state.resumed_from = verified.offset;
             }
@@ -209,49 +237,52 @@ async fn attempt(
     state.transfer = Some((meta, verified));
 
     let get = Request::Get {
-        path: job.remote.clone(),
+        path: target.remote.clone(),
         offset: verified.offset,
     };
-    conn.send(&get).await.map_err(lost(job))?;
-    match conn.read_response().await.map_err(lost(job))? {
+    match link.ask(&get).await? {
         Response::Meta(now) if now.same_version(&meta) => {}
         Response::Meta(_) => return Err(Failure::Changed),
-        Response::Error(err) => return Err(remote_failure(job, err)),
-        _ => return Err(protocol(job, "unexpected reply to a download request")),
+        Response::Error(err) => return Err(remote_failure(server, err)),
+        _ => return Err(protocol(server, "unexpected reply to a download request")),
     }
 
     let file = partial.open_at(verified.offset).map_err(Failure::Fatal)?;
-    progress.start(meta.size, verified.offset);
-    let sink = Sink::new(file, verified, meta.size, progress.clone())
-        .ok_or_else(|| protocol(job, "resume point is not on a block boundary"))?;
+    tracker.start(meta.size, verified.offset);
+    let sink = Sink::new(file, verified, &meta, tracker.clone())
+        .ok_or_else(|| protocol(server, "resume point is not on a block boundary"))?;
     let (tx, rx) = mpsc::channel(RECEIVE_AHEAD);
     let writer = tokio::task::spawn_blocking(move || sink.run(rx));
-    let network = pump(&mut conn, tx).await;
+    let network = pump(link.conn().await?, tx).await;
     let report = writer
         .await
         .map_err(|err| Failure::Fatal(Error::local(&partial.data)(std::io::Error::other(err))))?;
     state.received += report.received;
     state.transfer = Some((meta, report.verified));
+    *tracker = report.tracker;
 
     match report.result {
         Ok(sha256) => {
-            finish(partial, &meta).map_err(Failure::Fatal)?;
+            finish(partial).map_err(Failure::Fatal)?;
             Ok((meta, sha256))
         }
         Err(SinkError::Incomplete) => Err(match network {
-            Err(err) => lost(job)(err),
-            Ok(()) => protocol(job, "the transfer stopped before its end"),
+            Err(err) => lost(server)(err),
+            Ok(()) => protocol(server, "the transfer stopped before its end"),
         }),
         Err(SinkError::Mismatch { offset }) => Err(Failure::Mismatch(offset)),
-        Err(SinkError::Remote(err)) => Err(remote_failure(job, err)),
-        Err(SinkError::Protocol(reason)) => Err(protocol(job, &reason)),
+        Err(SinkError::Remote(err)) => Err(remote_failure(server, err)),
+        Err(SinkError::Protocol(reason)) => Err(protocol(server, &reason)),
         Err(SinkError::Local(err)) => Err(Failure::Fatal(Error::local(&partial.data)(err))),
     }
 }
 
 /// Passes responses to the sink until the transfer's last frame, the sink
 /// stopping, or the connection failing.
-async fn pump(conn: &mut TcpConnection, tx: mpsc::Sender<Response>) -> Result<(), ConnectionError> {
+async fn pump(
+    conn: &mut ft_protocol::connection::TcpConnection,
+    tx: mpsc::Sender<Response>,
+) -> Result<(), ft_protocol::ConnectionError> {
     loop {
         let response = tokio::select! {
             response = conn.read_response() => response?,
@@ -264,95 +295,61 @@ async fn pump(conn: &mut TcpConnection, tx: mpsc::Sender<Response>) -> Result<()
     }
 }
 
-async fn connect(job: &Job) -> Result<TcpConnection, Failure> {
-    let unreachable = |reason: String| {
-        Failure::Retry(Error::Connection {
-            server: job.server.clone(),
-            reason,
-        })
-    };
-    let addrs = tokio::net::lookup_host((job.host.as_str(), job.port))
-        .await
-        .map_err(|err| unreachable(format!("cannot resolve {}: {err}", job.host)))?;
-    let mut last = format!("{} resolves to no address", job.host);
-    let mut stream = None;
-    for addr in addrs {
-        match tokio::time::timeout(job.timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(connected)) => {
-                stream = Some(connected);
-                break;
-            }
-            Ok(Err(err)) => last = format!("cannot connect to {addr}: {err}"),
-            Err(_) => last = format!("cannot connect to {addr}: timed out"),
-        }
-    }
-    let stream = stream.ok_or_else(|| unreachable(last))?;
-    let mut conn = TcpConnection::tcp(stream, job.timeout);
-    let hello = Request::Hello {
-        magic: MAGIC,
-        version: VERSION,
-    };
-    conn.send(&hello).await.map_err(lost(job))?;
-    match conn.read_response().await.map_err(lost(job))? {
-        Response::Welcome { version } if version == VERSION => Ok(conn),
-        Response::Welcome { version } => Err(protocol(
-            job,
-            &format!("server speaks protocol version {version}; this ftget speaks {VERSION}"),
-        )),
-        Response::Error(err) => Err(remote_failure(job, err)),
-        _ => Err(protocol(job, "unexpected reply to the handshake")),
-    }
-}
-
-async fn stat(conn: &mut TcpConnection, job: &Job) -> Result<FileMeta, Failure> {
+async fn stat(link: &mut Link<'_>, target: &Target) -> Result<FileMeta, Failure> {
     let request = Request::Stat {
-        path: job.remote.clone(),
+        path: target.remote.clone(),
     };
-    conn.send(&request).await.map_err(lost(job))?;
-    match conn.read_response().await.map_err(lost(job))? {
+    match link.ask(&request).await? {
         Response::Meta(meta) => Ok(meta),
-        Response::Error(err) => Err(remote_failure(job, err)),
-        _ => Err(protocol(job, "unexpected reply to a stat request")),
+        Response::Error(err) => Err(remote_failure(link.server, err)),
+        _ => Err(protocol(link.server, "unexpected reply to a stat request")),
     }
 }
 
 /// Decides where this run starts: from a fresh partial, or from as much of an
 /// earlier partial as still checks out against the server's checkpoints.
 async fn prepare(
-    conn: &mut TcpConnection,
-    job: &Job,
+    link: &mut Link<'_>,
+    policy: &Policy,
+    target: &Target,
     partial: &Partial,
     meta: &FileMeta,
-    progress: &Progress,
+    tracker: &mut Tracker,
 ) -> Result<Verified, Failure> {
-    if !(job.resume && partial.matches(&job.remote, meta)) {
-        partial.begin(&job.remote, meta).map_err(Failure::Fatal)?;
+    if boundaries(meta.size) == 0 {
+        // Nothing to resume from in a file shorter than one chunk: no sidecar.
+        return Ok(Verified::start());
+    }
+    if !(policy.resume && partial.matches(&target.remote, meta)) {
+        partial
+            .begin(&target.remote, meta)
+            .map_err(Failure::Fatal)?;
         return Ok(Verified::start());
     }
     let whole_chunks = boundaries(partial.bytes_on_disk().min(meta.size));
     if whole_chunks == 0 {
         return Ok(Verified::start());
     }
-    progress.start(meta.size, 0);
-    progress.note(format!(
+    tracker.start(meta.size, 0);
+    tracker.note(format!(
         "{}: checking {} MiB already on disk",
-        job.remote,
+        target.remote,
         whole_chunks * (CHUNK_SIZE >> 20)
     ));
-    let states = checkpoints(conn, job, meta, whole_chunks).await?;
+    let states = checkpoints(link, target, meta, whole_chunks).await?;
     let reader = partial.clone();
     let verified = tokio::task::spawn_blocking(move || reader.verify(&states))
         .await
         .map_err(|err| Failure::Fatal(Error::local(&partial.data)(std::io::Error::other(err))))?
         .map_err(Failure::Fatal)?;
-    progress.note(job.remote.clone());
+    tracker.note(target.remote.clone());
     Ok(verified)
 }
 
 /// The server's checkpoint states for boundaries `1..=count`, in pages.
 async fn checkpoints(
-    conn: &mut TcpConnection,
-    job: &Job,
+    link: &mut Link<'_>,
+    target: &Target,
     meta: &FileMeta,
     count: u64,
 ) -> Result<Vec<Digest>, Failure> {
@@ -361,12 +358,11 @@ async fn checkpoints(
         let next = states.len() as u64 + 1;
         let want = (count - states.len() as u64).min(u64::from(MAX_CHECKPOINTS)) as u32;
         let request = Request::Checkpoints {
-            path: job.remote.clone(),
+            path: target.remote.clone(),
             first: next,
             count: want,
         };
-        conn.send(&request).await.map_err(lost(job))?;
-        match conn.read_response().await.map_err(lost(job))? {
+        match link.ask(&request).await? {
             Response::Checkpoints { meta: now, .. } if !now.same_version(meta) => {
                 return Err(Failure::Changed)
             }
@@ -377,81 +373,29 @@ async fn checkpoints(
             } if first == next && !page.is_empty() && page.len() <= want as usize => {
                 states.extend(page);
             }
-            Response::Error(err) => return Err(remote_failure(job, err)),
-            _ => return Err(protocol(job, "bad reply to a checkpoints request")),
+            Response::Error(err) => return Err(remote_failure(link.server, err)),
+            _ => return Err(protocol(link.server, "bad reply to a checkpoints request")),
         }
     }
     Ok(states)
 }
 
-/// Gives the verified partial the server's modification time and its final
-/// name, in one atomic rename.
-fn finish(partial: &Partial, meta: &FileMeta) -> Result<(), Error> {
+/// Gives the verified partial its final name, in one atomic rename.
+fn finish(partial: &Partial) -> Result<(), Error> {
+    fs::rename(&partial.data, &partial.output).map_err(Error::local(&partial.output))?;
+    let _ = fs::remove_file(&partial.sidecar);
+    Ok(())
+}
+
+/// The server's modification time for a file, when it is one the system can hold.
+pub(crate) fn mtime(meta: &FileMeta) -> Option<SystemTime> {
     let secs = Duration::from_secs(meta.mtime_secs.unsigned_abs());
     let whole = if meta.mtime_secs >= 0 {
         UNIX_EPOCH.checked_add(secs)
     } else {
         UNIX_EPOCH.checked_sub(secs)
     };
-    if let Some(mtime) =
-        whole.and_then(|t| t.checked_add(Duration::from_nanos(meta.mtime_nanos.into())))
-    {
-        // The time is a courtesy; failing to set it loses nothing.
-        let _ = fs::File::options()
-            .write(true)
-            .open(&partial.data)
-            .and_then(|file| file.set_modified(mtime));
-    }
-    fs::rename(&partial.data, &partial.output).map_err(Error::local(&partial.output))?;
-    let _ = fs::remove_file(&partial.sidecar);
-    Ok(())
-}
-
-/// Maps a connection failure: a garbled stream means the peer is not an ft
-/// server (final); anything else may pass (worth a retry).
-fn lost(job: &Job) -> impl Fn(ConnectionError) -> Failure + '_ {
-    move |err| match err {
-        ConnectionError::Codec(_) | ConnectionError::FrameTooLarge { .. } => {
-            protocol(job, &format!("not an ft server, or a broken one: {err}"))
-        }
-        err => Failure::Retry(Error::Connection {
-            server: job.server.clone(),
-            reason: format!("connection lost: {err}"),
-        }),
-    }
-}
-
-fn protocol(job: &Job, reason: &str) -> Failure {
-    Failure::Fatal(Error::Server {
-        server: job.server.clone(),
-        reason: reason.to_owned(),
-    })
-}
-
-fn remote_failure(job: &Job, err: RemoteError) -> Failure {
-    let server = job.server.clone();
-    match err.code {
-        ErrorCode::NotFound
-        | ErrorCode::NotAFile
-        | ErrorCode::InvalidPath
-        | ErrorCode::PermissionDenied => Failure::Fatal(Error::Refused {
-            server,
-            reason: err,
-        }),
-        ErrorCode::Busy => Failure::Retry(Error::Connection {
-            server,
-            reason: err.message,
-        }),
-        ErrorCode::FileChanged => Failure::Changed,
-        ErrorCode::Internal => Failure::Retry(Error::Server {
-            server,
-            reason: err.message,
-        }),
-        ErrorCode::UnsupportedVersion | ErrorCode::BadRequest => Failure::Fatal(Error::Server {
-            server,
-            reason: err.message,
-        }),
-    }
+    whole.and_then(|t| t.checked_add(Duration::from_nanos(meta.mtime_nanos.into())))
 }
 
 #[cfg(test)]

@@ -36,6 +36,23 @@ impl Exit {
     }
 }
 
+impl Exit {
+    /// The exit whose code is `code`; `Failure` for a code not in the table.
+    pub fn from_code(code: u8) -> Exit {
+        [
+            Exit::Success,
+            Exit::Usage,
+            Exit::Refused,
+            Exit::Verification,
+            Exit::Connection,
+            Exit::Interrupted,
+        ]
+        .into_iter()
+        .find(|exit| exit.code() == code)
+        .unwrap_or(Exit::Failure)
+    }
+}
+
 impl From<Exit> for ExitCode {
     fn from(exit: Exit) -> Self {
         ExitCode::from(exit.code())
@@ -59,6 +76,7 @@ mod tests {
         ];
         for (exit, code) in table {
             assert_eq!(exit.code(), code, "{exit:?}");
+            assert_eq!(Exit::from_code(code), exit);
         }
     }
 }

@@ -1,55 +1,109 @@
 //! ftget: downloads a file from an ftserve server, verifies it chunk by chunk
 //! and as a whole, and resumes where an earlier run stopped.
 //!
-//! [`resolve`] turns plain settings into a [`Job`]; [`download`] carries it out.
+//! [`resolve`] turns plain settings into a [`Mode`]: one file is a [`Job`]
+//! that [`download`] carries out; several files or folders are a [`Batch`]
+//! for [`tree::run`]. [`list`] lists a folder.
 
 mod addr;
 mod download;
 mod error;
 pub mod exit;
+mod link;
 mod partial;
 mod progress;
 mod sink;
+mod small;
+mod tree;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use download::{download, Job, Report};
+pub use download::{download, Job, Policy, Report, Target};
 pub use error::Error;
 pub use exit::Exit;
+pub use ft_protocol::{Entry, EntryKind, FileMeta};
+pub use link::Server;
 pub use progress::Progress;
+pub use tree::{list, run as run_batch, Batch, Done, FailureReport, FileOutcome, Listed, Summary};
 
 /// Settings as the user gave them.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// SERVER as written.
     pub server: String,
-    /// PATH on the server.
-    pub remote: String,
+    /// PATHs on the server.
+    pub paths: Vec<String>,
     /// `-o`, if given.
     pub output: Option<PathBuf>,
+    /// `-r`: download folders whole.
+    pub recursive: bool,
     /// Whether to reuse a partial from an earlier run.
     pub resume: bool,
     /// Failed attempts in a row allowed.
     pub retries: u32,
     /// Connect and silence bound.
     pub timeout: Duration,
+    /// Connections used at once for many files.
+    pub connections: usize,
 }
 
-/// Checks the settings and works out the output path.
-pub fn resolve(config: Config) -> Result<Job, Error> {
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Mode {
+    /// One file to one local name.
+    One(Job),
+    /// Several paths, or folders.
+    Many(Batch),
+}
+
+/// The server part of the settings, checked.
+pub fn server(config: &Config) -> Result<Server, Error> {
     let (host, port) = addr::parse_server(&config.server).map_err(Error::Usage)?;
-    let output = output_path(&config.remote, config.output.as_deref())?;
-    Ok(Job {
-        server: config.server,
+    Ok(Server {
+        label: config.server.clone(),
         host,
         port,
-        remote: config.remote,
-        output,
-        resume: config.resume,
-        retries: config.retries,
         timeout: config.timeout,
     })
+}
+
+/// Checks the settings and works out what to fetch and where to.
+pub fn resolve(config: Config) -> Result<Mode, Error> {
+    let server = server(&config)?;
+    let policy = Policy {
+        resume: config.resume,
+        retries: config.retries,
+    };
+    match config.paths.as_slice() {
+        [] => Err(Error::Usage("no PATH given".into())),
+        [remote] if !config.recursive => Ok(Mode::One(Job {
+            server,
+            target: Target {
+                remote: remote.clone(),
+                output: output_path(remote, config.output.as_deref())?,
+                listed: None,
+            },
+            policy,
+        })),
+        _ => {
+            let outdir = config.output.unwrap_or_else(|| PathBuf::from("."));
+            if outdir.exists() && !outdir.is_dir() {
+                return Err(Error::Usage(format!(
+                    "-o {}: with -r or several PATHs, -o names a folder",
+                    outdir.display()
+                )));
+            }
+            Ok(Mode::Many(Batch {
+                server,
+                policy,
+                paths: config.paths,
+                outdir,
+                recursive: config.recursive,
+                connections: config.connections,
+            }))
+        }
+    }
 }
 
 /// The basename of PATH in the current folder; or `-o`, itself when it names

@@ -1,14 +1,19 @@
-//! `ftget SERVER PATH`: thin edge around the ft-client library.
+//! `ftget SERVER PATH...`: thin edge around the ft-client library.
 
 mod cli;
 
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
-use ft_client::{Config, Exit, Progress, Report};
+use ft_client::{
+    Batch, Config, Done, Entry, EntryKind, Exit, FileMeta, FileOutcome, Job, Listed, Mode, Policy,
+    Progress, Report, Summary,
+};
 use indicatif::HumanBytes;
+use serde::Serialize;
 
 fn main() -> ExitCode {
     // clap exits with 2 on usage errors, 0 for --help and --version.
@@ -20,16 +25,15 @@ fn main() -> ExitCode {
 
 fn run(cli: cli::Cli) -> Exit {
     let config = Config {
-        server: cli.server,
-        remote: cli.path,
-        output: cli.output,
+        server: cli.server.clone(),
+        paths: cli.paths.clone(),
+        output: cli.output.clone(),
+        recursive: cli.recursive,
         resume: !cli.no_resume,
         retries: cli.retries,
         timeout: Duration::from_secs(cli.timeout),
-    };
-    let job = match ft_client::resolve(config) {
-        Ok(job) => job,
-        Err(err) => return fail(&anyhow::Error::new(err)),
+        // At most 64, by the parser's range.
+        connections: cli.connections as usize,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -37,10 +41,23 @@ fn run(cli: cli::Cli) -> Exit {
             return fail(&anyhow::Error::new(err).context("cannot start the async runtime"))
         }
     };
-    let progress = Progress::new(&job.remote, !cli.quiet && std::io::stderr().is_terminal());
+    if cli.list {
+        return list(&runtime, &cli, &config);
+    }
+    match ft_client::resolve(config) {
+        Ok(Mode::One(job)) => one(&runtime, &cli, &job),
+        Ok(Mode::Many(batch)) => many(&runtime, &cli, &batch),
+        Err(err) => fail(&anyhow::Error::new(err)),
+    }
+}
+
+/// One file to one name: a bar for it, a summary line, one JSON object.
+fn one(runtime: &tokio::runtime::Runtime, cli: &cli::Cli, job: &Job) -> Exit {
+    let remote = &job.target.remote;
+    let progress = Progress::new(remote, show_bar(cli));
     let outcome = runtime.block_on(async {
         tokio::select! {
-            result = ft_client::download(&job, &progress) => Some(result),
+            result = ft_client::download(job, &progress) => Some(result),
             _ = tokio::signal::ctrl_c() => None,
         }
     });
@@ -51,22 +68,216 @@ fn run(cli: cli::Cli) -> Exit {
                 print_json(&report);
             }
             if !cli.quiet {
-                summarize(&report);
+                eprintln!("ftget: {}", describe(&report, "verified"));
             }
             Exit::Success
         }
         Some(Err(err)) => {
-            let context = format!("cannot download {}", job.remote);
-            fail(&anyhow::Error::new(err).context(context))
+            fail(&anyhow::Error::new(err).context(format!("cannot download {remote}")))
         }
-        None => {
-            eprintln!(
-                "ftget: interrupted; run the same command again to resume {}",
-                job.output.display()
-            );
-            Exit::Interrupted
+        None => interrupted(&job.target.output.display().to_string()),
+    }
+}
+
+/// Several files or folders: one bar for the job, a line per file with -v,
+/// the failures and a summary at the end.
+fn many(runtime: &tokio::runtime::Runtime, cli: &cli::Cli, batch: &Batch) -> Exit {
+    let visible = show_bar(cli);
+    let mut shown = None;
+    let outcome = runtime.block_on(async {
+        let job = ft_client::run_batch(
+            batch,
+            |files, bytes| {
+                let progress = Progress::many(files, bytes, visible);
+                shown = Some(progress.clone());
+                progress
+            },
+            |outcome, progress| on_file(cli, outcome, progress),
+        );
+        tokio::select! {
+            summary = job => Some(summary),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    if let Some(progress) = shown {
+        progress.clear();
+    }
+    let Some(summary) = outcome else {
+        return interrupted(&batch.outdir.display().to_string());
+    };
+    for failure in &summary.failures {
+        eprintln!(
+            "ftget: cannot download {}: {}",
+            printable(&failure.path),
+            failure.error
+        );
+    }
+    if cli.json {
+        print_json(&summary);
+    }
+    if !cli.quiet {
+        eprintln!("ftget: {}", totals(&summary));
+    }
+    summary.exit()
+}
+
+fn on_file(cli: &cli::Cli, outcome: &FileOutcome, progress: &Progress) {
+    let Ok(done) = &outcome.result else {
+        return;
+    };
+    if cli.json {
+        print_json(done.report());
+    }
+    if cli.verbose && !cli.quiet {
+        let how = match done {
+            Done::Downloaded(_) => "verified",
+            Done::UpToDate(_) => "already up to date",
+        };
+        progress.line(&format!("ftget: {}", describe(done.report(), how)));
+    }
+}
+
+fn totals(summary: &Summary) -> String {
+    let mut line = format!(
+        "{} files, {}: {} downloaded, {} already up to date, {} failed; {} received in {:.2} s",
+        summary.files,
+        HumanBytes(summary.bytes),
+        summary.downloaded,
+        summary.up_to_date,
+        summary.failed,
+        HumanBytes(summary.bytes_received),
+        summary.seconds,
+    );
+    if summary.skipped_by_server > 0 {
+        line.push_str(&format!(
+            " (the server left out {} entries it cannot serve: see its log)",
+            summary.skipped_by_server
+        ));
+    }
+    line
+}
+
+/// `--list`: one line (or JSON object) per entry, in the server's order.
+fn list(runtime: &tokio::runtime::Runtime, cli: &cli::Cli, config: &Config) -> Exit {
+    let server = match ft_client::server(config) {
+        Ok(server) => server,
+        Err(err) => return fail(&anyhow::Error::new(err)),
+    };
+    let policy = Policy {
+        resume: false,
+        retries: config.retries,
+    };
+    let paths = if config.paths.is_empty() {
+        vec![String::new()]
+    } else {
+        config.paths.clone()
+    };
+    let mut worst = Exit::Success;
+    for path in &paths {
+        let mut out = std::io::stdout().lock();
+        let mut show = |entry: &Entry| show_entry(&mut out, cli, entry);
+        let shown_path = if path.is_empty() { "." } else { path };
+        let listed = runtime.block_on(async {
+            tokio::select! {
+                listed = ft_client::list(&server, &policy, path, cli.recursive, |e| show(&e)) => Some(listed),
+                _ = tokio::signal::ctrl_c() => None,
+            }
+        });
+        let shown = match listed {
+            None => return Exit::Interrupted,
+            Some(Ok(Listed::Folder { skipped })) => {
+                if skipped > 0 && !cli.quiet {
+                    eprintln!(
+                        "ftget: the server left out {skipped} entries of {shown_path} it cannot serve"
+                    );
+                }
+                Ok(())
+            }
+            Some(Ok(Listed::File(meta))) => {
+                let name = path.rsplit('/').find(|n| !n.is_empty()).unwrap_or(path);
+                show(&file_entry(name, &meta));
+                Ok(())
+            }
+            Some(Err(err)) => Err(err),
+        };
+        let _ = std::io::stdout().flush();
+        if let Err(err) = shown {
+            let exit = fail(&anyhow::Error::new(err).context(format!("cannot list {shown_path}")));
+            if exit.code() > worst.code() {
+                worst = exit;
+            }
         }
     }
+    worst
+}
+
+fn file_entry(name: &str, meta: &FileMeta) -> Entry {
+    Entry {
+        path: name.to_owned(),
+        kind: EntryKind::File,
+        size: meta.size,
+        mtime_secs: meta.mtime_secs,
+        mtime_nanos: meta.mtime_nanos,
+        sha256: meta.sha256,
+    }
+}
+
+/// What `--list --json` prints for an entry.
+#[derive(Serialize)]
+struct JsonEntry<'a> {
+    name: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    size: u64,
+    mtime: String,
+}
+
+fn show_entry(out: &mut impl Write, cli: &cli::Cli, entry: &Entry) {
+    let timestamp =
+        jiff::Timestamp::new(entry.mtime_secs, 0).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let written = if cli.json {
+        let json = JsonEntry {
+            name: &entry.path,
+            kind: match entry.kind {
+                EntryKind::File => "file",
+                EntryKind::Dir => "dir",
+            },
+            size: entry.size,
+            mtime: timestamp.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        };
+        serde_json::to_writer(&mut *out, &json)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        let (kind, slash) = match entry.kind {
+            EntryKind::File => ('-', ""),
+            EntryKind::Dir => ('d', "/"),
+        };
+        let size = if cli.human {
+            HumanBytes(entry.size).to_string()
+        } else {
+            entry.size.to_string()
+        };
+        let local = timestamp.to_zoned(jiff::tz::TimeZone::system());
+        writeln!(
+            out,
+            "{kind} {size:>12} {} {}{slash}",
+            local.strftime("%Y-%m-%d %H:%M"),
+            printable(&entry.path)
+        )
+    };
+    if let Err(err) = written {
+        eprintln!("ftget: cannot write to stdout: {err}");
+    }
+}
+
+fn show_bar(cli: &cli::Cli) -> bool {
+    !cli.quiet && std::io::stderr().is_terminal()
+}
+
+fn interrupted(what: &str) -> Exit {
+    eprintln!("ftget: interrupted; run the same command again to resume {what}");
+    Exit::Interrupted
 }
 
 /// Prints the error with its whole chain on one line; returns its exit code.
@@ -76,9 +287,9 @@ fn fail(err: &anyhow::Error) -> Exit {
         .map_or(Exit::Failure, ft_client::Error::exit)
 }
 
-fn print_json(report: &Report) {
-    let mut stdout = std::io::stdout();
-    let written = serde_json::to_writer(&mut stdout, report)
+fn print_json(value: &impl Serialize) {
+    let mut stdout = std::io::stdout().lock();
+    let written = serde_json::to_writer(&mut stdout, value)
         .map_err(std::io::Error::from)
         .and_then(|()| writeln!(stdout))
         .and_then(|()| stdout.flush());
@@ -87,20 +298,34 @@ fn print_json(report: &Report) {
     }
 }
 
-fn summarize(report: &Report) {
-    let resumed = if report.resumed_from > 0 {
+fn describe(report: &Report, how: &str) -> String {
+    let resumed = if report.resumed_from > 0 && report.bytes_received > 0 {
         format!(", resumed from {}", HumanBytes(report.resumed_from))
     } else {
         String::new()
     };
     let rate = report.bytes_received as f64 / report.seconds.max(1e-6);
-    eprintln!(
-        "ftget: {} -> {}: {} in {:.2} s ({}/s{resumed}), sha256 {} verified",
-        report.path,
-        report.output,
+    format!(
+        "{} -> {}: {} in {:.2} s ({}/s{resumed}), sha256 {} {how}",
+        printable(&report.path),
+        printable(&report.output),
         HumanBytes(report.size),
         report.seconds,
         HumanBytes(rate as u64),
         report.sha256,
-    );
+    )
+}
+
+/// A name from the server, with control characters shown as `?` (as `ls`
+/// does) so it cannot drive the terminal.
+fn printable(name: &str) -> Cow<'_, str> {
+    if name.chars().any(char::is_control) {
+        Cow::Owned(
+            name.chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(name)
+    }
 }

@@ -168,6 +168,21 @@ impl Partial {
     }
 }
 
+/// The SHA-256 of a whole local file.
+pub fn hash_file(path: &Path) -> io::Result<Digest> {
+    let mut file = File::open(path)?;
+    let mut hasher = ChainHasher::new();
+    let mut buf = vec![0u8; CHUNK_SIZE.min(file.metadata()?.len().max(1)) as usize];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(hasher.finalize()),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,22 +1,44 @@
-//! The progress bar: drawn on stderr when it is a terminal, hidden otherwise.
+//! The progress display: one bar on stderr when it is a terminal, hidden
+//! otherwise. For one file it follows that file; for a job of many files it
+//! counts files done and bytes across all of them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// A handle on the bar; cheap to clone and to update from any thread.
+/// A handle on the display; cheap to clone and to update from any thread.
 #[derive(Clone)]
 pub struct Progress {
     bar: ProgressBar,
+    /// `Some((done, total))` files for a job of many files.
+    files: Option<Arc<(AtomicU64, u64)>>,
 }
 
 impl Progress {
-    /// A bar for `name`, shown only when `visible`.
+    /// A bar for one file, `name`, shown only when `visible`.
     pub fn new(name: &str, visible: bool) -> Self {
+        let bar = Self::bar(visible);
+        bar.set_message(name.to_owned());
+        Self { bar, files: None }
+    }
+
+    /// A bar for `files` files of `bytes` bytes in all, shown only when `visible`.
+    pub fn many(files: u64, bytes: u64, visible: bool) -> Self {
+        let bar = Self::bar(visible);
+        bar.set_length(bytes);
+        let progress = Self {
+            bar,
+            files: Some(Arc::new((AtomicU64::new(0), files))),
+        };
+        progress.files_done_add(0);
+        progress
+    }
+
+    fn bar(visible: bool) -> ProgressBar {
         if !visible {
-            return Self {
-                bar: ProgressBar::hidden(),
-            };
+            return ProgressBar::hidden();
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
@@ -25,30 +47,82 @@ impl Progress {
         .map(|style| style.progress_chars("=> "))
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
-        bar.set_message(name.to_owned());
         bar.enable_steady_tick(Duration::from_millis(200));
-        Self { bar }
+        bar
     }
 
-    /// Sets the total size and where the transfer starts.
-    pub fn start(&self, size: u64, position: u64) {
-        self.bar.set_length(size);
-        self.bar.set_position(position);
-        self.bar.reset_eta();
+    /// A tracker for one file's bytes.
+    pub(crate) fn tracker(&self) -> Tracker {
+        Tracker {
+            bar: self.bar.clone(),
+            single: self.files.is_none(),
+            at: 0,
+        }
     }
 
-    /// Bytes of the file now on disk.
-    pub fn set(&self, position: u64) {
-        self.bar.set_position(position);
+    /// Counts one more file finished (verified, up to date or failed).
+    pub(crate) fn file_done(&self) {
+        self.files_done_add(1);
     }
 
-    /// A status note in place of the file name, e.g. while verifying a partial.
-    pub fn note(&self, text: String) {
-        self.bar.set_message(text);
+    fn files_done_add(&self, n: u64) {
+        if let Some(files) = &self.files {
+            let done = files.0.fetch_add(n, Ordering::Relaxed) + n;
+            self.bar.set_message(format!("{done}/{} files", files.1));
+        }
+    }
+
+    /// Prints a line above the bar (or plainly on stderr when it is hidden).
+    pub fn line(&self, text: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            self.bar.println(text);
+        }
     }
 
     /// Removes the bar from the screen.
     pub fn clear(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+/// One file's share of the bar: moves it by what changed since last time, so
+/// many files can share one bar and a retry can take back unverified bytes.
+#[derive(Clone)]
+pub(crate) struct Tracker {
+    bar: ProgressBar,
+    single: bool,
+    at: u64,
+}
+
+impl Tracker {
+    /// A transfer of a `size`-byte file begins at `position`.
+    pub fn start(&mut self, size: u64, position: u64) {
+        if self.single {
+            self.bar.set_length(size);
+            self.bar.set_position(position);
+            self.bar.reset_eta();
+            self.at = position;
+        } else {
+            self.set(position);
+        }
+    }
+
+    /// Bytes of the file now on disk.
+    pub fn set(&mut self, position: u64) {
+        if position >= self.at {
+            self.bar.inc(position - self.at);
+        } else {
+            self.bar.dec(self.at - position);
+        }
+        self.at = position;
+    }
+
+    /// A status note in place of the file name; only a one-file bar shows it.
+    pub fn note(&self, text: String) {
+        if self.single {
+            self.bar.set_message(text);
+        }
     }
 }

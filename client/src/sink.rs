@@ -4,12 +4,13 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::time::SystemTime;
 
-use ft_protocol::{ChainHasher, Digest, RemoteError, Response, CHUNK_SIZE};
+use ft_protocol::{ChainHasher, Digest, FileMeta, RemoteError, Response, CHUNK_SIZE};
 use tokio::sync::mpsc;
 
 use crate::partial::Verified;
-use crate::progress::Progress;
+use crate::progress::Tracker;
 
 /// Why a transfer stopped short of a verified file.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub struct SinkReport {
     pub received: u64,
     /// The digest of the whole file, or why there is none.
     pub result: Result<Digest, SinkError>,
+    /// The file's progress, handed back.
+    pub tracker: Tracker,
 }
 
 /// Writes one transfer into the partial.
@@ -45,22 +48,25 @@ pub struct Sink {
     hasher: ChainHasher,
     pos: u64,
     size: u64,
+    mtime: Option<SystemTime>,
     verified: Verified,
     received: u64,
-    progress: Progress,
+    tracker: Tracker,
 }
 
 impl Sink {
-    /// A sink continuing from `verified` in `file`, which is positioned there.
-    pub fn new(file: File, verified: Verified, size: u64, progress: Progress) -> Option<Self> {
+    /// A sink continuing from `verified` in `file`, which is positioned
+    /// there, for the file version `meta` describes.
+    pub fn new(file: File, verified: Verified, meta: &FileMeta, tracker: Tracker) -> Option<Self> {
         Some(Self {
             file,
             hasher: ChainHasher::resume(&verified.state, verified.offset)?,
             pos: verified.offset,
-            size,
+            size: meta.size,
+            mtime: crate::download::mtime(meta),
             verified,
             received: 0,
-            progress,
+            tracker,
         })
     }
 
@@ -80,6 +86,7 @@ impl Sink {
             verified: self.verified,
             received: self.received,
             result,
+            tracker: self.tracker,
         }
     }
 
@@ -115,7 +122,7 @@ impl Sink {
                 self.file.write_all(&data).map_err(SinkError::Local)?;
                 self.hasher.update(&data);
                 self.pos = end;
-                self.progress.set(end);
+                self.tracker.set(end);
                 Ok(None)
             }
             Response::Checkpoint { index, state } => {
@@ -150,6 +157,10 @@ impl Sink {
                         offset: self.verified.offset,
                     });
                 }
+                if let Some(mtime) = self.mtime {
+                    // The server's time is a courtesy; failing to set it loses nothing.
+                    let _ = self.file.set_modified(mtime);
+                }
                 // On disk before it may take the final name.
                 self.file.sync_all().map_err(SinkError::Local)?;
                 Ok(Some(sha256))
@@ -172,6 +183,8 @@ fn name(response: &Response) -> &'static str {
         Response::Data(_) => "Data",
         Response::Checkpoint { .. } => "Checkpoint",
         Response::End { .. } => "End",
+        Response::Entries(_) => "Entries",
+        Response::ListEnd { .. } => "ListEnd",
     }
 }
 
@@ -206,13 +219,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("part");
         let file = File::create(&path).expect("create");
-        let sink = Sink::new(
-            file,
-            Verified::start(),
-            data_len as u64,
-            Progress::new("t", false),
-        )
-        .expect("aligned");
+        let meta = FileMeta {
+            size: data_len as u64,
+            mtime_secs: 0,
+            mtime_nanos: 0,
+            sha256: None,
+        };
+        let tracker = crate::progress::Progress::new("t", false).tracker();
+        let sink = Sink::new(file, Verified::start(), &meta, tracker).expect("aligned");
         let (tx, rx) = mpsc::channel(responses.len() + 1);
         for response in responses {
             tx.try_send(response).expect("room");

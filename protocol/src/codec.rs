@@ -114,7 +114,7 @@ pub fn decode_response(body: Bytes) -> Result<Response, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{ErrorCode, FileMeta, RemoteError};
+    use crate::message::{Entry, EntryKind, ErrorCode, FileMeta, RemoteError};
 
     fn body(frame: &[u8]) -> Bytes {
         let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
@@ -149,6 +149,25 @@ mod tests {
                 state: [9; 32],
             },
             Response::End { sha256: [4; 32] },
+            Response::Entries(vec![
+                Entry {
+                    path: "docs/a.txt".into(),
+                    kind: EntryKind::File,
+                    size: 5,
+                    mtime_secs: 1,
+                    mtime_nanos: 2,
+                    sha256: Some([3; 32]),
+                },
+                Entry {
+                    path: "docs".into(),
+                    kind: EntryKind::Dir,
+                    size: 0,
+                    mtime_secs: -1,
+                    mtime_nanos: 0,
+                    sha256: None,
+                },
+            ]),
+            Response::ListEnd { skipped: 7 },
         ]
     }
 
@@ -176,6 +195,11 @@ mod tests {
                 path: "x".into(),
                 first: 1,
                 count: 9,
+            },
+            Request::List {
+                path: "".into(),
+                recursive: true,
+                digests: false,
             },
         ];
         for request in requests {
@@ -244,11 +268,31 @@ mod tests {
             ErrorCode::Internal,
             ErrorCode::BadRequest,
             ErrorCode::FileChanged,
+            ErrorCode::NotADirectory,
         ];
         for (value, code) in codes.into_iter().enumerate() {
             let frame = encode(&Response::Error(RemoteError::new(code, ""))).expect("encodes");
             assert_eq!(frame[8], value as u8, "{code:?}");
         }
+    }
+
+    #[test]
+    fn a_full_batch_of_the_longest_paths_fits_a_frame() {
+        // The server fills an Entries frame up to LIST_BATCH_BYTES of
+        // `FIXED_BYTES + path` per entry, then adds one more at most.
+        let entry = Entry {
+            path: "x".repeat(crate::MAX_PATH_BYTES),
+            kind: EntryKind::File,
+            size: u64::MAX,
+            mtime_secs: i64::MIN,
+            mtime_nanos: u32::MAX,
+            sha256: Some([0xff; 32]),
+        };
+        let one = encode(&entry).expect("encodes").len() - LEN_PREFIX;
+        assert_eq!(one, Entry::FIXED_BYTES + crate::MAX_PATH_BYTES);
+        let per_frame = crate::LIST_BATCH_BYTES / one + 1;
+        let frame = encode(&Response::Entries(vec![entry; per_frame])).expect("fits");
+        assert!(frame.len() <= MAX_FRAME);
     }
 
     #[test]

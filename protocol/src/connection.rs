@@ -96,6 +96,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         result.map_err(|err| self.io_error(err))
     }
 
+    /// Writes several messages, one frame each, in one write: a short reply of
+    /// several frames, or requests sent ahead of their replies.
+    pub async fn send_all<M: Serialize>(&mut self, messages: &[M]) -> Result<(), ConnectionError> {
+        let mut frames = Vec::new();
+        for message in messages {
+            frames.extend_from_slice(&codec::encode(message)?);
+        }
+        let result = self.writer.write_all(&frames).await;
+        result.map_err(|err| self.io_error(err))
+    }
+
     /// Writes a `Data` frame carrying `payload`, without copying the payload.
     pub async fn send_data(&mut self, payload: Bytes) -> Result<(), ConnectionError> {
         let header = codec::data_header(payload.len())?;

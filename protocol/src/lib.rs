@@ -10,7 +10,9 @@
 //! * **Requests** follow each other on one connection: `Stat` → `Meta`;
 //!   `Checkpoints` → `Checkpoints`; `Get` → `Meta`, then `Data` frames with a
 //!   `Checkpoint` after every [`CHUNK_SIZE`] bytes, then `End` with the SHA-256
-//!   of the whole file. Any of them may be answered by `Error` instead.
+//!   of the whole file; `List` → `Entries` frames (each under
+//!   [`LIST_BATCH_BYTES`]), then `ListEnd`. Any of them may be answered by
+//!   `Error` instead.
 //! * **Integrity.** A checkpoint is the SHA-256 chaining state after the first
 //!   `k * CHUNK_SIZE` bytes of the file, so a client hashing what it receives
 //!   verifies each chunk as it lands, and can verify a partial file on disk
@@ -30,7 +32,7 @@ pub mod path;
 pub use connection::Connection;
 pub use error::{CodecError, ConnectionError, PathError};
 pub use hash::{ChainHasher, Digest};
-pub use message::{ErrorCode, FileMeta, RemoteError, Request, Response};
+pub use message::{Entry, EntryKind, ErrorCode, FileMeta, RemoteError, Request, Response};
 pub use path::RemotePath;
 
 /// Protocol version spoken by this crate. A peer asking for another one gets
@@ -60,6 +62,11 @@ pub const MAX_DATA: usize = 1024 * 1024;
 
 /// Most checkpoint states in one `Checkpoints` reply (32 bytes each: 1 MiB).
 pub const MAX_CHECKPOINTS: u32 = 32 * 1024;
+
+/// Bytes of entries the server puts in one `Entries` frame, at most: a
+/// listing of any size goes out in frames well under [`MAX_FRAME`], even with
+/// the longest paths.
+pub const LIST_BATCH_BYTES: usize = 1024 * 1024;
 
 /// Longest path a request may carry, in bytes (Linux's `PATH_MAX`).
 pub const MAX_PATH_BYTES: usize = 4096;

@@ -42,6 +42,17 @@ pub enum Request {
         /// How many boundaries are wanted.
         count: u32,
     },
+    /// List a folder: answered by `Entries` frames, then `ListEnd`; or by
+    /// `Error` (`NotADirectory` when the path is a file).
+    List {
+        /// Folder relative to the served root, `/`-separated; empty for the root.
+        path: String,
+        /// Whole tree under the folder, not only its direct entries.
+        recursive: bool,
+        /// Fill in every file's SHA-256, hashing files the server has not yet
+        /// hashed; without it, digests appear only where already known.
+        digests: bool,
+    },
 }
 
 /// What a server answers. `Error` and `Welcome` keep their index and layout in
@@ -82,6 +93,55 @@ pub enum Response {
         /// What `sha256sum` prints for the file, as 32 bytes.
         sha256: Digest,
     },
+    /// Some entries of a listing, in order; more may follow.
+    Entries(Vec<Entry>),
+    /// The listing is complete.
+    ListEnd {
+        /// Entries left out: names that are not UTF-8, symlinks to folders or
+        /// out of the root, special files, folders that could not be read.
+        skipped: u64,
+    },
+}
+
+/// What a listing entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A regular file (or a symlink to one inside the root).
+    File,
+    /// A folder.
+    Dir,
+}
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Path relative to the listed folder, `/`-separated.
+    pub path: String,
+    /// File or folder.
+    pub kind: EntryKind,
+    /// Size in bytes (0 for a folder).
+    pub size: u64,
+    /// Modification time: whole seconds since the Unix epoch.
+    pub mtime_secs: i64,
+    /// Modification time: nanoseconds past `mtime_secs`.
+    pub mtime_nanos: u32,
+    /// SHA-256 of a file, when known or asked for.
+    pub sha256: Option<Digest>,
+}
+
+impl Entry {
+    /// Encoded size of an entry apart from its path: a bound for batching.
+    pub const FIXED_BYTES: usize = 8 + 4 + 8 + 8 + 4 + 1 + 32;
+
+    /// The file description this entry carries.
+    pub fn meta(&self) -> FileMeta {
+        FileMeta {
+            size: self.size,
+            mtime_secs: self.mtime_secs,
+            mtime_nanos: self.mtime_nanos,
+            sha256: self.sha256,
+        }
+    }
 }
 
 /// A file's size, modification time and, when the server knows it already, its
@@ -135,6 +195,8 @@ pub enum ErrorCode {
     BadRequest,
     /// The file changed while it was being sent; the transfer cannot be trusted.
     FileChanged,
+    /// A listing was asked of something that is not a folder.
+    NotADirectory,
 }
 
 /// An error the server reported: a code and a human-readable message.

@@ -43,6 +43,23 @@ impl RemotePath {
         Ok(Self { components })
     }
 
+    /// Whether this is the root itself.
+    pub fn is_root(&self) -> bool {
+        self.components.is_empty()
+    }
+
+    /// The last component; `None` for the root.
+    pub fn file_name(&self) -> Option<&str> {
+        self.components.last().map(String::as_str)
+    }
+
+    /// `other` below this path.
+    pub fn join(&self, other: &RemotePath) -> RemotePath {
+        let mut components = self.components.clone();
+        components.extend(other.components.iter().cloned());
+        Self { components }
+    }
+
     /// The path as a relative filesystem path (`.` for the root).
     pub fn to_relative(&self) -> PathBuf {
         if self.components.is_empty() {
@@ -78,6 +95,10 @@ mod tests {
             RemotePath::parse("..foo/bar..").is_ok(),
             "dots inside names are fine"
         );
+        assert!(root.is_root() && root.file_name().is_none());
+        let joined = root.join(&p).join(&RemotePath::parse("x").expect("valid"));
+        assert_eq!(joined.to_string(), "docs/guide/intro.txt/x");
+        assert_eq!(joined.file_name(), Some("x"));
     }
 
     #[test]

@@ -21,12 +21,12 @@ const CACHE_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 /// What identifies one version of a file for the digest cache: replacing the
 /// file, or writing to it, changes at least one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_secs: i64,
-    mtime_nanos: u32,
+pub(crate) struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_secs: i64,
+    pub mtime_nanos: u32,
 }
 
 /// A file's digest and its checkpoint states, computed in one pass.
@@ -65,7 +65,7 @@ pub enum Piece {
 
 /// The root folder and the digest cache.
 pub struct Files {
-    root: Dir,
+    pub(crate) root: Dir,
     cache: Mutex<Cache>,
 }
 
@@ -117,7 +117,7 @@ impl Files {
         }
     }
 
-    fn cached(&self, id: &FileId) -> Option<Arc<Digests>> {
+    pub(crate) fn cached(&self, id: &FileId) -> Option<Arc<Digests>> {
         self.cache.lock().ok()?.get(id)
     }
 
@@ -143,6 +143,29 @@ impl Files {
         }
         check_unchanged(file)?;
         Ok(self.remember(file.id, pass.finish()))
+    }
+
+    /// A file of at most one piece, read whole, with its digest (cached or
+    /// computed here and cached): the fast path for small files.
+    pub fn read_whole(&self, file: &OpenFile) -> Result<(Bytes, Digest), RemoteError> {
+        let data = if file.id.size == 0 {
+            Bytes::new()
+        } else {
+            read_piece(file, 0)?
+        };
+        if data.len() as u64 != file.id.size {
+            return Err(changed(file));
+        }
+        check_unchanged(file)?;
+        let sha256 = match self.cached(&file.id) {
+            Some(digests) => digests.sha256,
+            None => {
+                let mut pass = HashPass::new(None);
+                pass.feed(&data, file.id.size);
+                self.remember(file.id, pass.finish()).sha256
+            }
+        };
+        Ok((data, sha256))
     }
 
     /// Sends the file from `offset` through `tx` as pieces, ending with `End`
@@ -289,7 +312,7 @@ fn file_id(metadata: &std::fs::Metadata) -> FileId {
 }
 
 /// Maps a failure to open or inspect `path` onto the wire's error codes.
-fn open_error(err: &io::Error, path: &RemotePath) -> RemoteError {
+pub(crate) fn open_error(err: &io::Error, path: &RemotePath) -> RemoteError {
     let (code, message) = match (err.kind(), err.raw_os_error()) {
         (io::ErrorKind::NotFound | io::ErrorKind::NotADirectory, _) => {
             (ErrorCode::NotFound, format!("no such file: {path}"))

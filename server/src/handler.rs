@@ -4,17 +4,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use ft_protocol::connection::TcpConnection;
 use ft_protocol::{
-    ConnectionError, ErrorCode, RemoteError, RemotePath, Request, Response, CHUNK_SIZE, MAGIC,
-    MAX_CHECKPOINTS, VERSION,
+    ConnectionError, Digest, Entry, ErrorCode, FileMeta, RemoteError, RemotePath, Request,
+    Response, CHUNK_SIZE, LIST_BATCH_BYTES, MAGIC, MAX_CHECKPOINTS, MAX_DATA, VERSION,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::files::{Files, Piece};
+use crate::files::{Files, OpenFile, Piece};
+use crate::listing::Listed;
 
 /// Pieces read ahead of the socket per transfer. With 1 MiB pieces this keeps
 /// the disk and the socket both busy while holding at most a few MiB.
@@ -182,6 +184,11 @@ async fn answer(
             result
         }
         Request::Get { path, offset } => return get(conn, peer, context, &path, offset).await,
+        Request::List {
+            path,
+            recursive,
+            digests,
+        } => return list(conn, peer, context, &path, recursive, digests).await,
     };
     let next = Next::after(result.as_ref().err());
     conn.send(&result.unwrap_or_else(Response::Error)).await?;
@@ -235,6 +242,14 @@ async fn checkpoints(
     })
 }
 
+/// How a `Get` goes on once the file is open.
+enum Opened {
+    /// A file of at most one piece, read whole: sent in one write.
+    Whole(FileMeta, Bytes, Digest),
+    /// Anything larger: streamed from a reader thread.
+    Stream(FileMeta, OpenFile),
+}
+
 async fn get(
     conn: &mut TcpConnection,
     peer: SocketAddr,
@@ -242,20 +257,44 @@ async fn get(
     path: &str,
     offset: u64,
 ) -> Result<Next, ConnectionError> {
-    let opened = open(context, path).await.and_then(|(meta, file)| {
+    let parsed = RemotePath::parse(path)
+        .map_err(|err| RemoteError::new(ErrorCode::InvalidPath, format!("{path:?}: {err}")));
+    let opener = Arc::clone(context);
+    let text = path.to_owned();
+    // Opening, checking the offset and, for a small file, reading and
+    // hashing it: one trip to a blocking thread.
+    let opened = blocking(move || {
+        let file = opener.files.open(&parsed?)?;
+        let meta = opener.files.meta(&file);
         if offset > meta.size || !offset.is_multiple_of(CHUNK_SIZE) {
             return Err(RemoteError::new(
                 ErrorCode::BadRequest,
                 format!(
-                    "offset {offset} is not a chunk boundary within {path} ({} bytes)",
+                    "offset {offset} is not a chunk boundary within {text} ({} bytes)",
                     meta.size
                 ),
             ));
         }
-        Ok((meta, file))
-    });
+        if offset == 0 && meta.size <= MAX_DATA as u64 {
+            let (data, sha256) = opener.files.read_whole(&file)?;
+            return Ok(Opened::Whole(meta, data, sha256));
+        }
+        Ok(Opened::Stream(meta, file))
+    })
+    .await;
     let (meta, file) = match opened {
-        Ok(opened) => opened,
+        Ok(Opened::Stream(meta, file)) => (meta, file),
+        Ok(Opened::Whole(meta, data, sha256)) => {
+            let size = data.len() as u64;
+            let mut reply = vec![Response::Meta(meta)];
+            if !data.is_empty() {
+                reply.push(Response::Data(data));
+            }
+            reply.push(Response::End { sha256 });
+            conn.send_all(&reply).await?;
+            log_outcome(peer, "get", path, offset, size, None);
+            return Ok(Next::Open);
+        }
         Err(err) => {
             log_outcome(peer, "get", path, offset, 0, Some(&err));
             let next = Next::after(Some(&err));
@@ -305,6 +344,93 @@ async fn get(
         (Ok(()), failure) => log_outcome(peer, "get", path, offset, sent, failure.as_ref()),
     }
     result.map(|()| Next::Open)
+}
+
+/// What the walking thread hands the connection during a listing.
+enum Listing {
+    Batch(Vec<Entry>),
+    End { skipped: u64 },
+    Failed(RemoteError),
+}
+
+/// Streams a listing: `Entries` frames of at most `LIST_BATCH_BYTES` each as
+/// the walk produces them, then `ListEnd`; or one `Error`.
+async fn list(
+    conn: &mut TcpConnection,
+    peer: SocketAddr,
+    context: &Arc<Context>,
+    path: &str,
+    recursive: bool,
+    digests: bool,
+) -> Result<Next, ConnectionError> {
+    let op = if recursive { "list -r" } else { "list" };
+    let parsed = match RemotePath::parse(path) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            let err = RemoteError::new(ErrorCode::InvalidPath, format!("{path:?}: {err}"));
+            log_outcome(peer, op, path, 0, 0, Some(&err));
+            conn.send(&Response::Error(err)).await?;
+            return Ok(Next::Open);
+        }
+    };
+    let (tx, mut rx) = mpsc::channel(READ_AHEAD);
+    let walker_context = Arc::clone(context);
+    let walker = tokio::task::spawn_blocking(move || {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let listed = walker_context
+            .files
+            .list(&parsed, recursive, digests, |entry| {
+                bytes += Entry::FIXED_BYTES + entry.path.len();
+                batch.push(entry);
+                if bytes < LIST_BATCH_BYTES {
+                    return true;
+                }
+                bytes = 0;
+                tx.blocking_send(Listing::Batch(std::mem::take(&mut batch)))
+                    .is_ok()
+            });
+        let last = match listed {
+            Ok(Listed::Abandoned) => return,
+            Ok(Listed::Complete { skipped }) => {
+                if !batch.is_empty() && tx.blocking_send(Listing::Batch(batch)).is_err() {
+                    return;
+                }
+                Listing::End { skipped }
+            }
+            Err(err) => Listing::Failed(err),
+        };
+        let _ = tx.blocking_send(last);
+    });
+    let mut entries = 0u64;
+    let mut outcome = None;
+    let mut result = Ok(Next::Open);
+    while let Some(piece) = rx.recv().await {
+        let step = match piece {
+            Listing::Batch(batch) => {
+                entries += batch.len() as u64;
+                conn.send(&Response::Entries(batch)).await
+            }
+            Listing::End { skipped } => conn.send(&Response::ListEnd { skipped }).await,
+            Listing::Failed(err) => {
+                let step = conn.send(&Response::Error(err.clone())).await;
+                outcome = Some(err);
+                step
+            }
+        };
+        if let Err(err) = step {
+            outcome = Some(RemoteError::new(
+                ErrorCode::Internal,
+                format!("connection lost: {err}"),
+            ));
+            result = Err(err);
+            break;
+        }
+    }
+    drop(rx);
+    let _ = walker.await;
+    log_outcome(peer, op, path, 0, entries, outcome.as_ref());
+    result
 }
 
 /// Runs blocking filesystem work off the async workers.

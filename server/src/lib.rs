@@ -7,6 +7,7 @@
 mod files;
 mod handler;
 mod listener;
+mod listing;
 
 use std::future::Future;
 use std::path::PathBuf;

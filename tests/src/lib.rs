@@ -224,6 +224,14 @@ impl Run {
         serde_json::from_str(line).expect("stdout is JSON")
     }
 
+    /// Every JSON object it printed, one a line.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each stdout line is JSON"))
+            .collect()
+    }
+
     /// A numeric field of the JSON report.
     pub fn field(&self, key: &str) -> u64 {
         self.json()[key]
@@ -323,6 +331,35 @@ impl Default for TestEnv {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// What a folder holds, walked without following links: each regular file's
+/// SHA-256 and each folder (with a trailing `/`), by path relative to `dir`.
+/// Anything else (a link, a FIFO) shows as `other`.
+pub fn tree_contents(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let relative = path
+                .strip_prefix(dir)
+                .expect("below dir")
+                .to_string_lossy()
+                .into_owned();
+            let kind = std::fs::symlink_metadata(&path).expect("lstat").file_type();
+            if kind.is_dir() {
+                found.insert(format!("{relative}/"), String::new());
+                pending.push(path);
+            } else if kind.is_file() {
+                let data = std::fs::read(&path).expect("read");
+                found.insert(relative, sha256_hex(&data));
+            } else {
+                found.insert(relative, "other".into());
+            }
+        }
+    }
+    found
 }
 
 /// SHA-256 in lower-case hex, computed with the `sha2` crate's standard API
@@ -564,7 +601,24 @@ pub enum Misbehaviour {
     EverChanging,
     /// Welcome the client with this protocol version instead of 1.
     Version(u32),
+    /// Answer every listing with [`HOSTILE_PATHS`], each a file.
+    HostileListing,
 }
+
+/// What a [`Misbehaviour::HostileListing`] server lists: one honest name,
+/// `good.txt`, among paths that try to leave the output folder.
+pub const HOSTILE_PATHS: &[&str] = &[
+    "good.txt",
+    "../escape.txt",
+    "../../escape2.txt",
+    "sub/../../escape3.txt",
+    "/tmp/ft-absolute-escape.txt",
+    "nul\0name.txt",
+    "back\\..\\slash.txt",
+    "",
+    ".",
+    "good.txt",
+];
 
 /// A test server that serves one file under any path, honestly but for one
 /// [`Misbehaviour`].
@@ -589,7 +643,9 @@ impl MisbehavingServer {
         };
         let (bad_chunk, mut left) = match misbehaviour {
             Misbehaviour::Corrupt { chunk, times } => (chunk, times),
-            Misbehaviour::EverChanging | Misbehaviour::Version(_) => (0, 0),
+            Misbehaviour::EverChanging
+            | Misbehaviour::Version(_)
+            | Misbehaviour::HostileListing => (0, 0),
         };
         let version = match misbehaviour {
             Misbehaviour::Version(version) => version,
@@ -624,6 +680,23 @@ impl MisbehavingServer {
                         Request::Hello { .. } => send(&mut stream, &Response::Welcome { version }),
                         Request::Stat { .. } => send(&mut stream, &Response::Meta(next_meta())),
                         Request::Checkpoints { .. } => false,
+                        Request::List { .. } => {
+                            let meta = next_meta();
+                            let entries = HOSTILE_PATHS
+                                .iter()
+                                .map(|path| ft_protocol::Entry {
+                                    path: (*path).to_owned(),
+                                    kind: ft_protocol::EntryKind::File,
+                                    size: meta.size,
+                                    mtime_secs: meta.mtime_secs,
+                                    mtime_nanos: meta.mtime_nanos,
+                                    sha256: None,
+                                })
+                                .collect();
+                            matches!(misbehaviour, Misbehaviour::HostileListing)
+                                && send(&mut stream, &Response::Entries(entries))
+                                && send(&mut stream, &Response::ListEnd { skipped: 0 })
+                        }
                         Request::Get { offset, .. } => {
                             let corrupt = left > 0;
                             left = left.saturating_sub(1);

@@ -1,0 +1,605 @@
+//! Many files in one job: several PATHs, whole trees with `-r`. Each PATH is
+//! listed (or stat'ed) once, every entry the server names is checked as a
+//! hostile path before anything is written, and the files are then fetched
+//! by a small pool of connections, each keeping its connection from one file
+//! to the next. A file already present with the server's size and SHA-256 is
+//! left alone; a partial is resumed.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use ft_protocol::{Entry, EntryKind, ErrorCode, RemotePath, Request, Response};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::download::{backoff, fetch, Policy, Report, Target};
+use crate::error::Error;
+use crate::exit::Exit;
+use crate::link::{protocol, remote_failure, Failure, Link, Server};
+use crate::partial;
+use crate::progress::Progress;
+use crate::small;
+
+/// Several paths, each a file or (with `recursive`) a folder.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Where from.
+    pub server: Server,
+    /// How hard to try.
+    pub policy: Policy,
+    /// Remote paths as the user gave them.
+    pub paths: Vec<String>,
+    /// Each PATH lands here under its own name (the root's contents directly).
+    pub outdir: PathBuf,
+    /// Whether folders are downloaded whole.
+    pub recursive: bool,
+    /// Connections used at once.
+    pub connections: usize,
+}
+
+/// How one file (or one PATH that could not be listed) ended.
+#[derive(Debug)]
+pub struct FileOutcome {
+    /// The remote path.
+    pub path: String,
+    /// Downloaded, already up to date, or why not.
+    pub result: Result<Done, Error>,
+}
+
+/// A file that ended verified.
+#[derive(Debug)]
+pub enum Done {
+    /// Fetched (wholly or in part) and verified.
+    Downloaded(Report),
+    /// Already present with the server's size and SHA-256; nothing fetched.
+    UpToDate(Report),
+}
+
+impl Done {
+    /// The report, whichever way the file was verified.
+    pub fn report(&self) -> &Report {
+        match self {
+            Done::Downloaded(report) | Done::UpToDate(report) => report,
+        }
+    }
+}
+
+/// The whole job, for the last line (and the last `--json` object).
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    /// Files the job covered.
+    pub files: u64,
+    /// Files fetched and verified.
+    pub downloaded: u64,
+    /// Files already present and verified, left alone.
+    pub up_to_date: u64,
+    /// Files (or paths) that failed.
+    pub failed: u64,
+    /// Bytes of the verified files.
+    pub bytes: u64,
+    /// File bytes that crossed the network.
+    pub bytes_received: u64,
+    /// Entries the server left out of its listings (see PROTOCOL.md).
+    pub skipped_by_server: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Whether every file was verified.
+    pub verified: bool,
+    /// What failed and why.
+    pub failures: Vec<FailureReport>,
+}
+
+/// One failure in the summary.
+#[derive(Debug, Serialize)]
+pub struct FailureReport {
+    /// The remote path.
+    pub path: String,
+    /// What went wrong.
+    pub error: String,
+    /// The exit code it maps to.
+    pub exit: u8,
+}
+
+impl Summary {
+    /// The worst exit code among the failures: 0 only if all were verified.
+    pub fn exit(&self) -> Exit {
+        self.failures
+            .iter()
+            .map(|failure| failure.exit)
+            .max()
+            .map_or(Exit::Success, Exit::from_code)
+    }
+}
+
+/// What the planning found: folders to create, files to fetch, and paths
+/// that failed already.
+#[derive(Default)]
+struct Plan {
+    dirs: Vec<PathBuf>,
+    targets: Vec<Target>,
+    failed: Vec<FileOutcome>,
+    skipped: u64,
+}
+
+/// Runs the batch: plans it, then fetches every file. `make_progress` gets
+/// the number of files and bytes once they are known; `on_file` hears of
+/// each file as it ends.
+pub async fn run(
+    batch: &Batch,
+    make_progress: impl FnOnce(u64, u64) -> Progress,
+    mut on_file: impl FnMut(&FileOutcome, &Progress),
+) -> Summary {
+    let started = Instant::now();
+    let mut link = Link::new(&batch.server);
+    let mut plan = plan(&mut link, batch).await;
+    let bytes = plan
+        .targets
+        .iter()
+        .filter_map(|target| target.listed.map(|meta| meta.size))
+        .sum();
+    let total = (plan.targets.len() + plan.failed.len()) as u64;
+    let progress = make_progress(total, bytes);
+    let mut summary = Summary {
+        files: total,
+        skipped_by_server: plan.skipped,
+        ..Summary::default()
+    };
+    let mut take = |outcome: FileOutcome, summary: &mut Summary| {
+        progress.file_done();
+        on_file(&outcome, &progress);
+        summary.add(outcome);
+    };
+    for outcome in std::mem::take(&mut plan.failed) {
+        take(outcome, &mut summary);
+    }
+    for dir in &plan.dirs {
+        if let Err(err) = fs::create_dir_all(dir) {
+            summary.failed += 1;
+            summary.failures.push(FailureReport {
+                path: dir.display().to_string(),
+                error: format!("cannot create folder {}: {err}", dir.display()),
+                exit: Exit::Failure.code(),
+            });
+        }
+    }
+
+    let queue = Mutex::new(VecDeque::from(plan.targets));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let workers = batch.connections.max(1);
+    let mut links = vec![link];
+    links.extend((1..workers).map(|_| Link::new(&batch.server)));
+    let pool = futures_util::future::join_all(
+        links
+            .into_iter()
+            .map(|link| worker(link, &batch.policy, &queue, tx.clone(), &progress)),
+    );
+    drop(tx);
+    let collect = async {
+        while let Some(outcome) = rx.recv().await {
+            take(outcome, &mut summary);
+        }
+    };
+    tokio::join!(pool, collect);
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.verified = summary.failures.is_empty();
+    summary
+}
+
+impl Summary {
+    fn add(&mut self, outcome: FileOutcome) {
+        match outcome.result {
+            Ok(done) => {
+                let report = done.report();
+                self.bytes += report.size;
+                self.bytes_received += report.bytes_received;
+                match done {
+                    Done::Downloaded(_) => self.downloaded += 1,
+                    Done::UpToDate(_) => self.up_to_date += 1,
+                }
+            }
+            Err(err) => {
+                self.failed += 1;
+                self.failures.push(FailureReport {
+                    path: outcome.path,
+                    error: err.to_string(),
+                    exit: err.exit().code(),
+                });
+            }
+        }
+    }
+}
+
+async fn worker(
+    mut link: Link<'_>,
+    policy: &Policy,
+    queue: &Mutex<VecDeque<Target>>,
+    tx: mpsc::UnboundedSender<FileOutcome>,
+    progress: &Progress,
+) {
+    loop {
+        let batch = next_batch(queue);
+        if batch.is_empty() {
+            return;
+        }
+        // Small files not yet present go out in one pipelined batch; what
+        // that path hands back, and everything else, goes one by one.
+        let (fresh, mut careful): (Vec<Target>, Vec<Target>) = batch
+            .into_iter()
+            .partition(|target| small::eligible(target) && small::absent(target));
+        if !fresh.is_empty() {
+            let fetched = small::fetch(&mut link, fresh).await;
+            for (target, result) in fetched.ended {
+                if let Ok(report) = &result {
+                    progress.tracker().set(report.size);
+                }
+                let outcome = FileOutcome {
+                    path: target.remote,
+                    result: result.map(Done::Downloaded),
+                };
+                if tx.send(outcome).is_err() {
+                    return;
+                }
+            }
+            careful.extend(fetched.again);
+        }
+        for target in careful {
+            let result = one(&mut link, policy, &target, progress).await;
+            let outcome = FileOutcome {
+                path: target.remote,
+                result,
+            };
+            if tx.send(outcome).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The next work for a connection: a run of up to `PIPELINE` small files, or
+/// one other file.
+fn next_batch(queue: &Mutex<VecDeque<Target>>) -> Vec<Target> {
+    let Ok(mut queue) = queue.lock() else {
+        return Vec::new();
+    };
+    let mut batch = Vec::new();
+    while batch.len() < small::PIPELINE {
+        match queue.front() {
+            Some(target) if small::eligible(target) => batch.extend(queue.pop_front()),
+            Some(_) if batch.is_empty() => {
+                batch.extend(queue.pop_front());
+                break;
+            }
+            _ => break,
+        }
+    }
+    batch
+}
+
+/// One file: left alone if already there and verified, fetched otherwise.
+async fn one(
+    link: &mut Link<'_>,
+    policy: &Policy,
+    target: &Target,
+    progress: &Progress,
+) -> Result<Done, Error> {
+    let mut tracker = progress.tracker();
+    if let Some(parent) = target.output.parent() {
+        fs::create_dir_all(parent).map_err(Error::local(parent))?;
+    }
+    if let Some(report) = up_to_date(link, target).await? {
+        tracker.set(report.size);
+        return Ok(Done::UpToDate(report));
+    }
+    fetch(link, policy, target, &mut tracker)
+        .await
+        .map(Done::Downloaded)
+}
+
+/// A report for the local file when it already has the server's size and
+/// SHA-256; `None` when it must be fetched.
+async fn up_to_date(link: &mut Link<'_>, target: &Target) -> Result<Option<Report>, Error> {
+    let started = Instant::now();
+    let Ok(local) = fs::metadata(&target.output) else {
+        return Ok(None);
+    };
+    if !local.is_file() || target.listed.is_some_and(|meta| meta.size != local.len()) {
+        return Ok(None);
+    }
+    let meta = match target.listed {
+        Some(meta) if meta.sha256.is_some() => meta,
+        _ => match link.digest(&target.remote).await {
+            Ok(meta) => meta,
+            Err(Failure::Fatal(err)) => return Err(err),
+            // Fetching will retry, and report, as it should.
+            Err(_) => return Ok(None),
+        },
+    };
+    let Some(remote) = meta.sha256 else {
+        return Ok(None);
+    };
+    if meta.size != local.len() {
+        return Ok(None);
+    }
+    let path = target.output.clone();
+    let local = tokio::task::spawn_blocking(move || partial::hash_file(&path))
+        .await
+        .map_err(|err| Error::local(&target.output)(std::io::Error::other(err)))?
+        .map_err(Error::local(&target.output))?;
+    if local != remote {
+        return Ok(None);
+    }
+    Ok(Some(Report {
+        path: target.remote.clone(),
+        output: target.output.display().to_string(),
+        size: meta.size,
+        sha256: ft_protocol::hash::to_hex(&remote),
+        resumed_from: meta.size,
+        bytes_received: 0,
+        seconds: started.elapsed().as_secs_f64(),
+        verified: true,
+    }))
+}
+
+/// Lists or notes every PATH; failures are recorded, not fatal to the rest.
+async fn plan(link: &mut Link<'_>, batch: &Batch) -> Plan {
+    let mut plan = Plan::default();
+    for path in &batch.paths {
+        let failed = |err: Error| FileOutcome {
+            path: path.clone(),
+            result: Err(err),
+        };
+        let remote = match RemotePath::parse(path) {
+            Ok(remote) => remote,
+            Err(err) => {
+                plan.failed.push(failed(Error::Usage(format!(
+                    "invalid path {path:?}: {err}"
+                ))));
+                continue;
+            }
+        };
+        let base = match remote.file_name() {
+            // `docs`, not `./docs`, in what the user reads.
+            Some(name) if batch.outdir == Path::new(".") => PathBuf::from(name),
+            Some(name) => batch.outdir.join(name),
+            None => batch.outdir.clone(),
+        };
+        if !batch.recursive {
+            plan.targets.push(Target {
+                remote: remote.to_string(),
+                output: base,
+                listed: None,
+            });
+            continue;
+        }
+        // Digests are worth asking for only where local files may match.
+        let digests = base.is_dir();
+        let mut entries = Vec::new();
+        let text = remote.to_string();
+        let listed = with_retries(link, &batch.policy, async |link: &mut Link<'_>| {
+            entries.clear();
+            list_entries(link, &text, true, digests, |entry| {
+                entries.push(entry);
+                Ok(())
+            })
+            .await
+        })
+        .await;
+        match listed {
+            Ok(skipped) => {
+                plan.skipped += skipped;
+                plan.dirs.push(base.clone());
+                add_entries(&mut plan, &batch.server, &remote, &base, entries);
+            }
+            Err(Error::Refused { reason, .. }) if reason.code == ErrorCode::NotADirectory => {
+                plan.targets.push(Target {
+                    remote: remote.to_string(),
+                    output: base,
+                    listed: None,
+                });
+            }
+            Err(err) => plan.failed.push(failed(err)),
+        }
+    }
+    refuse_clashes(&mut plan);
+    plan
+}
+
+/// Turns a folder's entries into folders and files to fetch, refusing any
+/// path that is not plainly below the folder.
+fn add_entries(
+    plan: &mut Plan,
+    server: &Server,
+    remote: &RemotePath,
+    base: &Path,
+    entries: Vec<Entry>,
+) {
+    let mut seen = HashSet::new();
+    for entry in entries {
+        let refuse = |why: String| FileOutcome {
+            path: format!("{}/{}", remote, entry.path.escape_debug()),
+            result: Err(Error::Server {
+                server: server.label.clone(),
+                reason: why,
+            }),
+        };
+        let relative = match RemotePath::parse(&entry.path) {
+            Ok(relative) if !relative.is_root() => relative,
+            Ok(_) => {
+                plan.failed.push(refuse(format!(
+                    "refused an empty path in the listing of {remote}"
+                )));
+                continue;
+            }
+            Err(err) => {
+                plan.failed.push(refuse(format!(
+                    "refused an unsafe path in the listing of {remote}: {:?}: {err}",
+                    entry.path
+                )));
+                continue;
+            }
+        };
+        if !seen.insert(relative.to_string()) {
+            plan.failed.push(refuse(format!(
+                "{:?} is listed twice in {remote}",
+                entry.path
+            )));
+            continue;
+        }
+        let output = base.join(relative.to_relative());
+        match entry.kind {
+            EntryKind::Dir => plan.dirs.push(output),
+            EntryKind::File => plan.targets.push(Target {
+                remote: remote.join(&relative).to_string(),
+                output,
+                listed: Some(entry.meta()),
+            }),
+        }
+    }
+}
+
+/// A file whose name is another's partial (`NAME.part`, `NAME.part.json`)
+/// would be overwritten by that download: it fails instead, explicitly.
+fn refuse_clashes(plan: &mut Plan) {
+    let outputs: HashSet<PathBuf> = plan.targets.iter().map(|t| t.output.clone()).collect();
+    let clash = |output: &Path| {
+        let name = output.to_str()?;
+        let owner = name
+            .strip_suffix(".part")
+            .or_else(|| name.strip_suffix(".part.json"))?;
+        outputs.contains(Path::new(owner)).then(|| owner.to_owned())
+    };
+    let (clashing, kept): (Vec<Target>, Vec<Target>) = std::mem::take(&mut plan.targets)
+        .into_iter()
+        .partition(|target| clash(&target.output).is_some());
+    plan.targets = kept;
+    for target in clashing {
+        let owner = clash(&target.output).unwrap_or_default();
+        plan.failed.push(FileOutcome {
+            path: target.remote.clone(),
+            result: Err(Error::Usage(format!(
+                "{} is the partial-download name of {owner}; download it on its own with -o",
+                target.output.display()
+            ))),
+        });
+    }
+}
+
+/// What `--list PATH` found.
+#[derive(Debug)]
+pub enum Listed {
+    /// A folder, whose entries went to the callback; the server left out
+    /// this many.
+    Folder {
+        /// Entries left out.
+        skipped: u64,
+    },
+    /// A single file.
+    File(ft_protocol::FileMeta),
+}
+
+/// Lists `path` on the server, each entry to `each`, in the server's sorted
+/// order; or describes it, if it is a file.
+pub async fn list(
+    server: &Server,
+    policy: &Policy,
+    path: &str,
+    recursive: bool,
+    mut each: impl FnMut(Entry),
+) -> Result<Listed, Error> {
+    let mut link = Link::new(server);
+    let listed = with_retries(&mut link, policy, async |link: &mut Link<'_>| {
+        list_entries(link, path, recursive, false, |entry| {
+            each(entry);
+            Ok(())
+        })
+        .await
+    })
+    .await;
+    match listed {
+        Ok(skipped) => Ok(Listed::Folder { skipped }),
+        Err(Error::Refused { reason, .. }) if reason.code == ErrorCode::NotADirectory => {
+            let request = Request::Stat {
+                path: path.to_owned(),
+            };
+            let meta = with_retries(&mut link, policy, async |link: &mut Link<'_>| {
+                match link.ask(&request).await? {
+                    Response::Meta(meta) => Ok(meta),
+                    Response::Error(err) => Err(remote_failure(server, err)),
+                    _ => Err(protocol(server, "unexpected reply to a stat request")),
+                }
+            })
+            .await?;
+            Ok(Listed::File(meta))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Lists `path`, handing each entry to `each`; the count of entries the
+/// server left out.
+async fn list_entries(
+    link: &mut Link<'_>,
+    path: &str,
+    recursive: bool,
+    digests: bool,
+    mut each: impl FnMut(Entry) -> Result<(), Failure>,
+) -> Result<u64, Failure> {
+    let server = link.server;
+    let request = Request::List {
+        path: path.to_owned(),
+        recursive,
+        digests,
+    };
+    let mut reply = link.ask(&request).await?;
+    loop {
+        match reply {
+            Response::Entries(entries) => {
+                for entry in entries {
+                    each(entry)?;
+                }
+            }
+            Response::ListEnd { skipped } => return Ok(skipped),
+            Response::Error(err) => return Err(remote_failure(server, err)),
+            _ => {
+                link.reset();
+                return Err(protocol(server, "unexpected reply to a list request"));
+            }
+        }
+        reply = match link.conn().await?.read_response().await {
+            Ok(reply) => reply,
+            Err(err) => {
+                link.reset();
+                return Err(crate::link::lost(server)(err));
+            }
+        };
+    }
+}
+
+/// Runs `step` until it succeeds, fails for good, or the retries run out.
+pub(crate) async fn with_retries<'s, T>(
+    link: &mut Link<'s>,
+    policy: &Policy,
+    mut step: impl AsyncFnMut(&mut Link<'s>) -> Result<T, Failure>,
+) -> Result<T, Error> {
+    let mut failures = 0;
+    loop {
+        let err = match step(link).await {
+            Ok(value) => return Ok(value),
+            Err(Failure::Fatal(err)) => return Err(err),
+            Err(Failure::Retry(err)) => err,
+            Err(Failure::Changed | Failure::Mismatch(_)) => Error::Server {
+                server: link.server.label.clone(),
+                reason: "the listing changed while it was read".into(),
+            },
+        };
+        link.reset();
+        failures += 1;
+        if failures > policy.retries {
+            return Err(err);
+        }
+        tokio::time::sleep(backoff(failures)).await;
+    }
+}
