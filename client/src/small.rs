@@ -37,6 +37,47 @@ pub(crate) fn absent(target: &Target) -> bool {
     fs::symlink_metadata(&target.output).is_err()
 }
 
+/// Of `targets`, all eligible and present locally, those whose local file
+/// has the listed size and SHA-256 (checked in one blocking trip), with their
+/// reports; and the rest.
+pub(crate) async fn unchanged(targets: Vec<Target>) -> (Vec<Report>, Vec<Target>) {
+    let started = Instant::now();
+    tokio::task::spawn_blocking(move || {
+        let mut same = Vec::new();
+        let mut rest = Vec::new();
+        for target in targets {
+            match matches_listing(&target) {
+                Some(sha256) => same.push(Report {
+                    path: target.remote.clone(),
+                    output: target.output.display().to_string(),
+                    size: target.listed.map_or(0, |meta| meta.size),
+                    sha256: ft_protocol::hash::to_hex(&sha256),
+                    resumed_from: target.listed.map_or(0, |meta| meta.size),
+                    bytes_received: 0,
+                    seconds: started.elapsed().as_secs_f64(),
+                    verified: true,
+                }),
+                None => rest.push(target),
+            }
+        }
+        (same, rest)
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// The local file's digest, when it is a regular file with the listed size
+/// and digest.
+fn matches_listing(target: &Target) -> Option<Digest> {
+    let listed = target.listed?;
+    let remote = listed.sha256?;
+    let local = fs::symlink_metadata(&target.output).ok()?;
+    if !local.is_file() || local.len() != listed.size {
+        return None;
+    }
+    (crate::partial::hash_file(&target.output).ok()? == remote).then_some(remote)
+}
+
 /// What happened to the files of a batch.
 pub(crate) struct Fetched {
     /// Verified and in place, or refused by the server.

@@ -224,11 +224,27 @@ async fn worker(
         if batch.is_empty() {
             return;
         }
-        // Small files not yet present go out in one pipelined batch; what
-        // that path hands back, and everything else, goes one by one.
-        let (fresh, mut careful): (Vec<Target>, Vec<Target>) = batch
-            .into_iter()
-            .partition(|target| small::eligible(target) && small::absent(target));
+        // Small files already present are checked in one go; those not
+        // present go out in one pipelined batch; what either hands back, and
+        // everything else, goes one by one.
+        let (small, mut careful): (Vec<Target>, Vec<Target>) =
+            batch.into_iter().partition(small::eligible);
+        let (fresh, present): (Vec<Target>, Vec<Target>) =
+            small.into_iter().partition(small::absent);
+        if !present.is_empty() {
+            let (same, rest) = small::unchanged(present).await;
+            for report in same {
+                progress.tracker().set(report.size);
+                let outcome = FileOutcome {
+                    path: report.path.clone(),
+                    result: Ok(Done::UpToDate(report)),
+                };
+                if tx.send(outcome).is_err() {
+                    return;
+                }
+            }
+            careful.extend(rest);
+        }
         if !fresh.is_empty() {
             let fetched = small::fetch(&mut link, fresh).await;
             for (target, result) in fetched.ended {
