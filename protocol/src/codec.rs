@@ -257,6 +257,8 @@ mod tests {
         want.extend_from_slice(&[0xff; 8]);
         want.extend_from_slice(&[2, 0, 0, 0, 0]);
         assert_eq!(meta, want, "FileMeta: u64, i64, u32, Option tag");
+        let list_end = encode(&Response::ListEnd { skipped: 2 }).expect("encodes");
+        assert_eq!(list_end, [0, 0, 0, 12, 8, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
         // Error codes keep the values PROTOCOL.md section 5 gives them.
         let codes = [
             ErrorCode::NotFound,
