@@ -10,6 +10,7 @@ use ft_protocol::{
     ConnectionError, Digest, Entry, ErrorCode, FileMeta, RemoteError, RemotePath, Request,
     Response, CHUNK_SIZE, LIST_BATCH_BYTES, MAGIC, MAX_CHECKPOINTS, MAX_DATA, VERSION,
 };
+use futures_util::FutureExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,11 @@ use crate::listing::Listed;
 /// Pieces read ahead of the socket per transfer. With 1 MiB pieces this keeps
 /// the disk and the socket both busy while holding at most a few MiB.
 const READ_AHEAD: usize = 2;
+
+/// Most pipelined `Get`s answered together: bounds what one trip to a
+/// blocking thread opens and what one reply holds in memory (32 MiB at most,
+/// a few KiB per small file in practice).
+const GET_BATCH: usize = 32;
 
 /// How long a client refused for being over the limit has to send its hello.
 const BUSY_HELLO_TIMEOUT: Duration = Duration::from_secs(2);
@@ -45,10 +51,15 @@ pub(crate) async fn serve(
         info!(client = %peer, "handshake failed: {err}");
         return;
     }
+    // A frame read while gathering a run of `Get`s that was not one.
+    let mut held = None;
     loop {
-        let request = tokio::select! {
-            request = conn.read_request() => request,
-            () = shutdown.cancelled() => break,
+        let request = match held.take() {
+            Some(request) => request,
+            None => tokio::select! {
+                request = conn.read_request() => request,
+                () = shutdown.cancelled() => break,
+            },
         };
         let request = match request {
             Ok(Some(request)) => request,
@@ -68,7 +79,25 @@ pub(crate) async fn serve(
                 break;
             }
         };
-        match answer(&mut conn, peer, &context, request).await {
+        let outcome = match request {
+            // Pipelined `Get`s already here are answered together.
+            Request::Get { path, offset } => {
+                let mut gets = vec![(path, offset)];
+                while gets.len() < GET_BATCH {
+                    match conn.read_request().now_or_never() {
+                        Some(Ok(Some(Request::Get { path, offset }))) => gets.push((path, offset)),
+                        Some(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                get_batch(&mut conn, peer, &context, gets).await
+            }
+            request => answer(&mut conn, peer, &context, request).await,
+        };
+        match outcome {
             Ok(Next::Open) => {}
             Ok(Next::Close) => break,
             Err(err) => {
@@ -183,7 +212,9 @@ async fn answer(
             log_outcome(peer, "checkpoints", &path, first, 0, result.as_ref().err());
             result
         }
-        Request::Get { path, offset } => return get(conn, peer, context, &path, offset).await,
+        Request::Get { path, offset } => {
+            return get_batch(conn, peer, context, vec![(path, offset)]).await;
+        }
         Request::List {
             path,
             recursive,
@@ -244,64 +275,98 @@ async fn checkpoints(
 
 /// How a `Get` goes on once the file is open.
 enum Opened {
-    /// A file of at most one piece, read whole: sent in one write.
+    /// A file of at most one piece, read whole: its reply is sent in one write.
     Whole(FileMeta, Bytes, Digest),
     /// Anything larger: streamed from a reader thread.
     Stream(FileMeta, OpenFile),
 }
 
-async fn get(
+/// Opens one requested file, checks the offset and, for a small file, reads
+/// and hashes it. Blocks.
+fn open_for_get(files: &Files, path: &str, offset: u64) -> Result<Opened, RemoteError> {
+    let parsed = RemotePath::parse(path)
+        .map_err(|err| RemoteError::new(ErrorCode::InvalidPath, format!("{path:?}: {err}")))?;
+    let file = files.open(&parsed)?;
+    let meta = files.meta(&file);
+    if offset > meta.size || !offset.is_multiple_of(CHUNK_SIZE) {
+        return Err(RemoteError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "offset {offset} is not a chunk boundary within {path} ({} bytes)",
+                meta.size
+            ),
+        ));
+    }
+    if offset == 0 && meta.size <= MAX_DATA as u64 {
+        let (data, sha256) = files.read_whole(&file)?;
+        return Ok(Opened::Whole(meta, data, sha256));
+    }
+    Ok(Opened::Stream(meta, file))
+}
+
+/// Answers a run of `Get`s that arrived together (pipelined): all opened in
+/// one trip to a blocking thread, small files answered from memory in one
+/// write, larger ones streamed, in request order.
+async fn get_batch(
+    conn: &mut TcpConnection,
+    peer: SocketAddr,
+    context: &Arc<Context>,
+    gets: Vec<(String, u64)>,
+) -> Result<Next, ConnectionError> {
+    let opener = Arc::clone(context);
+    let requests = gets.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        requests
+            .iter()
+            .map(|(path, offset)| open_for_get(&opener.files, path, *offset))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_else(|err| {
+        let failed = RemoteError::new(ErrorCode::Internal, format!("worker failed: {err}"));
+        gets.iter().map(|_| Err(failed.clone())).collect()
+    });
+    let mut replies = Vec::new();
+    for ((path, offset), opened) in gets.iter().zip(opened) {
+        match opened {
+            Ok(Opened::Whole(meta, data, sha256)) => {
+                log_outcome(peer, "get", path, *offset, data.len() as u64, None);
+                replies.push(Response::Meta(meta));
+                if !data.is_empty() {
+                    replies.push(Response::Data(data));
+                }
+                replies.push(Response::End { sha256 });
+            }
+            Ok(Opened::Stream(meta, file)) => {
+                conn.send_all(&std::mem::take(&mut replies)).await?;
+                stream(conn, peer, context, path, *offset, meta, file).await?;
+            }
+            Err(err) => {
+                log_outcome(peer, "get", path, *offset, 0, Some(&err));
+                let next = Next::after(Some(&err));
+                replies.push(Response::Error(err));
+                if matches!(next, Next::Close) {
+                    conn.send_all(&replies).await?;
+                    return Ok(next);
+                }
+            }
+        }
+    }
+    conn.send_all(&replies).await?;
+    Ok(Next::Open)
+}
+
+/// Streams a larger file from `offset`: `Meta`, then what the reader thread
+/// produces.
+async fn stream(
     conn: &mut TcpConnection,
     peer: SocketAddr,
     context: &Arc<Context>,
     path: &str,
     offset: u64,
-) -> Result<Next, ConnectionError> {
-    let parsed = RemotePath::parse(path)
-        .map_err(|err| RemoteError::new(ErrorCode::InvalidPath, format!("{path:?}: {err}")));
-    let opener = Arc::clone(context);
-    let text = path.to_owned();
-    // Opening, checking the offset and, for a small file, reading and
-    // hashing it: one trip to a blocking thread.
-    let opened = blocking(move || {
-        let file = opener.files.open(&parsed?)?;
-        let meta = opener.files.meta(&file);
-        if offset > meta.size || !offset.is_multiple_of(CHUNK_SIZE) {
-            return Err(RemoteError::new(
-                ErrorCode::BadRequest,
-                format!(
-                    "offset {offset} is not a chunk boundary within {text} ({} bytes)",
-                    meta.size
-                ),
-            ));
-        }
-        if offset == 0 && meta.size <= MAX_DATA as u64 {
-            let (data, sha256) = opener.files.read_whole(&file)?;
-            return Ok(Opened::Whole(meta, data, sha256));
-        }
-        Ok(Opened::Stream(meta, file))
-    })
-    .await;
-    let (meta, file) = match opened {
-        Ok(Opened::Stream(meta, file)) => (meta, file),
-        Ok(Opened::Whole(meta, data, sha256)) => {
-            let size = data.len() as u64;
-            let mut reply = vec![Response::Meta(meta)];
-            if !data.is_empty() {
-                reply.push(Response::Data(data));
-            }
-            reply.push(Response::End { sha256 });
-            conn.send_all(&reply).await?;
-            log_outcome(peer, "get", path, offset, size, None);
-            return Ok(Next::Open);
-        }
-        Err(err) => {
-            log_outcome(peer, "get", path, offset, 0, Some(&err));
-            let next = Next::after(Some(&err));
-            conn.send(&Response::Error(err)).await?;
-            return Ok(next);
-        }
-    };
+    meta: FileMeta,
+    file: OpenFile,
+) -> Result<(), ConnectionError> {
     conn.send(&Response::Meta(meta)).await?;
 
     let (tx, mut rx) = mpsc::channel(READ_AHEAD);
@@ -343,7 +408,7 @@ async fn get(
         }
         (Ok(()), failure) => log_outcome(peer, "get", path, offset, sent, failure.as_ref()),
     }
-    result.map(|()| Next::Open)
+    result
 }
 
 /// What the walking thread hands the connection during a listing.

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use ft_protocol::{ErrorCode, Response};
 use ft_tests::{
-    ftget, signal, spawn_ftget, wait_bounded, wait_until, AfterBudget, Raw, Relay, Server, TestEnv,
+    ftget, sha256_hex, signal, spawn_ftget, wait_bounded, wait_until, AfterBudget, Raw, Relay,
+    Server, TestEnv,
 };
 use nix::sys::signal::Signal;
 
@@ -212,4 +213,58 @@ fn ipv6_loopback_and_host_names_work() {
         ],
     );
     assert_eq!(run.code, Some(0), "{run:?}");
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    use ft_protocol::{Request, CHUNK_SIZE};
+    let env = TestEnv::new();
+    let small = env.random_file("small.txt", 3000, 1);
+    let big = env.random_file("big.bin", CHUNK_SIZE as usize + 10, 2);
+    let server = Server::start(&env.root, &[]);
+    let mut raw = Raw::greeted(server.addr);
+
+    // Five requests in one write: the server must answer each whole, in order,
+    // the streamed file and a failure included.
+    let get = |path: &str| Request::Get {
+        path: path.into(),
+        offset: 0,
+    };
+    let mut bytes = Vec::new();
+    for request in [
+        get("small.txt"),
+        get("missing.txt"),
+        get("big.bin"),
+        Request::Stat {
+            path: "small.txt".into(),
+        },
+        get("small.txt"),
+    ] {
+        bytes.extend(ft_protocol::codec::encode(&request).unwrap());
+    }
+    raw.send_bytes(&bytes);
+
+    let file = |raw: &mut Raw| {
+        let mut data = Vec::new();
+        assert!(matches!(raw.recv(), Some(Response::Meta(_))));
+        loop {
+            match raw.recv() {
+                Some(Response::Data(piece)) => data.extend_from_slice(&piece),
+                Some(Response::Checkpoint { .. }) => {}
+                Some(Response::End { sha256 }) => {
+                    assert_eq!(ft_protocol::hash::to_hex(&sha256), sha256_hex(&data));
+                    return data;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    assert_eq!(file(&mut raw), small);
+    assert!(matches!(
+        raw.recv(),
+        Some(Response::Error(err)) if err.code == ErrorCode::NotFound
+    ));
+    assert_eq!(file(&mut raw), big);
+    assert!(matches!(raw.recv(), Some(Response::Meta(meta)) if meta.size == 3000));
+    assert_eq!(file(&mut raw), small);
 }
