@@ -103,7 +103,12 @@ fn many(runtime: &tokio::runtime::Runtime, cli: &cli::Cli, batch: &Batch) -> Exi
         progress.clear();
     }
     let Some(summary) = outcome else {
-        return interrupted(&batch.outdir.display().to_string());
+        let place = if batch.outdir == std::path::Path::new(".") {
+            "the downloads in the current folder".to_owned()
+        } else {
+            format!("the downloads in {}", batch.outdir.display())
+        };
+        return interrupted(&place);
     };
     for failure in &summary.failures {
         eprintln!(
