@@ -476,31 +476,42 @@ fn add_entries(
     }
 }
 
-/// A file whose name is another's partial (`NAME.part`, `NAME.part.json`)
-/// would be overwritten by that download: it fails instead, explicitly.
+/// Two targets with one output (`a/x` and `b/x` given as PATHs) would
+/// write over each other, and a file named as another's partial (`NAME.part`,
+/// `NAME.part.json`) would be overwritten by that download: the later ones
+/// fail instead, explicitly.
 fn refuse_clashes(plan: &mut Plan) {
     let outputs: HashSet<PathBuf> = plan.targets.iter().map(|t| t.output.clone()).collect();
-    let clash = |output: &Path| {
+    let partial_of = |output: &Path| {
         let name = output.to_str()?;
         let owner = name
             .strip_suffix(".part")
             .or_else(|| name.strip_suffix(".part.json"))?;
         outputs.contains(Path::new(owner)).then(|| owner.to_owned())
     };
-    let (clashing, kept): (Vec<Target>, Vec<Target>) = std::mem::take(&mut plan.targets)
-        .into_iter()
-        .partition(|target| clash(&target.output).is_some());
-    plan.targets = kept;
-    for target in clashing {
-        let owner = clash(&target.output).unwrap_or_default();
-        plan.failed.push(FileOutcome {
-            path: target.remote.clone(),
-            result: Err(Error::Usage(format!(
+    let mut taken = HashSet::new();
+    let mut kept = Vec::new();
+    for target in std::mem::take(&mut plan.targets) {
+        let why = if let Some(owner) = partial_of(&target.output) {
+            format!(
                 "{} is the partial-download name of {owner}; download it on its own with -o",
                 target.output.display()
-            ))),
+            )
+        } else if !taken.insert(target.output.clone()) {
+            format!(
+                "{} is already the output of another PATH; download it on its own with -o",
+                target.output.display()
+            )
+        } else {
+            kept.push(target);
+            continue;
+        };
+        plan.failed.push(FileOutcome {
+            path: target.remote.clone(),
+            result: Err(Error::Usage(why)),
         });
     }
+    plan.targets = kept;
 }
 
 /// What `--list PATH` found.
@@ -617,5 +628,56 @@ pub(crate) async fn with_retries<'s, T>(
             return Err(err);
         }
         tokio::time::sleep(backoff(failures)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(remote: &str, output: &str) -> Target {
+        Target {
+            remote: remote.into(),
+            output: output.into(),
+            listed: None,
+        }
+    }
+
+    #[test]
+    fn clashing_outputs_fail_instead_of_overwriting() {
+        let mut plan = Plan {
+            targets: vec![
+                target("d/x", "out/x"),
+                target("d/x.part", "out/x.part"),
+                target("d/x.part.json", "out/x.part.json"),
+                target("a/y", "out/y"),
+                target("b/y", "out/y"),
+                target("d/z.part", "out/z.part"),
+            ],
+            ..Plan::default()
+        };
+        refuse_clashes(&mut plan);
+        let kept: Vec<&str> = plan.targets.iter().map(|t| t.remote.as_str()).collect();
+        assert_eq!(kept, ["d/x", "a/y", "d/z.part"]);
+        let failed: Vec<&str> = plan.failed.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(failed, ["d/x.part", "d/x.part.json", "b/y"]);
+        assert!(plan
+            .failed
+            .iter()
+            .all(|f| matches!(f.result, Err(Error::Usage(_)))));
+    }
+
+    #[test]
+    fn the_worst_failure_decides_the_exit_code() {
+        let mut summary = Summary::default();
+        assert_eq!(summary.exit(), Exit::Success);
+        for code in [1, 4, 3] {
+            summary.failures.push(FailureReport {
+                path: "p".into(),
+                error: "e".into(),
+                exit: code,
+            });
+        }
+        assert_eq!(summary.exit(), Exit::Verification);
     }
 }
