@@ -1,4 +1,6 @@
-//! Command-line options; their doc comments are the `--help` text.
+//! Command-line options; their doc comments are the `--help` text. The
+//! connection and retry settings can also come from the environment
+//! (`FTGET_*`); a flag wins over its variable.
 
 use std::path::PathBuf;
 
@@ -18,7 +20,8 @@ pub struct Cli {
     /// The server: host, host:port or [v6addr]:port (default port 7878).
     // This text is --help, not rustdoc: the brackets are literal, not a link.
     #[allow(rustdoc::broken_intra_doc_links)]
-    pub server: String,
+    #[arg(required = true)]
+    pub server: Option<String>,
 
     /// Paths on the server, relative to the served folder. Folders need -r;
     /// with --list, the folder to list [default: the served folder].
@@ -60,22 +63,27 @@ pub struct Cli {
     pub json: bool,
 
     /// Start over, ignoring any partial download from an earlier run.
-    #[arg(long)]
+    #[arg(long, env = "FTGET_NO_RESUME")]
     pub no_resume: bool,
 
     /// Retries after a failed connection in a row, with exponential backoff.
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = 3, env = "FTGET_RETRIES")]
     pub retries: u32,
 
     /// Seconds to wait for a connection, or for the server to say anything.
-    #[arg(long, value_name = "SECS", default_value_t = 30,
+    #[arg(long, value_name = "SECS", default_value_t = 30, env = "FTGET_TIMEOUT",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
 
     /// Connections used at once for -r or several PATHs.
-    #[arg(long, value_name = "N", default_value_t = 8,
+    #[arg(long, value_name = "N", default_value_t = 8, env = "FTGET_CONNECTIONS",
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub connections: u64,
+
+    /// Write the man page ftget.1 and completions for bash (ftget.bash), zsh
+    /// (_ftget) and fish (ftget.fish) into DIR, then exit.
+    #[arg(long, value_name = "DIR", exclusive = true)]
+    pub generate: Option<PathBuf>,
 
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]

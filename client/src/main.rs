@@ -4,10 +4,13 @@ mod cli;
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
+use clap_complete::Shell;
 use ft_client::{
     Batch, Config, Done, Entry, EntryKind, Exit, FileMeta, FileOutcome, Job, Listed, Mode, Policy,
     Progress, Report, Summary,
@@ -18,14 +21,43 @@ use serde::Serialize;
 fn main() -> ExitCode {
     // clap exits with 2 on usage errors, 0 for --help and --version.
     let version = ft_protocol::version_text(env!("CARGO_PKG_VERSION"));
-    let matches = cli::Cli::command().version(version).get_matches();
+    let command = cli::Cli::command().version(version);
+    let matches = command.clone().get_matches();
     let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    if let Some(dir) = &cli.generate {
+        return match generate(command, dir) {
+            Ok(()) => Exit::Success,
+            Err(err) => fail(&err),
+        }
+        .into();
+    }
     run(cli).into()
+}
+
+/// Writes the man page and the bash, zsh and fish completions for `command`
+/// into `dir`, and prints their paths.
+fn generate(mut command: clap::Command, dir: &Path) -> anyhow::Result<()> {
+    let failed = || format!("cannot write into {}", dir.display());
+    std::fs::create_dir_all(dir).with_context(failed)?;
+    let name = command.get_name().to_owned();
+    let mut written = vec![clap_mangen::Man::new(command.clone())
+        .generate_to(dir)
+        .with_context(failed)?];
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        written.push(
+            clap_complete::generate_to(shell, &mut command, &name, dir).with_context(failed)?,
+        );
+    }
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 fn run(cli: cli::Cli) -> Exit {
     let config = Config {
-        server: cli.server.clone(),
+        // clap has checked that SERVER was given.
+        server: cli.server.clone().unwrap_or_default(),
         paths: cli.paths.clone(),
         output: cli.output.clone(),
         recursive: cli.recursive,

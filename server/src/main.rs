@@ -3,11 +3,14 @@
 mod cli;
 
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
+use clap_complete::Shell;
 use ft_server::{Config, Server, SHUTDOWN_GRACE};
 use tokio::net::TcpListener;
 
@@ -17,16 +20,19 @@ const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 fn main() -> ExitCode {
     // clap exits with 2 on usage errors, 0 for --help and --version.
     let version = ft_protocol::version_text(env!("CARGO_PKG_VERSION"));
-    let matches = cli::Cli::command().version(version).get_matches();
+    let command = cli::Cli::command().version(version);
+    let matches = command.clone().get_matches();
     let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    if let Some(dir) = &cli.generate {
+        return match generate(command, dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("ftserve: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    init_logs(cli.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -36,9 +42,48 @@ fn main() -> ExitCode {
     }
 }
 
+/// Human lines or JSON lines on stderr, filtered by RUST_LOG (default
+/// `info`); colour only on a terminal and never when NO_COLOR is set.
+fn init_logs(format: cli::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        cli::LogFormat::Human => logs
+            .with_ansi(std::io::stderr().is_terminal() && !no_color)
+            .init(),
+        cli::LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
+}
+
+/// Writes the man page and the bash, zsh and fish completions for `command`
+/// into `dir`, and prints their paths.
+fn generate(mut command: clap::Command, dir: &Path) -> anyhow::Result<()> {
+    let failed = || format!("cannot write into {}", dir.display());
+    std::fs::create_dir_all(dir).with_context(failed)?;
+    let name = command.get_name().to_owned();
+    let mut written = vec![clap_mangen::Man::new(command.clone())
+        .generate_to(dir)
+        .with_context(failed)?];
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        written.push(
+            clap_complete::generate_to(shell, &mut command, &name, dir).with_context(failed)?,
+        );
+    }
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    // clap has checked that ROOT was given, on the command line or in the environment.
+    let root = cli.root.context("no ROOT given")?;
     let config = Config {
-        root: cli.root,
+        root,
         max_connections: cli.max_connections as usize,
         idle_timeout: Duration::from_secs(cli.idle_timeout),
         shutdown_grace: SHUTDOWN_GRACE,
@@ -56,16 +101,32 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout();
         writeln!(
             stdout,
-            "ftserve: serving {} read-only, listening on {addr}",
-            root.display()
+            "ftserve: serving {} read-only, at most {} connections, idle timeout {} s, listening on {addr}",
+            root.display(),
+            cli.max_connections,
+            cli.idle_timeout,
         )
         .and_then(|()| stdout.flush())
         .context("cannot write to stdout")?;
+        if let Some(warning) = exposure_warning(addr) {
+            eprintln!("ftserve: warning: {warning}");
+        }
         server.run(listener, shutdown_signal()).await;
         Ok(())
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     result
+}
+
+/// A warning when `addr` can be reached from other machines: ft has no
+/// authentication, so the folder is open to all of them.
+fn exposure_warning(addr: SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "{addr} is not a loopback address: anyone who can reach this port can read the folder \
+             (ft has no authentication or encryption)"
+        )
+    })
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -86,4 +147,23 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_listening_goes_unwarned() {
+        let addr = |text: &str| text.parse::<SocketAddr>().expect("an address");
+        assert!(exposure_warning(addr("127.0.0.1:7878")).is_none());
+        assert!(exposure_warning(addr("[::1]:7878")).is_none());
+        for open in ["0.0.0.0:7878", "[::]:7878", "192.168.1.5:7878"] {
+            let warning = exposure_warning(addr(open)).unwrap_or_default();
+            assert!(
+                warning.contains("anyone who can reach"),
+                "{open}: {warning}"
+            );
+        }
+    }
 }

@@ -128,11 +128,21 @@ impl Server {
 
     /// The same on another loopback address, such as `[::1]:0`.
     pub fn start_on(listen: &str, root: &Path, extra: &[&str]) -> Self {
+        Self::spawn(listen, root, extra, &[])
+    }
+
+    /// The same on 127.0.0.1 with environment variables set.
+    pub fn start_with_env(root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn("127.0.0.1:0", root, extra, env)
+    }
+
+    fn spawn(listen: &str, root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(bin("ftserve"))
             .arg("--listen")
             .arg(listen)
             .args(extra)
             .arg(root)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
