@@ -134,18 +134,26 @@ fn ftserve_takes_every_setting_from_the_environment_and_flags_win() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("forever"));
 
-    let help = Command::new(bin("ftserve")).arg("--help").output().unwrap();
+    help_names(
+        "ftserve",
+        &[
+            "FTSERVE_ROOT",
+            "FTSERVE_LISTEN",
+            "FTSERVE_MAX_CONNECTIONS",
+            "FTSERVE_IDLE_TIMEOUT",
+            "FTSERVE_LOG_FORMAT",
+        ],
+    );
+}
+
+/// Checks that `name --help` shows each variable beside its option.
+fn help_names(name: &str, vars: &[&str]) {
+    let help = Command::new(bin(name)).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    for var in [
-        "FTSERVE_ROOT",
-        "FTSERVE_LISTEN",
-        "FTSERVE_MAX_CONNECTIONS",
-        "FTSERVE_IDLE_TIMEOUT",
-        "FTSERVE_LOG_FORMAT",
-    ] {
+    for var in vars {
         assert!(
             help.contains(&format!("[env: {var}=")),
-            "--help lacks {var}"
+            "{name} --help lacks {var}"
         );
     }
 }
@@ -185,19 +193,15 @@ fn ftget_takes_its_connection_settings_from_the_environment_and_flags_win() {
         "FTGET_CONNECTIONS is range-checked"
     );
 
-    let help = Command::new(bin("ftget")).arg("--help").output().unwrap();
-    let help = String::from_utf8_lossy(&help.stdout);
-    for var in [
-        "FTGET_RETRIES",
-        "FTGET_TIMEOUT",
-        "FTGET_CONNECTIONS",
-        "FTGET_NO_RESUME",
-    ] {
-        assert!(
-            help.contains(&format!("[env: {var}=")),
-            "--help lacks {var}"
-        );
-    }
+    help_names(
+        "ftget",
+        &[
+            "FTGET_RETRIES",
+            "FTGET_TIMEOUT",
+            "FTGET_CONNECTIONS",
+            "FTGET_NO_RESUME",
+        ],
+    );
 }
 
 #[test]
