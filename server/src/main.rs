@@ -43,18 +43,21 @@ fn main() -> ExitCode {
 }
 
 /// Human lines or JSON lines on stderr, filtered by RUST_LOG (default
-/// `info`); colour only on a terminal and never when NO_COLOR is set.
+/// `info`). Colour only on a terminal; there, tracing-subscriber leaves it
+/// off when NO_COLOR is set.
 fn init_logs(format: cli::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
+    let logs = if std::io::stderr().is_terminal() {
+        logs
+    } else {
+        logs.with_ansi(false)
+    };
     match format {
-        cli::LogFormat::Human => logs
-            .with_ansi(std::io::stderr().is_terminal() && !no_color)
-            .init(),
+        cli::LogFormat::Human => logs.init(),
         cli::LogFormat::Json => logs.json().with_ansi(false).init(),
     }
 }
@@ -98,6 +101,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         let addr = listener
             .local_addr()
             .context("cannot read the bound address")?;
+        let shutdown = shutdown_signal()?;
         let mut stdout = std::io::stdout();
         writeln!(
             stdout,
@@ -111,7 +115,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         if let Some(warning) = exposure_warning(addr) {
             eprintln!("ftserve: warning: {warning}");
         }
-        server.run(listener, shutdown_signal()).await;
+        server.run(listener, shutdown).await;
         Ok(())
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
@@ -129,24 +133,20 @@ fn exposure_warning(addr: SocketAddr) -> Option<String> {
     })
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::warn!("cannot listen for SIGTERM: {err}");
-                std::future::pending::<()>().await;
-            }
+/// Installs the SIGINT and SIGTERM handlers now, so that a signal arriving
+/// any time after start-up (even right after the `listening on` line) asks
+/// for a clean shutdown; the future completes on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutdown requested");
+        tracing::info!("shutdown requested");
+    })
 }
 
 #[cfg(test)]

@@ -198,9 +198,17 @@ impl Server {
     }
 
     /// Sends `sig` and waits (bounded) for the exit.
+    /// Once it has exited, [`Server::logs`] holds everything it wrote.
     pub fn stop(&mut self, sig: nix::sys::signal::Signal, limit: Duration) -> Option<ExitStatus> {
         signal(self.child.id(), sig);
-        wait_bounded(&mut self.child, limit)
+        let status = wait_bounded(&mut self.child, limit);
+        if status.is_some() {
+            // The drain thread lets go of the buffer when the pipe closes.
+            wait_until(Duration::from_secs(5), || {
+                Arc::strong_count(&self.logs) == 1
+            });
+        }
+        status
     }
 }
 

@@ -256,3 +256,40 @@ fn the_service_unit_is_sandboxed_for_a_read_only_server() {
     }
     assert!(!unit.contains("ReadWritePaths"), "nothing writable");
 }
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let env = TestEnv::new();
+    // `script` gives ftserve a terminal; `timeout -s INT` stops it after one
+    // log line's worth of time ("shutdown requested").
+    let on_terminal = |no_color: Option<&str>| {
+        let command = format!(
+            "timeout -s INT 1 {} --listen 127.0.0.1:0 {}",
+            bin("ftserve").display(),
+            env.root.display()
+        );
+        let mut script = Command::new("script");
+        script.args(["-qec", &command, "/dev/null"]);
+        match no_color {
+            Some(value) => script.env("NO_COLOR", value),
+            None => script.env_remove("NO_COLOR"),
+        };
+        let out = script.output().expect("script (util-linux) runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = on_terminal(None);
+    assert!(coloured.contains("shutdown requested"), "{coloured}");
+    assert!(
+        coloured.contains("\u{1b}["),
+        "colour on a terminal: {coloured:?}"
+    );
+    let plain = on_terminal(Some("1"));
+    assert!(plain.contains("shutdown requested"), "{plain}");
+    assert!(!plain.contains("\u{1b}["), "NO_COLOR: {plain:?}");
+
+    // Off a terminal (the harness's pipes), never.
+    let mut server = Server::start(&env.root, &[]);
+    server.stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
+    assert!(server.logs().contains("shutdown requested"));
+    assert!(!server.logs().contains('\u{1b}'));
+}
