@@ -73,6 +73,13 @@ fn run(cli: cli::Cli) -> Exit {
             return fail(&anyhow::Error::new(err).context("cannot start the async runtime"))
         }
     };
+    // Past a file-size limit (RLIMIT_FSIZE) the kernel sends SIGXFSZ, which
+    // kills at once; with a handler installed, the write fails with EFBIG
+    // instead, and ftget reports it and keeps the partial.
+    let _file_size_signal = {
+        let _runtime = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
+    };
     if cli.list {
         return list(&runtime, &cli, &config);
     }

@@ -23,6 +23,10 @@ use crate::partial;
 use crate::progress::Progress;
 use crate::small;
 
+/// Most entries one `-r` PATH may list: what the plan holds in memory for
+/// them (a few hundred bytes each) stays bounded whatever a server sends.
+pub const MAX_ENTRIES: usize = 1_000_000;
+
 /// Several paths, each a file or (with `recursive`) a folder.
 #[derive(Debug, Clone)]
 pub struct Batch {
@@ -397,6 +401,15 @@ async fn plan(link: &mut Link<'_>, batch: &Batch) -> Plan {
         let listed = with_retries(link, &batch.policy, async |link: &mut Link<'_>| {
             entries.clear();
             list_entries(link, &text, true, digests, |entry| {
+                if entries.len() >= MAX_ENTRIES {
+                    return Err(protocol(
+                        &batch.server,
+                        &format!(
+                            "the listing of {text} has more than {MAX_ENTRIES} entries; \
+                             download its folders one by one"
+                        ),
+                    ));
+                }
                 entries.push(entry);
                 Ok(())
             })

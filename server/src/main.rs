@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         };
     }
     init_logs(cli.log_format);
+    raise_file_limit();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -59,6 +60,22 @@ fn init_logs(format: cli::LogFormat) {
     match format {
         cli::LogFormat::Human => logs.init(),
         cli::LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
+}
+
+/// Raises the soft limit on open files to the hard one: every connection is
+/// a descriptor, and the usual soft default (1,024) is below
+/// `--max-connections`' default of 512 plus their open files.
+fn raise_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {err}");
+            }
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!("cannot read the open-file limit: {err}"),
     }
 }
 

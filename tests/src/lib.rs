@@ -27,7 +27,7 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Polling interval of bounded waits.
-const POLL: Duration = Duration::from_millis(10);
+pub const POLL: Duration = Duration::from_millis(10);
 
 /// One of the workspace's binaries, built by `cargo test --workspace`.
 pub fn bin(name: &str) -> PathBuf {
@@ -272,10 +272,40 @@ pub fn spawn_ftget(dir: &Path, args: &[&str]) -> Child {
 
 /// Runs `ftget ARGS...` in `dir` to the end (bounded by [`RUN_TIMEOUT`]).
 pub fn ftget(dir: &Path, args: &[&str]) -> Run {
-    let mut child = spawn_ftget(dir, args);
+    run_to_end(spawn_ftget(dir, args), args, |_| {})
+}
+
+/// Runs `ftget ARGS...` in `dir`, sampling its peak memory until it ends;
+/// returns the run and the last peak seen, in KiB.
+pub fn ftget_with_peak(dir: &Path, args: &[&str]) -> (Run, u64) {
+    let mut peak = 0;
+    let run = run_to_end(spawn_ftget(dir, args), args, |pid| {
+        if let Some(kib) = peak_rss_kib(pid) {
+            peak = peak.max(kib);
+        }
+    });
+    (run, peak)
+}
+
+/// Waits (bounded) for `child` to end, calling `tick` with its PID while it
+/// runs, and collects what it printed.
+fn run_to_end(mut child: Child, args: &[&str], mut tick: impl FnMut(u32)) -> Run {
     let stdout = collect(child.stdout.take().expect("stdout piped"));
     let stderr = collect(child.stderr.take().expect("stderr piped"));
-    let status = wait_bounded(&mut child, RUN_TIMEOUT);
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        // Before reaping, while /proc still has the process.
+        tick(child.id());
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(POLL);
+    };
     // The drain threads finish once the pipes close with the process.
     let deadline = Instant::now() + Duration::from_secs(5);
     while Arc::strong_count(&stdout) + Arc::strong_count(&stderr) > 2 && Instant::now() < deadline {
@@ -413,9 +443,9 @@ pub enum AfterBudget {
     Pause(Duration),
 }
 
-/// A TCP relay on 127.0.0.1 in front of a server. Its first connection
-/// carries `budget` bytes from the server and then stalls or is cut; later
-/// connections pass through untouched.
+/// A TCP relay on 127.0.0.1 in front of a server. Its first connection (or
+/// every one) carries `budget` bytes from the server and then stalls, is cut
+/// or pauses; other connections pass through untouched.
 pub struct Relay {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -423,7 +453,17 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// Budget and `after` for the first connection only.
     pub fn start(target: SocketAddr, budget: u64, after: AfterBudget) -> Self {
+        Self::spawn(target, budget, after, false)
+    }
+
+    /// Budget and `after` for every connection: a link that keeps failing.
+    pub fn start_every(target: SocketAddr, budget: u64, after: AfterBudget) -> Self {
+        Self::spawn(target, budget, after, true)
+    }
+
+    fn spawn(target: SocketAddr, budget: u64, after: AfterBudget, every: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("relay binds");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("relay address");
@@ -439,13 +479,20 @@ impl Relay {
                     continue;
                 };
                 client.set_nonblocking(false).expect("blocking");
-                let server = TcpStream::connect(target).expect("relay reaches the server");
+                // A server that is down (being restarted) refuses: so does the relay.
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
                 {
                     let mut held = streams2.lock().unwrap();
                     held.push(client.try_clone().expect("clone"));
                     held.push(server.try_clone().expect("clone"));
                 }
-                let limit = budget.take().unwrap_or(u64::MAX);
+                let limit = if every {
+                    budget.unwrap_or(u64::MAX)
+                } else {
+                    budget.take().unwrap_or(u64::MAX)
+                };
                 let stop3 = Arc::clone(&stop2);
                 thread::spawn(move || relay_one(client, server, limit, after, &stop3, deadline));
             }
@@ -610,7 +657,7 @@ impl Raw {
 }
 
 /// How a [`MisbehavingServer`] departs from the protocol's honest path.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Misbehaviour {
     /// Flip a byte in chunk `chunk` of the first `times` downloads it sends.
     Corrupt { chunk: u64, times: usize },
@@ -621,6 +668,21 @@ pub enum Misbehaviour {
     Version(u32),
     /// Answer every listing with [`HOSTILE_PATHS`], each a file.
     HostileListing,
+    /// Send the right bytes and checkpoints but a wrong digest at the end.
+    WrongDigest,
+    /// Send one more data frame than the size announced.
+    ExtraBytes,
+    /// End the transfer half-way through the announced size.
+    FewerBytes,
+    /// After `Meta`, a frame length prefix of nearly 4 GiB.
+    OversizedFrame,
+    /// Send `Meta` and one data frame, then nothing, holding the connection open.
+    Stall,
+    /// Announce 1 TiB and stream valid data and checkpoints (zeros) at about
+    /// 50 MiB/s, forever.
+    EndlessData,
+    /// Answer a listing with `Entries` frames of 10,000 files, forever.
+    EndlessListing,
 }
 
 /// What a [`Misbehaviour::HostileListing`] server lists: one honest name,
@@ -639,7 +701,7 @@ pub const HOSTILE_PATHS: &[&str] = &[
 ];
 
 /// A test server that serves one file under any path, honestly but for one
-/// [`Misbehaviour`].
+/// [`Misbehaviour`]. It serves one connection at a time.
 pub struct MisbehavingServer {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -647,35 +709,27 @@ pub struct MisbehavingServer {
 
 impl MisbehavingServer {
     pub fn start(data: Vec<u8>, misbehaviour: Misbehaviour) -> Self {
-        use ft_protocol::{ChainHasher, FileMeta, Request, Response, CHUNK_SIZE, MAX_DATA};
         let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("address");
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
-        let mut meta = FileMeta {
-            size: data.len() as u64,
-            mtime_secs: 1_700_000_000,
-            mtime_nanos: 0,
-            sha256: None,
-        };
-        let (bad_chunk, mut left) = match misbehaviour {
-            Misbehaviour::Corrupt { chunk, times } => (chunk, times),
-            Misbehaviour::EverChanging
-            | Misbehaviour::Version(_)
-            | Misbehaviour::HostileListing => (0, 0),
-        };
-        let version = match misbehaviour {
-            Misbehaviour::Version(version) => version,
-            _ => ft_protocol::VERSION,
-        };
-        let mut next_meta = move || {
-            if matches!(misbehaviour, Misbehaviour::EverChanging) {
-                meta.mtime_secs += 1;
-            }
-            meta
-        };
         thread::spawn(move || {
+            let mut peer = Peer {
+                data,
+                misbehaviour,
+                meta: ft_protocol::FileMeta {
+                    size: 0,
+                    mtime_secs: 1_700_000_000,
+                    mtime_nanos: 0,
+                    sha256: None,
+                },
+                corrupt_left: match misbehaviour {
+                    Misbehaviour::Corrupt { times, .. } => times,
+                    _ => 0,
+                },
+            };
+            peer.meta.size = peer.data.len() as u64;
             let deadline = Instant::now() + RUN_TIMEOUT;
             while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
                 let Ok((mut stream, _)) = listener.accept() else {
@@ -686,62 +740,11 @@ impl MisbehavingServer {
                 stream
                     .set_read_timeout(Some(Duration::from_secs(10)))
                     .expect("timeout");
-                let send = |stream: &mut TcpStream, response: &Response| {
-                    let frame = ft_protocol::codec::encode(response).expect("encodes");
-                    stream.write_all(&frame).is_ok()
-                };
                 while let Some(body) = read_frame(&mut stream) {
                     let Ok(request) = ft_protocol::codec::decode_request(&body) else {
                         break;
                     };
-                    let ok = match request {
-                        Request::Hello { .. } => send(&mut stream, &Response::Welcome { version }),
-                        Request::Stat { .. } => send(&mut stream, &Response::Meta(next_meta())),
-                        Request::Checkpoints { .. } => false,
-                        Request::List { .. } => {
-                            let meta = next_meta();
-                            let entries = HOSTILE_PATHS
-                                .iter()
-                                .map(|path| ft_protocol::Entry {
-                                    path: (*path).to_owned(),
-                                    kind: ft_protocol::EntryKind::File,
-                                    size: meta.size,
-                                    mtime_secs: meta.mtime_secs,
-                                    mtime_nanos: meta.mtime_nanos,
-                                    sha256: None,
-                                })
-                                .collect();
-                            matches!(misbehaviour, Misbehaviour::HostileListing)
-                                && send(&mut stream, &Response::Entries(entries))
-                                && send(&mut stream, &Response::ListEnd { skipped: 0 })
-                        }
-                        Request::Get { offset, .. } => {
-                            let corrupt = left > 0;
-                            left = left.saturating_sub(1);
-                            let mut ok = send(&mut stream, &Response::Meta(next_meta()));
-                            let mut hasher = ChainHasher::new();
-                            hasher.update(&data[..offset as usize]);
-                            let mut pos = offset as usize;
-                            while ok && pos < data.len() {
-                                let end = (pos + MAX_DATA).min(data.len());
-                                hasher.update(&data[pos..end]);
-                                let mut piece = data[pos..end].to_vec();
-                                if corrupt && pos as u64 == bad_chunk * CHUNK_SIZE {
-                                    piece[0] ^= 0xff;
-                                }
-                                ok = send(&mut stream, &Response::Data(piece.into()));
-                                if ok && (end as u64).is_multiple_of(CHUNK_SIZE) {
-                                    let state = hasher.state().expect("boundary");
-                                    let index = end as u64 / CHUNK_SIZE;
-                                    ok = send(&mut stream, &Response::Checkpoint { index, state });
-                                }
-                                pos = end;
-                            }
-                            let sha256 = hasher.finalize();
-                            ok && send(&mut stream, &Response::End { sha256 })
-                        }
-                    };
-                    if !ok {
+                    if !peer.answer(&mut stream, request, &stop2) {
                         break;
                     }
                 }
@@ -755,8 +758,203 @@ impl MisbehavingServer {
     }
 }
 
+/// The state of a [`MisbehavingServer`].
+struct Peer {
+    data: Vec<u8>,
+    misbehaviour: Misbehaviour,
+    meta: ft_protocol::FileMeta,
+    corrupt_left: usize,
+}
+
+impl Peer {
+    fn next_meta(&mut self) -> ft_protocol::FileMeta {
+        if self.misbehaviour == Misbehaviour::EverChanging {
+            self.meta.mtime_secs += 1;
+        }
+        self.meta
+    }
+
+    /// Answers one request; false when the connection should end.
+    fn answer(
+        &mut self,
+        stream: &mut TcpStream,
+        request: ft_protocol::Request,
+        stop: &AtomicBool,
+    ) -> bool {
+        use ft_protocol::{Request, Response};
+        let send = |stream: &mut TcpStream, response: &Response| {
+            let frame = ft_protocol::codec::encode(response).expect("encodes");
+            stream.write_all(&frame).is_ok()
+        };
+        match request {
+            Request::Hello { .. } => {
+                let version = match self.misbehaviour {
+                    Misbehaviour::Version(version) => version,
+                    _ => ft_protocol::VERSION,
+                };
+                send(stream, &Response::Welcome { version })
+            }
+            Request::Stat { .. } => {
+                let meta = self.next_meta();
+                send(stream, &Response::Meta(meta))
+            }
+            Request::Checkpoints { .. } => false,
+            Request::List { .. } => self.list(stream, stop),
+            Request::Get { offset, .. } => self.get(stream, offset, stop),
+        }
+    }
+
+    fn list(&mut self, stream: &mut TcpStream, stop: &AtomicBool) -> bool {
+        use ft_protocol::{Entry, EntryKind, Response};
+        let send = |stream: &mut TcpStream, response: &Response| {
+            let frame = ft_protocol::codec::encode(response).expect("encodes");
+            stream.write_all(&frame).is_ok()
+        };
+        let meta = self.next_meta();
+        let entry = |path: String| Entry {
+            path,
+            kind: EntryKind::File,
+            size: meta.size,
+            mtime_secs: meta.mtime_secs,
+            mtime_nanos: meta.mtime_nanos,
+            sha256: None,
+        };
+        match self.misbehaviour {
+            Misbehaviour::HostileListing => {
+                let entries = HOSTILE_PATHS
+                    .iter()
+                    .map(|p| entry((*p).to_owned()))
+                    .collect();
+                send(stream, &Response::Entries(entries))
+                    && send(stream, &Response::ListEnd { skipped: 0 })
+            }
+            Misbehaviour::EndlessListing => {
+                let mut next = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let entries = (next..next + 10_000)
+                        .map(|i| entry(format!("f{i}")))
+                        .collect();
+                    next += 10_000;
+                    if !send(stream, &Response::Entries(entries)) {
+                        return false;
+                    }
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn get(&mut self, stream: &mut TcpStream, offset: u64, stop: &AtomicBool) -> bool {
+        use ft_protocol::{ChainHasher, Response, CHUNK_SIZE, MAX_DATA};
+        let send = |stream: &mut TcpStream, response: &Response| {
+            let frame = ft_protocol::codec::encode(response).expect("encodes");
+            stream.write_all(&frame).is_ok()
+        };
+        let mut meta = self.next_meta();
+        if self.misbehaviour == Misbehaviour::EndlessData {
+            meta.size = 1 << 40;
+        }
+        if !send(stream, &Response::Meta(meta)) {
+            return false;
+        }
+        match self.misbehaviour {
+            Misbehaviour::OversizedFrame => {
+                let _ = stream.write_all(&0xffff_fff0u32.to_be_bytes());
+                thread::sleep(Duration::from_millis(500));
+                return false;
+            }
+            Misbehaviour::Stall => {
+                let first = self.data.len().min(MAX_DATA);
+                let _ = send(stream, &Response::Data(self.data[..first].to_vec().into()));
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(POLL);
+                }
+                return false;
+            }
+            Misbehaviour::EndlessData => {
+                let zeros = vec![0u8; MAX_DATA];
+                let mut hasher = ChainHasher::new();
+                let mut pos = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    hasher.update(&zeros);
+                    pos += MAX_DATA as u64;
+                    if !send(stream, &Response::Data(zeros.clone().into())) {
+                        return false;
+                    }
+                    if pos.is_multiple_of(CHUNK_SIZE) {
+                        let state = hasher.state().expect("boundary");
+                        let index = pos / CHUNK_SIZE;
+                        if !send(stream, &Response::Checkpoint { index, state }) {
+                            return false;
+                        }
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+                return false;
+            }
+            _ => {}
+        }
+        let corrupt = self.corrupt_left > 0;
+        self.corrupt_left = self.corrupt_left.saturating_sub(1);
+        let bad_chunk = match self.misbehaviour {
+            Misbehaviour::Corrupt { chunk, .. } => Some(chunk),
+            _ => None,
+        };
+        let end = match self.misbehaviour {
+            Misbehaviour::FewerBytes => self.data.len() / 2,
+            _ => self.data.len(),
+        };
+        let mut hasher = ChainHasher::new();
+        hasher.update(&self.data[..offset as usize]);
+        let mut pos = offset as usize;
+        while pos < end {
+            let next = (pos + MAX_DATA).min(end);
+            hasher.update(&self.data[pos..next]);
+            let mut piece = self.data[pos..next].to_vec();
+            if corrupt
+                && Some(pos as u64 / CHUNK_SIZE) == bad_chunk
+                && (pos as u64).is_multiple_of(CHUNK_SIZE)
+            {
+                piece[0] ^= 0xff;
+            }
+            if !send(stream, &Response::Data(piece.into())) {
+                return false;
+            }
+            if (next as u64).is_multiple_of(CHUNK_SIZE) {
+                let state = hasher.state().expect("boundary");
+                let index = next as u64 / CHUNK_SIZE;
+                if !send(stream, &Response::Checkpoint { index, state }) {
+                    return false;
+                }
+            }
+            pos = next;
+        }
+        if self.misbehaviour == Misbehaviour::ExtraBytes
+            && !send(stream, &Response::Data(vec![0u8; 10].into()))
+        {
+            return false;
+        }
+        let sha256 = match self.misbehaviour {
+            Misbehaviour::WrongDigest => [0u8; 32],
+            _ => hasher.finalize(),
+        };
+        send(stream, &Response::End { sha256 })
+    }
+}
+
 impl Drop for MisbehavingServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// The peak resident memory (VmHWM) of a running process, in KiB; `None`
+/// once it has gone.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
