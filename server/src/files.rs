@@ -327,6 +327,10 @@ pub(crate) fn open_error(err: &io::Error, path: &RemotePath) -> RemoteError {
             ErrorCode::PermissionDenied,
             format!("permission denied: {path}"),
         ),
+        // Opening a Unix socket, or a device with no driver, fails so.
+        (_, Some(libc::ENXIO | libc::ENODEV)) => {
+            (ErrorCode::NotAFile, format!("not a regular file: {path}"))
+        }
         (_, Some(libc::ELOOP | libc::ENAMETOOLONG)) => (
             ErrorCode::InvalidPath,
             format!("cannot resolve {path}: {err}"),

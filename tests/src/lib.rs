@@ -729,7 +729,10 @@ impl MisbehavingServer {
                     _ => 0,
                 },
             };
-            peer.meta.size = peer.data.len() as u64;
+            peer.meta.size = match misbehaviour {
+                Misbehaviour::EndlessData => 1 << 40,
+                _ => peer.data.len() as u64,
+            };
             let deadline = Instant::now() + RUN_TIMEOUT;
             while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
                 let Ok((mut stream, _)) = listener.accept() else {
@@ -851,10 +854,7 @@ impl Peer {
             let frame = ft_protocol::codec::encode(response).expect("encodes");
             stream.write_all(&frame).is_ok()
         };
-        let mut meta = self.next_meta();
-        if self.misbehaviour == Misbehaviour::EndlessData {
-            meta.size = 1 << 40;
-        }
+        let meta = self.next_meta();
         if !send(stream, &Response::Meta(meta)) {
             return false;
         }
