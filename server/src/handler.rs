@@ -28,8 +28,14 @@ const READ_AHEAD: usize = 2;
 /// a few KiB per small file in practice).
 const GET_BATCH: usize = 32;
 
-/// How long a client refused for being over the limit has to send its hello.
-const BUSY_HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a new connection has to send its hello (at most the idle
+/// timeout): a client that connects and says nothing (slowloris) gives its
+/// slot back soon.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a client refused for being over the limit has to send its hello
+/// before the refusal closes.
+const BUSY_HELLO_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the handler needs from the server.
 pub(crate) struct Context {
@@ -47,9 +53,18 @@ pub(crate) async fn serve(
     _permit: OwnedSemaphorePermit,
 ) {
     let mut conn = TcpConnection::tcp(stream, context.idle_timeout);
-    if let Err(err) = handshake(&mut conn).await {
-        info!(client = %peer, "handshake failed: {err}");
-        return;
+    // A connection that never says hello holds a slot: not for long.
+    let limit = HANDSHAKE_TIMEOUT.min(context.idle_timeout);
+    match tokio::time::timeout(limit, handshake(&mut conn)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            info!(client = %peer, "handshake failed: {err}");
+            return;
+        }
+        Err(_) => {
+            info!(client = %peer, "no hello within {} s; closing", limit.as_secs());
+            return;
+        }
     }
     // A frame read while gathering a run of `Get`s that was not one.
     let mut held = None;
@@ -120,17 +135,18 @@ fn malformed(err: &ConnectionError) -> Option<RemoteError> {
     .then(|| RemoteError::new(ErrorCode::BadRequest, err.to_string()))
 }
 
-/// Tells a client over the connection limit that the server is busy. The
-/// hello is read first so that closing does not reset the connection under
-/// the reply.
+/// Tells a client over the connection limit that the server is busy: the
+/// reply goes out at once, then the hello is read (for at most
+/// `BUSY_HELLO_TIMEOUT`) so that closing does not reset the connection
+/// under the reply.
 pub(crate) async fn refuse_busy(stream: TcpStream, peer: SocketAddr, limit: usize) {
     let mut conn = TcpConnection::tcp(stream, BUSY_HELLO_TIMEOUT);
-    let _ = conn.read_request().await;
     let reply = RemoteError::new(
         ErrorCode::Busy,
         format!("server busy: all {limit} connections in use, try again later"),
     );
     let _ = conn.send(&Response::Error(reply)).await;
+    let _ = conn.read_request().await;
     let _ = conn.shutdown().await;
     info!(client = %peer, "refused: busy");
 }

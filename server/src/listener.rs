@@ -13,9 +13,10 @@ use tracing::{info, warn};
 use crate::handler::{self, Context};
 use crate::Config;
 
-/// Clients over the limit being told "busy" at once; past that they are
-/// simply closed, so a flood cannot grow the refusals without bound.
-const MAX_REFUSALS: usize = 64;
+/// Clients over the limit being told "busy" at once (each holds a small task
+/// for at most a second); past that they are simply closed, so a flood
+/// cannot grow the refusals without bound.
+const MAX_REFUSALS: usize = 256;
 
 /// Backoff after a failed accept (out of file descriptors, say), doubling up
 /// to the maximum, so the loop does not spin on an error that persists.

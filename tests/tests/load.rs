@@ -1,0 +1,162 @@
+//! Load: hundreds of downloads at once, thousands of idle connections. These
+//! take a while and many file descriptors, so they run apart from CI:
+//!
+//!     cargo test --workspace --locked --release -- --ignored --nocapture
+//!
+//! Each prints a `figures:` line with what it measured (RELIABILITY.md).
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::fs;
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ft_tests::{bin, ftget, peak_rss_kib, sha256_hex, wait_bounded, Server, TestEnv};
+
+/// Raises this process's open-file limit to its hard limit; returns it.
+fn raise_file_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    hard
+}
+
+/// A folder on a tmpfs when there is one, so 500 outputs do not measure the disk.
+fn scratch() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    }
+}
+
+#[test]
+#[ignore = "load: run with --ignored (see the file's doc)"]
+fn five_hundred_concurrent_downloads_all_verify() {
+    const CLIENTS: usize = 500;
+    let env = TestEnv::new();
+    let data = env.random_file("four.bin", 4 << 20, 1);
+    let want = sha256_hex(&data);
+    let server = Server::start(&env.root, &[]);
+    let out = scratch();
+    let idle_peak = peak_rss_kib(server.pid()).unwrap();
+
+    let started = Instant::now();
+    let mut children: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            Command::new(bin("ftget"))
+                .args([&server.target(), "four.bin", "-q", "--retries", "10"])
+                .arg("-o")
+                .arg(out.path().join(format!("{i}.bin")))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut server_peak = 0;
+    let mut failed = 0;
+    for child in &mut children {
+        server_peak = server_peak.max(peak_rss_kib(server.pid()).unwrap_or(0));
+        let status = wait_bounded(child, Duration::from_secs(300)).expect("ftget ends");
+        if !status.success() {
+            failed += 1;
+        }
+    }
+    let wall = started.elapsed();
+    server_peak = server_peak.max(peak_rss_kib(server.pid()).unwrap_or(0));
+    let verified = (0..CLIENTS)
+        .filter(|i| {
+            fs::read(out.path().join(format!("{i}.bin"))).is_ok_and(|got| sha256_hex(&got) == want)
+        })
+        .count();
+    eprintln!(
+        "figures: {CLIENTS} concurrent 4 MiB downloads: {verified} verified, {failed} failed, \
+         wall {:.2} s, server peak RSS {idle_peak} KiB idle -> {server_peak} KiB",
+        wall.as_secs_f64()
+    );
+    assert_eq!(failed, 0);
+    assert_eq!(verified, CLIENTS);
+}
+
+#[test]
+#[ignore = "load: run with --ignored (see the file's doc)"]
+fn two_thousand_idle_connections_do_not_stop_a_real_client() {
+    const IDLE: usize = 2000;
+    let hard = raise_file_limit();
+    assert!(
+        hard as usize > IDLE + 200,
+        "open-file hard limit {hard} is too low"
+    );
+    let env = TestEnv::new();
+    let data = env.random_file("a.bin", 1 << 20, 2);
+    let server = Server::start(&env.root, &["--max-connections", "2100"]);
+    let before = peak_rss_kib(server.pid()).unwrap();
+
+    // Slowloris: connect and say nothing.
+    let idle: Vec<TcpStream> = (0..IDLE)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let run = ftget(&env.work, &[&server.target(), "a.bin", "--json"]);
+    let served_in = started.elapsed();
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(fs::read(env.work.join("a.bin")).unwrap(), data);
+    let with_idle = peak_rss_kib(server.pid()).unwrap();
+    eprintln!(
+        "figures: {IDLE} idle connections: a real download served in {:.3} s; \
+         server peak RSS {before} -> {with_idle} KiB ({:.1} KiB per idle connection)",
+        served_in.as_secs_f64(),
+        (with_idle - before) as f64 / IDLE as f64
+    );
+    drop(idle);
+}
+
+#[test]
+#[ignore = "load: run with --ignored (see the file's doc)"]
+fn past_the_limit_clients_hear_busy_at_once_even_under_a_flood() {
+    const IDLE: usize = 2000;
+    raise_file_limit();
+    let env = TestEnv::new();
+    env.random_file("a.bin", 1000, 3);
+    let server = Server::start(&env.root, &["--max-connections", "100"]);
+    let before = peak_rss_kib(server.pid()).unwrap();
+    let idle: Vec<TcpStream> = (0..IDLE)
+        .filter_map(|_| TcpStream::connect(server.addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let run = ftget(&env.work, &[&server.target(), "a.bin", "--retries", "0"]);
+    let answered_in = started.elapsed();
+    assert_eq!(run.code, Some(5), "{run:?}");
+    assert!(
+        run.stderr.contains("busy") || run.stderr.contains("connection lost"),
+        "{}",
+        run.stderr
+    );
+    assert!(answered_in < Duration::from_secs(3), "{answered_in:?}");
+    let peak = peak_rss_kib(server.pid()).unwrap();
+    eprintln!(
+        "figures: {} connections against --max-connections 100: a new client refused in {:.3} s ({}); \
+         server peak RSS {before} -> {peak} KiB",
+        idle.len(),
+        answered_in.as_secs_f64(),
+        run.stderr.trim()
+    );
+    drop(idle);
+    // Once the flood is gone (and its hellos time out), service resumes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = ftget(&env.work, &[&server.target(), "a.bin", "--retries", "0"]);
+        if run.code == Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served again: {run:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
