@@ -42,16 +42,74 @@ pub struct SinkReport {
     pub tracker: Tracker,
 }
 
-/// Writes one transfer into the partial.
+/// Frames handed to the verifier ahead of its hashing: up to this many
+/// MiB in flight between the two threads (the frames are shared, not copied).
+const HASH_AHEAD: usize = 8;
+
+/// Writes one transfer into the partial, while a second thread hashes what
+/// arrives and checks it against each checkpoint: writing and hashing, the
+/// two costs of a byte, run side by side.
 pub struct Sink {
     file: File,
-    hasher: ChainHasher,
+    verifier: Verifier,
     pos: u64,
+    /// Where the last checkpoint (or the start) was.
+    marked: u64,
     size: u64,
     mtime: Option<SystemTime>,
-    verified: Verified,
     received: u64,
     tracker: Tracker,
+}
+
+/// What the writer tells the verifier, in stream order.
+enum Check {
+    Data(bytes::Bytes),
+    Point(Digest),
+    End(Digest),
+}
+
+/// The hashing side: a running hash and what it has verified so far.
+struct Verifier {
+    hasher: ChainHasher,
+    verified: Verified,
+    pos: u64,
+}
+
+impl Verifier {
+    /// Hashes and checks until the end (`Ok(Some(digest))`), a mismatch, or
+    /// the writer hanging up (`Ok(None)`).
+    fn run(&mut self, rx: &std::sync::mpsc::Receiver<Check>) -> Result<Option<Digest>, SinkError> {
+        while let Ok(check) = rx.recv() {
+            match check {
+                Check::Data(data) => {
+                    self.hasher.update(&data);
+                    self.pos += data.len() as u64;
+                }
+                Check::Point(state) => {
+                    if self.hasher.state() != Some(state) {
+                        return Err(self.mismatch());
+                    }
+                    self.verified = Verified {
+                        offset: self.pos,
+                        state,
+                    };
+                }
+                Check::End(sha256) => {
+                    if self.hasher.clone().finalize() != sha256 {
+                        return Err(self.mismatch());
+                    }
+                    return Ok(Some(sha256));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn mismatch(&self) -> SinkError {
+        SinkError::Mismatch {
+            offset: self.verified.offset,
+        }
+    }
 }
 
 impl Sink {
@@ -60,11 +118,15 @@ impl Sink {
     pub fn new(file: File, verified: Verified, meta: &FileMeta, tracker: Tracker) -> Option<Self> {
         Some(Self {
             file,
-            hasher: ChainHasher::resume(&verified.state, verified.offset)?,
+            verifier: Verifier {
+                hasher: ChainHasher::resume(&verified.state, verified.offset)?,
+                verified,
+                pos: verified.offset,
+            },
             pos: verified.offset,
+            marked: verified.offset,
             size: meta.size,
             mtime: crate::download::mtime(meta),
-            verified,
             received: 0,
             tracker,
         })
@@ -72,27 +134,78 @@ impl Sink {
 
     /// Consumes responses until the transfer ends, fails, or the channel closes.
     pub fn run(mut self, mut rx: mpsc::Receiver<Response>) -> SinkReport {
-        let result = loop {
-            let Some(response) = rx.blocking_recv() else {
-                break Err(SinkError::Incomplete);
+        let mut verifier = std::mem::replace(
+            &mut self.verifier,
+            Verifier {
+                hasher: ChainHasher::new(),
+                verified: Verified::start(),
+                pos: 0,
+            },
+        );
+        let (checks, to_check) = std::sync::mpsc::sync_channel(HASH_AHEAD);
+        let (written, verdict) = std::thread::scope(|scope| {
+            let hashing = scope.spawn(move || {
+                let verdict = verifier.run(&to_check);
+                (verifier, verdict)
+            });
+            let written = loop {
+                let Some(response) = rx.blocking_recv() else {
+                    break Err(SinkError::Incomplete);
+                };
+                match self.take(response, &checks) {
+                    Ok(true) => break Ok(()),
+                    Ok(false) => {}
+                    Err(err) => break Err(err),
+                }
             };
-            match self.take(response) {
-                Ok(Some(digest)) => break Ok(digest),
-                Ok(None) => {}
-                Err(err) => break Err(err),
-            }
+            drop(checks);
+            let verdict = match hashing.join() {
+                Ok((done, verdict)) => {
+                    self.verifier = done;
+                    verdict
+                }
+                Err(_) => Err(SinkError::Local(io::Error::other(
+                    "the hashing thread failed",
+                ))),
+            };
+            (written, verdict)
+        });
+        // A mismatch explains whatever stopped the writer.
+        let result = match (written, verdict) {
+            (_, Err(err)) => Err(err),
+            (Err(err), Ok(_)) => Err(err),
+            (Ok(()), Ok(Some(sha256))) => self.settle().map(|()| sha256),
+            (Ok(()), Ok(None)) => Err(SinkError::Incomplete),
         };
         SinkReport {
-            verified: self.verified,
+            verified: self.verifier.verified,
             received: self.received,
             result,
             tracker: self.tracker,
         }
     }
 
-    fn take(&mut self, response: Response) -> Result<Option<Digest>, SinkError> {
+    /// The server's mtime, then the bytes on disk, before the final name.
+    fn settle(&mut self) -> Result<(), SinkError> {
+        if let Some(mtime) = self.mtime {
+            // The server's time is a courtesy; failing to set it loses nothing.
+            let _ = self.file.set_modified(mtime);
+        }
+        self.file.sync_all().map_err(SinkError::Local)
+    }
+
+    /// Takes one response; `Ok(true)` at the end of the transfer. The checks
+    /// here are about where things are; whether they hash right is the
+    /// verifier's part.
+    fn take(
+        &mut self,
+        response: Response,
+        checks: &std::sync::mpsc::SyncSender<Check>,
+    ) -> Result<bool, SinkError> {
+        // The verifier stopped (a mismatch): its verdict says why.
+        let hung_up = |_| SinkError::Incomplete;
         // A checkpoint must follow the data that reaches each boundary.
-        let owed = self.pos.is_multiple_of(CHUNK_SIZE) && self.pos > self.verified.offset;
+        let owed = self.pos.is_multiple_of(CHUNK_SIZE) && self.pos > self.marked;
         if owed && !matches!(response, Response::Checkpoint { .. } | Response::Error(_)) {
             return Err(SinkError::Protocol(format!(
                 "no checkpoint at byte {}",
@@ -119,31 +232,22 @@ impl Sink {
                 // Counted before the write: these bytes crossed the network
                 // whether or not the disk takes them.
                 self.received += data.len() as u64;
+                checks.send(Check::Data(data.clone())).map_err(hung_up)?;
                 self.file.write_all(&data).map_err(SinkError::Local)?;
-                self.hasher.update(&data);
                 self.pos = end;
                 self.tracker.set(end);
-                Ok(None)
+                Ok(false)
             }
             Response::Checkpoint { index, state } => {
-                if self.pos <= self.verified.offset
-                    || index.checked_mul(CHUNK_SIZE) != Some(self.pos)
-                {
+                if self.pos <= self.marked || index.checked_mul(CHUNK_SIZE) != Some(self.pos) {
                     return Err(SinkError::Protocol(format!(
                         "checkpoint {index} arrived at byte {}",
                         self.pos
                     )));
                 }
-                if self.hasher.state() != Some(state) {
-                    return Err(SinkError::Mismatch {
-                        offset: self.verified.offset,
-                    });
-                }
-                self.verified = Verified {
-                    offset: self.pos,
-                    state,
-                };
-                Ok(None)
+                self.marked = self.pos;
+                checks.send(Check::Point(state)).map_err(hung_up)?;
+                Ok(false)
             }
             Response::End { sha256 } => {
                 if self.pos != self.size {
@@ -152,18 +256,8 @@ impl Sink {
                         self.pos, self.size
                     )));
                 }
-                if self.hasher.clone().finalize() != sha256 {
-                    return Err(SinkError::Mismatch {
-                        offset: self.verified.offset,
-                    });
-                }
-                if let Some(mtime) = self.mtime {
-                    // The server's time is a courtesy; failing to set it loses nothing.
-                    let _ = self.file.set_modified(mtime);
-                }
-                // On disk before it may take the final name.
-                self.file.sync_all().map_err(SinkError::Local)?;
-                Ok(Some(sha256))
+                checks.send(Check::End(sha256)).map_err(hung_up)?;
+                Ok(true)
             }
             Response::Error(err) => Err(SinkError::Remote(err)),
             other => Err(SinkError::Protocol(format!(

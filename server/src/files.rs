@@ -4,7 +4,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -67,6 +68,7 @@ pub enum Piece {
 pub struct Files {
     pub(crate) root: Dir,
     cache: Mutex<Cache>,
+    prefixes: Mutex<Prefixes>,
 }
 
 impl Files {
@@ -76,6 +78,7 @@ impl Files {
         Ok(Self {
             root,
             cache: Mutex::new(Cache::default()),
+            prefixes: Mutex::new(Prefixes::default()),
         })
     }
 
@@ -122,6 +125,9 @@ impl Files {
     }
 
     fn remember(&self, id: FileId, digests: Digests) -> Arc<Digests> {
+        if let Ok(mut prefixes) = self.prefixes.lock() {
+            prefixes.forget(&id);
+        }
         let digests = Arc::new(digests);
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(id, Arc::clone(&digests));
@@ -188,25 +194,30 @@ impl Files {
         tx: &mpsc::Sender<Piece>,
     ) -> Result<Option<Digest>, RemoteError> {
         let cached = self.cached(&file.id);
-        let mut pass = HashPass::new(cached.clone());
-        // A warm file starts at the offset; a cold one must hash what comes before.
-        let mut pos = if cached.is_some() { offset } else { 0 };
+        // A warm file starts at the offset. A cold one must hash what comes
+        // before it, from the last checkpoint an abandoned earlier pass left.
+        let (mut pass, mut pos) = match &cached {
+            Some(_) => (HashPass::new(cached.clone()), offset),
+            None => self.resume_pass(&file.id, offset),
+        };
         while pos < file.id.size {
             let data = read_piece(file, pos)?;
             let end = pos + data.len() as u64;
             let state = pass.feed(&data, end);
+            if let (None, Some((index, state))) = (&cached, state) {
+                // Recorded as it goes: a client whose link stalls reconnects
+                // while this pass may still wait on the old connection.
+                self.note_prefix(file.id, index, state);
+            }
+            let mut sent = true;
             if end > offset {
-                if tx.blocking_send(Piece::Data(data)).is_err() {
-                    return Ok(None);
+                sent = tx.blocking_send(Piece::Data(data)).is_ok();
+                if let (true, Some((index, state))) = (sent, state) {
+                    sent = tx.blocking_send(Piece::Checkpoint { index, state }).is_ok();
                 }
-                if let Some((index, state)) = state {
-                    if tx
-                        .blocking_send(Piece::Checkpoint { index, state })
-                        .is_err()
-                    {
-                        return Ok(None);
-                    }
-                }
+            }
+            if !sent {
+                return Ok(None);
             }
             pos = end;
         }
@@ -216,6 +227,30 @@ impl Files {
             None => self.remember(file.id, pass.finish()),
         };
         Ok(Some(digests.sha256))
+    }
+
+    /// A cold pass for a transfer from `offset`: from the start, or from the
+    /// last checkpoint at or before `offset` that an abandoned pass recorded.
+    fn resume_pass(&self, id: &FileId, offset: u64) -> (HashPass, u64) {
+        let known = self
+            .prefixes
+            .lock()
+            .ok()
+            .and_then(|prefixes| prefixes.get(id).cloned())
+            .unwrap_or_default();
+        let usable = known.len().min((offset / CHUNK_SIZE) as usize);
+        if usable > 0 {
+            if let Some(pass) = HashPass::resume(known[..usable].to_vec()) {
+                return (pass, usable as u64 * CHUNK_SIZE);
+            }
+        }
+        (HashPass::new(None), 0)
+    }
+
+    fn note_prefix(&self, id: FileId, index: u64, state: Digest) {
+        if let Ok(mut prefixes) = self.prefixes.lock() {
+            prefixes.note(id, index, state);
+        }
     }
 }
 
@@ -234,6 +269,18 @@ impl HashPass {
             hasher: ChainHasher::new(),
             checkpoints: Vec::new(),
         }
+    }
+
+    /// A cold pass that already has the states of the first
+    /// `checkpoints.len()` chunks, continuing after them.
+    fn resume(checkpoints: Vec<Digest>) -> Option<Self> {
+        let last = checkpoints.last()?;
+        let hasher = ChainHasher::resume(last, checkpoints.len() as u64 * CHUNK_SIZE)?;
+        Some(Self {
+            cached: None,
+            hasher,
+            checkpoints,
+        })
     }
 
     /// Takes the bytes that end at `end`; returns the checkpoint if `end` is a
@@ -268,20 +315,26 @@ impl HashPass {
 
 /// Reads the piece of the file that starts at `pos`: up to `MAX_DATA` bytes,
 /// never past a chunk boundary or the end. A short read means the file shrank.
+/// The buffer is filled straight from the file, without zeroing it first.
 fn read_piece(file: &OpenFile, pos: u64) -> Result<Bytes, RemoteError> {
     let to_boundary = CHUNK_SIZE - pos % CHUNK_SIZE;
     let len = (MAX_DATA as u64).min(to_boundary).min(file.id.size - pos) as usize;
-    let mut buf = vec![0u8; len];
-    file.file.read_exact_at(&mut buf, pos).map_err(|err| {
-        if err.kind() == io::ErrorKind::UnexpectedEof {
-            changed(file)
-        } else {
-            RemoteError::new(
-                ErrorCode::Internal,
-                format!("cannot read {}: {err}", file.path),
-            )
-        }
-    })?;
+    let failed = |err: io::Error| {
+        RemoteError::new(
+            ErrorCode::Internal,
+            format!("cannot read {}: {err}", file.path),
+        )
+    };
+    let mut reader = &file.file;
+    reader.seek(SeekFrom::Start(pos)).map_err(failed)?;
+    let mut buf = Vec::with_capacity(len);
+    reader
+        .take(len as u64)
+        .read_to_end(&mut buf)
+        .map_err(failed)?;
+    if buf.len() != len {
+        return Err(changed(file));
+    }
     Ok(Bytes::from(buf))
 }
 
@@ -338,6 +391,54 @@ pub(crate) fn open_error(err: &io::Error, path: &RemotePath) -> RemoteError {
         _ => (ErrorCode::Internal, format!("cannot open {path}: {err}")),
     };
     RemoteError::new(code, message)
+}
+
+/// Checkpoint states of file prefixes that cold passes have hashed so far,
+/// so that a client resuming after a dropped or stalled link does not wait
+/// while they are hashed again; a few files' worth, oldest dropped first,
+/// and dropped once the whole file's digests are cached.
+#[derive(Default)]
+struct Prefixes {
+    states: HashMap<FileId, Vec<Digest>>,
+    order: VecDeque<FileId>,
+    bytes: usize,
+}
+
+/// Files whose prefix states are kept: 64 is a few flaky transfers at once.
+const PREFIX_FILES: usize = 64;
+
+/// Bytes of prefix states kept in all: 16 MiB covers 2 TiB of prefixes.
+const PREFIX_BUDGET_BYTES: usize = 16 * 1024 * 1024;
+
+impl Prefixes {
+    fn get(&self, id: &FileId) -> Option<&Vec<Digest>> {
+        self.states.get(id)
+    }
+
+    /// Records the state at boundary `index`, if it extends what is known.
+    fn note(&mut self, id: FileId, index: u64, state: Digest) {
+        let known = self.states.get(&id).map_or(0, Vec::len) as u64;
+        if index != known + 1 {
+            return;
+        }
+        if known == 0 {
+            self.order.push_back(id);
+        }
+        self.states.entry(id).or_default().push(state);
+        self.bytes += std::mem::size_of::<Digest>();
+        while self.order.len() > PREFIX_FILES || self.bytes > PREFIX_BUDGET_BYTES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            self.forget(&oldest);
+        }
+    }
+
+    fn forget(&mut self, id: &FileId) {
+        if let Some(states) = self.states.remove(id) {
+            self.bytes -= states.len() * std::mem::size_of::<Digest>();
+        }
+    }
 }
 
 /// Digests by file version, evicted oldest first past the byte budget.
@@ -499,6 +600,56 @@ mod tests {
         let whole = summary(collect(0));
         assert_eq!(whole.0, data);
         assert_eq!(whole.1.len(), 4, "three checkpoints and the end");
+    }
+
+    #[test]
+    fn an_abandoned_cold_pass_lets_the_resume_skip_its_prefix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data: Vec<u8> = (0..(4 * CHUNK_SIZE + 9)).map(|i| (i % 7) as u8).collect();
+        fs::write(dir.path().join("f"), &data).expect("write");
+        let files = files_in(&dir);
+        // A client that takes 2 chunks' worth of pieces and leaves.
+        let (tx, mut rx) = mpsc::channel(1);
+        let file = files.open(&path("f")).expect("opens");
+        let reader = std::thread::spawn({
+            let files = Files::open_root(dir.path()).expect("root");
+            move || {
+                files.stream(file, 0, tx);
+                files
+            }
+        });
+        let mut taken = 0u64;
+        while taken < 2 * CHUNK_SIZE {
+            if let Some(Piece::Data(d)) = rx.blocking_recv() {
+                taken += d.len() as u64;
+            }
+        }
+        // Let the reader get a piece or two further, then leave.
+        while rx.try_recv().is_ok() {}
+        drop(rx);
+        let files = reader.join().expect("reader ends");
+        let id = files.open(&path("f")).expect("opens").id;
+        let (_, pos) = files.resume_pass(&id, 3 * CHUNK_SIZE);
+        assert!(pos >= 2 * CHUNK_SIZE, "resumes hashing at {pos}");
+        let (_, pos) = files.resume_pass(&id, CHUNK_SIZE);
+        assert_eq!(pos, CHUNK_SIZE, "never past the offset");
+        // And the resumed stream is right.
+        let (tx, mut rx) = mpsc::channel(1024);
+        files.stream(files.open(&path("f")).expect("opens"), 3 * CHUNK_SIZE, tx);
+        let mut bytes = Vec::new();
+        let mut end = None;
+        while let Ok(piece) = rx.try_recv() {
+            match piece {
+                Piece::Data(d) => bytes.extend_from_slice(&d),
+                Piece::End(sha) => end = Some(sha),
+                Piece::Checkpoint { .. } => {}
+                Piece::Failed(err) => panic!("{err}"),
+            }
+        }
+        assert_eq!(bytes, &data[3 * CHUNK_SIZE as usize..]);
+        let mut whole = ChainHasher::new();
+        whole.update(&data);
+        assert_eq!(end, Some(whole.finalize()));
     }
 
     #[test]

@@ -124,7 +124,7 @@ fn a_link_cut_every_9_mib_still_delivers_with_little_refetched() {
 
 #[test]
 fn a_link_that_stalls_every_9_mib_still_delivers() {
-    let report = through_a_failing_link(AfterBudget::Stall, &["--timeout", "1"]);
+    let report = through_a_failing_link(AfterBudget::Stall, &["--timeout", "2"]);
     let received = report["bytes_received"].as_u64().unwrap();
     assert!(received <= 48 * MIB as u64 * 5 / 4, "{received}");
 }

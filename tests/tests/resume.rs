@@ -170,8 +170,15 @@ fn a_corrupted_chunk_is_fetched_again_once() {
     let run = ftget(&env.work, &[&server.target(), "f.bin", "--json"]);
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(run.json()["sha256"], sha256_hex(&data));
-    // Chunk 1 crossed the network twice; nothing else did.
-    assert_eq!(run.field("bytes_received"), data.len() as u64 + CHUNK_SIZE);
+    // Chunk 1 crossed the network twice; beyond that, only what was already
+    // in flight when the hashing thread caught it (ftget writes while it
+    // hashes: at most 8 MiB queued for the hasher, 4 frames for the writer).
+    let received = run.field("bytes_received");
+    let size = data.len() as u64;
+    assert!(
+        received >= size + CHUNK_SIZE && received <= size + CHUNK_SIZE + (12 << 20),
+        "{received}"
+    );
     assert!(fs::read(env.work.join("f.bin")).expect("output") == data);
 }
 
