@@ -17,6 +17,7 @@ use crate::download::{mtime, Report, Target};
 use crate::error::Error;
 use crate::link::{remote_failure, Failure, Link};
 use crate::partial::Partial;
+use crate::tree::already_there;
 
 /// Largest file taken this way: one data frame.
 pub(crate) const SMALL: u64 = MAX_DATA as u64;
@@ -46,17 +47,11 @@ pub(crate) async fn unchanged(targets: Vec<Target>) -> (Vec<Report>, Vec<Target>
         let mut same = Vec::new();
         let mut rest = Vec::new();
         for target in targets {
-            match matches_listing(&target) {
-                Some(sha256) => same.push(Report {
-                    path: target.remote.clone(),
-                    output: target.output.display().to_string(),
-                    size: target.listed.map_or(0, |meta| meta.size),
-                    sha256: ft_protocol::hash::to_hex(&sha256),
-                    resumed_from: target.listed.map_or(0, |meta| meta.size),
-                    bytes_received: 0,
-                    seconds: started.elapsed().as_secs_f64(),
-                    verified: true,
-                }),
+            let report = target
+                .listed
+                .and_then(|meta| already_there(&target, &meta, started).ok().flatten());
+            match report {
+                Some(report) => same.push(report),
                 None => rest.push(target),
             }
         }
@@ -64,18 +59,6 @@ pub(crate) async fn unchanged(targets: Vec<Target>) -> (Vec<Report>, Vec<Target>
     })
     .await
     .unwrap_or_default()
-}
-
-/// The local file's digest, when it is a regular file with the listed size
-/// and digest.
-fn matches_listing(target: &Target) -> Option<Digest> {
-    let listed = target.listed?;
-    let remote = listed.sha256?;
-    let local = fs::symlink_metadata(&target.output).ok()?;
-    if !local.is_file() || local.len() != listed.size {
-        return None;
-    }
-    (crate::partial::hash_file(&target.output).ok()? == remote).then_some(remote)
 }
 
 /// What happened to the files of a batch.

@@ -337,18 +337,29 @@ async fn up_to_date(link: &mut Link<'_>, target: &Target) -> Result<Option<Repor
             Err(_) => return Ok(None),
         },
     };
+    let checked = target.clone();
+    tokio::task::spawn_blocking(move || already_there(&checked, &meta, started))
+        .await
+        .map_err(|err| Error::local(&target.output)(std::io::Error::other(err)))?
+        .map_err(Error::local(&target.output))
+}
+
+/// The report for `target` when its output already is the version `meta`
+/// describes: a regular file of that size and SHA-256 (hashed here, so this
+/// blocks). `None` when it is not, or when `meta` has no digest.
+pub(crate) fn already_there(
+    target: &Target,
+    meta: &ft_protocol::FileMeta,
+    started: Instant,
+) -> std::io::Result<Option<Report>> {
     let Some(remote) = meta.sha256 else {
         return Ok(None);
     };
-    if meta.size != local.len() {
-        return Ok(None);
+    match fs::symlink_metadata(&target.output) {
+        Ok(local) if local.is_file() && local.len() == meta.size => {}
+        _ => return Ok(None),
     }
-    let path = target.output.clone();
-    let local = tokio::task::spawn_blocking(move || partial::hash_file(&path))
-        .await
-        .map_err(|err| Error::local(&target.output)(std::io::Error::other(err)))?
-        .map_err(Error::local(&target.output))?;
-    if local != remote {
+    if partial::hash_file(&target.output)? != remote {
         return Ok(None);
     }
     Ok(Some(Report {
