@@ -44,6 +44,54 @@ impl TcpConnection {
         let (reader, writer) = stream.into_split();
         Self::new(reader, writer, timeout)
     }
+
+    /// Writes a `Data` frame whose payload is the `len` bytes of `file` at
+    /// `offset` (at most [`crate::MAX_DATA`]): the header from here, the payload
+    /// by `sendfile(2)`, straight from the page cache to the socket, never
+    /// through this process. Each step must make progress within the timeout.
+    /// A file shorter than promised is an error; the frame is then broken and
+    /// the connection must close.
+    pub async fn send_file_data(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> Result<(), ConnectionError> {
+        let header = codec::data_header(len)?;
+        let written = self.writer.write_all(&header).await;
+        written.map_err(|err| self.io_error(err))?;
+        let socket = self.writer.as_ref().get_ref().get_ref().as_ref();
+        let mut position = i64::try_from(offset)
+            .map_err(|_| ConnectionError::Io(io::Error::other("offset beyond i64")))?;
+        let mut left = len;
+        while left > 0 {
+            let step = async {
+                loop {
+                    socket.writable().await?;
+                    let sent = socket.try_io(tokio::io::Interest::WRITABLE, || {
+                        nix::sys::sendfile::sendfile64(socket, file, Some(&mut position), left)
+                            .map_err(io::Error::from)
+                    });
+                    match sent {
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                        other => return other,
+                    }
+                }
+            };
+            let sent = tokio::time::timeout(self.timeout, step)
+                .await
+                .map_err(|_| ConnectionError::Timeout(self.timeout))?
+                .map_err(ConnectionError::Io)?;
+            if sent == 0 {
+                return Err(ConnectionError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file ended before the data frame did",
+                )));
+            }
+            left -= sent;
+        }
+        Ok(())
+    }
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {

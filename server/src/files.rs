@@ -46,6 +46,18 @@ pub struct OpenFile {
     path: RemotePath,
 }
 
+impl OpenFile {
+    /// Its size when it was opened.
+    pub fn size(&self) -> u64 {
+        self.id.size
+    }
+
+    /// The open file, for the kernel to send from.
+    pub fn std(&self) -> &std::fs::File {
+        &self.file
+    }
+}
+
 /// What the reader thread hands the connection, in order.
 #[derive(Debug)]
 pub enum Piece {
@@ -108,6 +120,17 @@ impl Files {
             id: file_id(&metadata),
             path: path.clone(),
         })
+    }
+
+    /// The file's digests, if the cache has them.
+    pub fn cached_digests(&self, file: &OpenFile) -> Option<Arc<Digests>> {
+        self.cached(&file.id)
+    }
+
+    /// Fails with `FileChanged` if the file's size or modification time moved
+    /// since it was opened.
+    pub fn unchanged(&self, file: &OpenFile) -> Result<(), RemoteError> {
+        check_unchanged(file)
     }
 
     /// The file's description, with its digest when the cache has it.

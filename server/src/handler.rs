@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::files::{Files, OpenFile, Piece};
+use crate::files::{Digests, Files, OpenFile, Piece};
 use crate::listing::Listed;
 
 /// Pieces read ahead of the socket per transfer. With 1 MiB pieces this keeps
@@ -384,6 +384,9 @@ async fn stream(
     file: OpenFile,
 ) -> Result<(), ConnectionError> {
     conn.send(&Response::Meta(meta)).await?;
+    if let Some(digests) = context.files.cached_digests(&file) {
+        return send_warm(conn, peer, context, path, offset, file, &digests).await;
+    }
 
     let (tx, mut rx) = mpsc::channel(READ_AHEAD);
     let reader_context = Arc::clone(context);
@@ -425,6 +428,59 @@ async fn stream(
         (Ok(()), failure) => log_outcome(peer, "get", path, offset, sent, failure.as_ref()),
     }
     result
+}
+
+/// Sends a file whose digests are cached: each piece goes from the page
+/// cache to the socket by `sendfile(2)` behind its 16-byte header, the
+/// checkpoints come from the cache, and a final look at the file decides
+/// between `End` and `FileChanged`. Nothing is read into this process.
+async fn send_warm(
+    conn: &mut TcpConnection,
+    peer: SocketAddr,
+    context: &Arc<Context>,
+    path: &str,
+    offset: u64,
+    file: OpenFile,
+    digests: &Digests,
+) -> Result<(), ConnectionError> {
+    let size = file.size();
+    let mut pos = offset;
+    let mut result = Ok(());
+    while pos < size {
+        let len = (MAX_DATA as u64)
+            .min(CHUNK_SIZE - pos % CHUNK_SIZE)
+            .min(size - pos);
+        if let Err(err) = conn.send_file_data(file.std(), pos, len as usize).await {
+            result = Err(err);
+            break;
+        }
+        pos += len;
+        if pos.is_multiple_of(CHUNK_SIZE) {
+            let index = pos / CHUNK_SIZE;
+            let state = digests.checkpoints.get(index as usize - 1).copied();
+            let Some(state) = state else { break };
+            if let Err(err) = conn.send(&Response::Checkpoint { index, state }).await {
+                result = Err(err);
+                break;
+            }
+        }
+    }
+    let sent = pos - offset;
+    if let Err(err) = result {
+        let lost = RemoteError::new(ErrorCode::Internal, format!("connection lost: {err}"));
+        log_outcome(peer, "get", path, offset, sent, Some(&lost));
+        return Err(err);
+    }
+    let checker = Arc::clone(context);
+    let unchanged = blocking(move || checker.files.unchanged(&file)).await;
+    let last = match &unchanged {
+        Ok(()) => Response::End {
+            sha256: digests.sha256,
+        },
+        Err(err) => Response::Error(err.clone()),
+    };
+    log_outcome(peer, "get", path, offset, sent, unchanged.as_ref().err());
+    conn.send(&last).await
 }
 
 /// What the walking thread hands the connection during a listing.

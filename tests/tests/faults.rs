@@ -198,11 +198,29 @@ fn a_full_disk_is_a_clear_error_and_the_partial_resumes() {
 
 #[test]
 fn a_file_rewritten_while_it_is_sent_never_arrives_mixed() {
+    rewritten_while_sent(false);
+}
+
+#[test]
+fn a_file_rewritten_while_it_is_sent_from_the_cache_never_arrives_mixed() {
+    // Warm: the server sends by sendfile(2) with cached checkpoints, so the
+    // new bytes meet the old checkpoints.
+    rewritten_while_sent(true);
+}
+
+fn rewritten_while_sent(warm: bool) {
     let env = TestEnv::new();
     let first = env.random_file("big.bin", 64 * MIB, 9);
     let mut second = first.clone();
     fastrand::Rng::with_seed(10).fill(&mut second);
     let server = Server::start(&env.root, &[]);
+    if warm {
+        let run = ftget(
+            &env.work,
+            &[&server.target(), "big.bin", "-q", "-o", "warm.bin"],
+        );
+        assert_eq!(run.code, Some(0), "{run:?}");
+    }
     // The first connection pauses 24 MiB in; the file is rewritten in place
     // (same inode, same size, new bytes and mtime) during the pause.
     let relay = Relay::start(
