@@ -218,7 +218,7 @@ async fn attempt(
     let server = link.server;
     let meta = match known {
         Some(meta) => meta,
-        None => stat(link, target).await?,
+        None => link.stat(&target.remote).await?,
     };
     let verified = match state.transfer {
         Some((known, _)) if !known.same_version(&meta) => return Err(Failure::Changed),
@@ -292,17 +292,6 @@ async fn pump(
         if tx.send(response).await.is_err() || last {
             return Ok(());
         }
-    }
-}
-
-async fn stat(link: &mut Link<'_>, target: &Target) -> Result<FileMeta, Failure> {
-    let request = Request::Stat {
-        path: target.remote.clone(),
-    };
-    match link.ask(&request).await? {
-        Response::Meta(meta) => Ok(meta),
-        Response::Error(err) => Err(remote_failure(link.server, err)),
-        _ => Err(protocol(link.server, "unexpected reply to a stat request")),
     }
 }
 

@@ -75,6 +75,18 @@ impl<'a> Link<'a> {
         })
     }
 
+    /// The file's description, with its digest if the server has it.
+    pub async fn stat(&mut self, path: &str) -> Result<FileMeta, Failure> {
+        let request = Request::Stat {
+            path: path.to_owned(),
+        };
+        match self.ask(&request).await? {
+            Response::Meta(meta) => Ok(meta),
+            Response::Error(err) => Err(remote_failure(self.server, err)),
+            _ => Err(protocol(self.server, "unexpected reply to a stat request")),
+        }
+    }
+
     /// The file's description, its digest computed by the server if need be.
     pub async fn digest(&mut self, path: &str) -> Result<FileMeta, Failure> {
         let request = Request::Checkpoints {

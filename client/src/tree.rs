@@ -572,15 +572,8 @@ pub async fn list(
     match listed {
         Ok(skipped) => Ok(Listed::Folder { skipped }),
         Err(Error::Refused { reason, .. }) if reason.code == ErrorCode::NotADirectory => {
-            let request = Request::Stat {
-                path: path.to_owned(),
-            };
             let meta = with_retries(&mut link, policy, async |link: &mut Link<'_>| {
-                match link.ask(&request).await? {
-                    Response::Meta(meta) => Ok(meta),
-                    Response::Error(err) => Err(remote_failure(server, err)),
-                    _ => Err(protocol(server, "unexpected reply to a stat request")),
-                }
+                link.stat(path).await
             })
             .await?;
             Ok(Listed::File(meta))

@@ -30,6 +30,20 @@ pub(crate) struct FileId {
     pub mtime_nanos: u32,
 }
 
+impl FileId {
+    /// From the fields of a `stat`, whichever metadata type carried them.
+    pub(crate) fn new(dev: u64, ino: u64, size: u64, mtime_secs: i64, mtime_nsec: i64) -> Self {
+        Self {
+            dev,
+            ino,
+            size,
+            mtime_secs,
+            // Always below 10^9, so it fits.
+            mtime_nanos: mtime_nsec.clamp(0, 999_999_999) as u32,
+        }
+    }
+}
+
 /// A file's digest and its checkpoint states, computed in one pass.
 #[derive(Debug)]
 pub struct Digests {
@@ -377,14 +391,13 @@ fn changed(file: &OpenFile) -> RemoteError {
 }
 
 fn file_id(metadata: &std::fs::Metadata) -> FileId {
-    FileId {
-        dev: metadata.dev(),
-        ino: metadata.ino(),
-        size: metadata.len(),
-        mtime_secs: metadata.mtime(),
-        // Always below 10^9, so it fits.
-        mtime_nanos: metadata.mtime_nsec().clamp(0, 999_999_999) as u32,
-    }
+    FileId::new(
+        metadata.dev(),
+        metadata.ino(),
+        metadata.len(),
+        metadata.mtime(),
+        metadata.mtime_nsec(),
+    )
 }
 
 /// Maps a failure to open or inspect `path` onto the wire's error codes.

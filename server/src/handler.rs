@@ -242,13 +242,18 @@ async fn answer(
     Ok(next)
 }
 
+/// A client's path as the root-relative path it names, or `InvalidPath`.
+fn parse_path(path: &str) -> Result<RemotePath, RemoteError> {
+    RemotePath::parse(path)
+        .map_err(|err| RemoteError::new(ErrorCode::InvalidPath, format!("{path:?}: {err}")))
+}
+
 /// Parses and opens a path on a blocking thread; the file's meta and handle.
 async fn open(
     context: &Arc<Context>,
     path: &str,
 ) -> Result<(ft_protocol::FileMeta, crate::files::OpenFile), RemoteError> {
-    let path = RemotePath::parse(path)
-        .map_err(|err| RemoteError::new(ErrorCode::InvalidPath, format!("{path:?}: {err}")))?;
+    let path = parse_path(path)?;
     let context = Arc::clone(context);
     blocking(move || {
         let file = context.files.open(&path)?;
@@ -300,9 +305,7 @@ enum Opened {
 /// Opens one requested file, checks the offset and, for a small file, reads
 /// and hashes it. Blocks.
 fn open_for_get(files: &Files, path: &str, offset: u64) -> Result<Opened, RemoteError> {
-    let parsed = RemotePath::parse(path)
-        .map_err(|err| RemoteError::new(ErrorCode::InvalidPath, format!("{path:?}: {err}")))?;
-    let file = files.open(&parsed)?;
+    let file = files.open(&parse_path(path)?)?;
     let meta = files.meta(&file);
     if offset > meta.size || !offset.is_multiple_of(CHUNK_SIZE) {
         return Err(RemoteError::new(
@@ -331,17 +334,14 @@ async fn get_batch(
 ) -> Result<Next, ConnectionError> {
     let opener = Arc::clone(context);
     let requests = gets.clone();
-    let opened = tokio::task::spawn_blocking(move || {
-        requests
+    let opened = blocking(move || {
+        Ok(requests
             .iter()
             .map(|(path, offset)| open_for_get(&opener.files, path, *offset))
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>())
     })
     .await
-    .unwrap_or_else(|err| {
-        let failed = RemoteError::new(ErrorCode::Internal, format!("worker failed: {err}"));
-        gets.iter().map(|_| Err(failed.clone())).collect()
-    });
+    .unwrap_or_else(|failed| gets.iter().map(|_| Err(failed.clone())).collect());
     let mut replies = Vec::new();
     for ((path, offset), opened) in gets.iter().zip(opened) {
         match opened {
@@ -501,10 +501,9 @@ async fn list(
     digests: bool,
 ) -> Result<Next, ConnectionError> {
     let op = if recursive { "list -r" } else { "list" };
-    let parsed = match RemotePath::parse(path) {
+    let parsed = match parse_path(path) {
         Ok(parsed) => parsed,
         Err(err) => {
-            let err = RemoteError::new(ErrorCode::InvalidPath, format!("{path:?}: {err}"));
             log_outcome(peer, op, path, 0, 0, Some(&err));
             conn.send(&Response::Error(err)).await?;
             return Ok(Next::Open);

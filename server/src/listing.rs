@@ -79,19 +79,18 @@ impl Files {
                 continue;
             }
             let full = top.join(&relative);
-            let sha256 = match item.kind {
-                EntryKind::File => self.listed_digest(&item.metadata, &full, digests),
-                EntryKind::Dir => None,
+            let m = &item.metadata;
+            let id = FileId::new(m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec());
+            let (size, sha256) = match item.kind {
+                EntryKind::File => (id.size, self.listed_digest(&id, &full, digests)),
+                EntryKind::Dir => (0, None),
             };
             let entry = Entry {
                 path: relative.clone(),
                 kind: item.kind,
-                size: match item.kind {
-                    EntryKind::File => item.metadata.len(),
-                    EntryKind::Dir => 0,
-                },
-                mtime_secs: item.metadata.mtime(),
-                mtime_nanos: item.metadata.mtime_nsec().clamp(0, 999_999_999) as u32,
+                size,
+                mtime_secs: id.mtime_secs,
+                mtime_nanos: id.mtime_nanos,
                 sha256,
             };
             if !emit(entry) {
@@ -169,18 +168,11 @@ impl Files {
     /// it (and caching the result). `None` when unknown or unreadable.
     fn listed_digest(
         &self,
-        metadata: &Metadata,
+        id: &FileId,
         full: &Path,
         compute: bool,
     ) -> Option<ft_protocol::Digest> {
-        let id = FileId {
-            dev: metadata.dev(),
-            ino: metadata.ino(),
-            size: metadata.len(),
-            mtime_secs: metadata.mtime(),
-            mtime_nanos: metadata.mtime_nsec().clamp(0, 999_999_999) as u32,
-        };
-        if let Some(digests) = self.cached(&id) {
+        if let Some(digests) = self.cached(id) {
             return Some(digests.sha256);
         }
         if !compute {
