@@ -129,6 +129,38 @@ fn output_path(remote: &str, output: Option<&Path>) -> Result<PathBuf, Error> {
     }
 }
 
+/// For `benches/sink.rs` only: runs an honest server's `responses` for a file
+/// of `size` bytes through the download sink into `file`, with `hashers`
+/// hashing threads, and returns the verified digest, or why there is none.
+#[doc(hidden)]
+pub fn bench_sink(
+    file: std::fs::File,
+    size: u64,
+    responses: Vec<ft_protocol::Response>,
+    hashers: usize,
+) -> Result<ft_protocol::Digest, String> {
+    let meta = ft_protocol::FileMeta {
+        size,
+        mtime_secs: 0,
+        mtime_nanos: 0,
+        sha256: None,
+    };
+    let tracker = progress::Progress::new("bench", false).tracker();
+    let sink = sink::Sink::new(file, partial::Verified::start(), &meta, tracker)
+        .ok_or("the start is not on a block boundary")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let feeder = std::thread::spawn(move || {
+        for response in responses {
+            if tx.blocking_send(response).is_err() {
+                break;
+            }
+        }
+    });
+    let report = sink.with_hashers(hashers).run(rx);
+    let _ = feeder.join();
+    report.result.map_err(|err| format!("{err:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! each checkpoint as it arrives. Runs on a blocking thread, beside the socket
 //! reads, so hashing and disk writes never stall the network.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::time::SystemTime;
@@ -42,16 +43,29 @@ pub struct SinkReport {
     pub tracker: Tracker,
 }
 
-/// Frames handed to the verifier ahead of its hashing: up to this many
-/// MiB in flight between the two threads (the frames are shared, not copied).
+/// Frames queued for hashing, across all hashing threads: up to this many MiB
+/// in flight between the writer and the hashers (the frames are shared, not
+/// copied).
 const HASH_AHEAD: usize = 8;
 
-/// Writes one transfer into the partial, while a second thread hashes what
-/// arrives and checks it against each checkpoint: writing and hashing, the
-/// two costs of a byte, run side by side.
+/// Most hashing threads per transfer.
+const MAX_HASHERS: usize = 4;
+
+/// Writes one transfer into the partial while hashing threads check what
+/// arrives against the checkpoints: writing and hashing, the two costs of a
+/// byte, run side by side, and the hashing itself is spread over the cores.
+///
+/// SHA-256 is sequential, but the server's checkpoints make it parallel to
+/// *check*: chunk `k` is hashed starting from checkpoint `k` as the server
+/// claimed it, and must end on checkpoint `k + 1`. Chunks are accepted in
+/// order only, starting from a state this client computed or verified
+/// itself, so each accepted chunk's starting state has been checked by the
+/// one before: the accepted bytes hash to exactly what one sequential pass
+/// would give, and the last chunk must end on the server's digest.
 pub struct Sink {
     file: File,
-    verifier: Verifier,
+    /// Where this transfer starts, verified already.
+    start: Verified,
     pos: u64,
     /// Where the last checkpoint (or the start) was.
     marked: u64,
@@ -59,126 +73,263 @@ pub struct Sink {
     mtime: Option<SystemTime>,
     received: u64,
     tracker: Tracker,
+    /// Hashing threads for this transfer.
+    hashers: usize,
 }
 
-/// What the writer tells the verifier, in stream order.
-enum Check {
+/// What the writer tells a hashing thread about one chunk, in stream order.
+enum Job {
+    /// A chunk begins at `offset`, with this chaining state before it.
+    Start {
+        offset: u64,
+        state: Digest,
+    },
     Data(bytes::Bytes),
+    /// The chunk ends on this checkpoint.
     Point(Digest),
+    /// The chunk ends the file, with this digest.
     End(Digest),
 }
 
-/// The hashing side: a running hash and what it has verified so far.
-struct Verifier {
-    hasher: ChainHasher,
-    verified: Verified,
+/// A hashing thread's finding for the chunk that starts at `start`.
+struct Outcome {
+    start: u64,
+    found: Found,
+}
+
+enum Found {
+    /// The chunk reached the checkpoint: everything up to here is verified,
+    /// provided the chunk's start was.
+    Point(Verified),
+    /// The chunk reached the server's digest of the whole file.
+    End(Digest),
+    Mismatch,
+}
+
+/// One hashing thread: hashes each chunk it is given from its claimed start
+/// and reports whether it reached the claimed end. Stops at a mismatch.
+fn hash_chunks(jobs: &std::sync::mpsc::Receiver<Job>, outcomes: &std::sync::mpsc::Sender<Outcome>) {
+    let mut chunk: Option<(u64, ChainHasher)> = None;
+    while let Ok(job) = jobs.recv() {
+        let found = match job {
+            Job::Start { offset, state } => {
+                chunk = ChainHasher::resume(&state, offset).map(|hasher| (offset, hasher));
+                continue;
+            }
+            Job::Data(data) => {
+                if let Some((_, hasher)) = &mut chunk {
+                    hasher.update(&data);
+                }
+                continue;
+            }
+            Job::Point(state) => chunk.take().map(|(start, hasher)| {
+                let found = match hasher.state() {
+                    Some(reached) if reached == state => Found::Point(Verified {
+                        offset: hasher.consumed(),
+                        state,
+                    }),
+                    _ => Found::Mismatch,
+                };
+                (start, found)
+            }),
+            Job::End(sha256) => chunk.take().map(|(start, hasher)| {
+                let found = if hasher.finalize() == sha256 {
+                    Found::End(sha256)
+                } else {
+                    Found::Mismatch
+                };
+                (start, found)
+            }),
+        };
+        // A chunk end without a start cannot be checked: the writer never
+        // sends one, so treat it as the mismatch it would hide.
+        let (start, found) = found.unwrap_or((u64::MAX, Found::Mismatch));
+        let stop = matches!(found, Found::Mismatch);
+        if outcomes.send(Outcome { start, found }).is_err() || stop {
+            return;
+        }
+    }
+}
+
+/// The writer's side of the hashing threads: deals chunks out in turn.
+struct Hashers {
+    queues: Vec<std::sync::mpsc::SyncSender<Job>>,
+    /// The thread hashing the current chunk, if one is open.
+    open: Option<usize>,
+    next: usize,
+    /// The claimed state at `pos`, where the next chunk starts.
+    state: Digest,
     pos: u64,
 }
 
-impl Verifier {
-    /// Hashes and checks until the end (`Ok(Some(digest))`), a mismatch, or
-    /// the writer hanging up (`Ok(None)`).
-    fn run(&mut self, rx: &std::sync::mpsc::Receiver<Check>) -> Result<Option<Digest>, SinkError> {
-        while let Ok(check) = rx.recv() {
-            match check {
-                Check::Data(data) => {
-                    self.hasher.update(&data);
-                    self.pos += data.len() as u64;
-                }
-                Check::Point(state) => {
-                    if self.hasher.state() != Some(state) {
-                        return Err(self.mismatch());
-                    }
-                    self.verified = Verified {
-                        offset: self.pos,
-                        state,
-                    };
-                }
-                Check::End(sha256) => {
-                    if self.hasher.clone().finalize() != sha256 {
-                        return Err(self.mismatch());
-                    }
-                    return Ok(Some(sha256));
+impl Hashers {
+    fn send(&mut self, job: Job) -> Result<(), SinkError> {
+        let index = match self.open {
+            Some(index) => index,
+            None => {
+                let index = self.next;
+                self.next = (index + 1) % self.queues.len();
+                let start = Job::Start {
+                    offset: self.pos,
+                    state: self.state,
+                };
+                self.queue(index, start)?;
+                self.open = Some(index);
+                index
+            }
+        };
+        if let Job::Data(data) = &job {
+            self.pos += data.len() as u64;
+        }
+        if let Job::Point(state) = &job {
+            self.state = *state;
+        }
+        if matches!(job, Job::Point(_) | Job::End(_)) {
+            self.open = None;
+        }
+        self.queue(index, job)
+    }
+
+    fn queue(&self, index: usize, job: Job) -> Result<(), SinkError> {
+        // A hashing thread stopped (a mismatch): the tally says why.
+        self.queues
+            .get(index)
+            .ok_or(SinkError::Incomplete)?
+            .send(job)
+            .map_err(|_| SinkError::Incomplete)
+    }
+}
+
+/// The hashing threads' findings, put back in file order.
+struct Tally {
+    verified: Verified,
+    /// Findings for chunks after the first unsettled one.
+    waiting: BTreeMap<u64, Found>,
+    /// The end: the whole file's digest, or the first bad chunk.
+    settled: Option<Result<Digest, SinkError>>,
+}
+
+impl Tally {
+    fn add(&mut self, outcome: Outcome) {
+        self.waiting.insert(outcome.start, outcome.found);
+        while self.settled.is_none() {
+            let Some(found) = self.waiting.remove(&self.verified.offset) else {
+                break;
+            };
+            match found {
+                Found::Point(verified) => self.verified = verified,
+                Found::End(sha256) => self.settled = Some(Ok(sha256)),
+                Found::Mismatch => {
+                    self.settled = Some(Err(SinkError::Mismatch {
+                        offset: self.verified.offset,
+                    }))
                 }
             }
         }
-        Ok(None)
+        // A mismatch anywhere stops the transfer, even one whose chunk
+        // comes after some still being hashed: its offset is only a hint.
+        if self.settled.is_none() && self.waiting.values().any(|f| matches!(f, Found::Mismatch)) {
+            self.settled = Some(Err(SinkError::Mismatch {
+                offset: self.verified.offset,
+            }));
+        }
     }
 
-    fn mismatch(&self) -> SinkError {
-        SinkError::Mismatch {
-            offset: self.verified.offset,
-        }
+    fn mismatched(&self) -> bool {
+        matches!(self.settled, Some(Err(_)))
     }
 }
 
 impl Sink {
     /// A sink continuing from `verified` in `file`, which is positioned
-    /// there, for the file version `meta` describes.
+    /// there, for the file version `meta` describes. `None` unless
+    /// `verified` ends on a 64-byte block.
     pub fn new(file: File, verified: Verified, meta: &FileMeta, tracker: Tracker) -> Option<Self> {
+        ChainHasher::resume(&verified.state, verified.offset)?;
         Some(Self {
             file,
-            verifier: Verifier {
-                hasher: ChainHasher::resume(&verified.state, verified.offset)?,
-                verified,
-                pos: verified.offset,
-            },
+            start: verified,
             pos: verified.offset,
             marked: verified.offset,
             size: meta.size,
             mtime: crate::download::mtime(meta),
             received: 0,
             tracker,
+            hashers: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, MAX_HASHERS),
         })
+    }
+
+    /// The same sink with `hashers` hashing threads (at least one) instead of
+    /// one per core.
+    pub fn with_hashers(mut self, hashers: usize) -> Self {
+        self.hashers = hashers.max(1);
+        self
     }
 
     /// Consumes responses until the transfer ends, fails, or the channel closes.
     pub fn run(mut self, mut rx: mpsc::Receiver<Response>) -> SinkReport {
-        let mut verifier = std::mem::replace(
-            &mut self.verifier,
-            Verifier {
-                hasher: ChainHasher::new(),
-                verified: Verified::start(),
-                pos: 0,
-            },
-        );
-        let (checks, to_check) = std::sync::mpsc::sync_channel(HASH_AHEAD);
-        let (written, verdict) = std::thread::scope(|scope| {
-            let hashing = scope.spawn(move || {
-                let verdict = verifier.run(&to_check);
-                (verifier, verdict)
-            });
+        let threads = self.hashers;
+        let (found, findings) = std::sync::mpsc::channel();
+        let mut tally = Tally {
+            verified: self.start,
+            waiting: BTreeMap::new(),
+            settled: None,
+        };
+        let written = std::thread::scope(|scope| {
+            let mut queues = Vec::with_capacity(threads);
+            let mut handles = Vec::with_capacity(threads);
+            for _ in 0..threads {
+                let (queue, jobs) = std::sync::mpsc::sync_channel((HASH_AHEAD / threads).max(1));
+                let found = found.clone();
+                handles.push(scope.spawn(move || hash_chunks(&jobs, &found)));
+                queues.push(queue);
+            }
+            drop(found);
+            let mut hashers = Hashers {
+                queues,
+                open: None,
+                next: 0,
+                state: self.start.state,
+                pos: self.start.offset,
+            };
             let written = loop {
                 let Some(response) = rx.blocking_recv() else {
                     break Err(SinkError::Incomplete);
                 };
-                match self.take(response, &checks) {
+                match self.take(response, &mut hashers) {
                     Ok(true) => break Ok(()),
                     Ok(false) => {}
                     Err(err) => break Err(err),
                 }
-            };
-            drop(checks);
-            let verdict = match hashing.join() {
-                Ok((done, verdict)) => {
-                    self.verifier = done;
-                    verdict
+                findings.try_iter().for_each(|outcome| tally.add(outcome));
+                if tally.mismatched() {
+                    break Err(SinkError::Incomplete);
                 }
-                Err(_) => Err(SinkError::Local(io::Error::other(
-                    "the hashing thread failed",
-                ))),
             };
-            (written, verdict)
+            drop(hashers);
+            let mut failed = false;
+            for handle in handles {
+                failed |= handle.join().is_err();
+            }
+            findings.try_iter().for_each(|outcome| tally.add(outcome));
+            if failed && tally.settled.is_none() {
+                tally.settled = Some(Err(SinkError::Local(io::Error::other(
+                    "a hashing thread failed",
+                ))));
+            }
+            written
         });
         // A mismatch explains whatever stopped the writer.
-        let result = match (written, verdict) {
-            (_, Err(err)) => Err(err),
-            (Err(err), Ok(_)) => Err(err),
-            (Ok(()), Ok(Some(sha256))) => self.settle().map(|()| sha256),
-            (Ok(()), Ok(None)) => Err(SinkError::Incomplete),
+        let result = match (written, tally.settled) {
+            (_, Some(Err(err))) => Err(err),
+            (Err(err), _) => Err(err),
+            (Ok(()), Some(Ok(sha256))) => self.settle().map(|()| sha256),
+            (Ok(()), None) => Err(SinkError::Incomplete),
         };
         SinkReport {
-            verified: self.verifier.verified,
+            verified: tally.verified,
             received: self.received,
             result,
             tracker: self.tracker,
@@ -197,13 +348,7 @@ impl Sink {
     /// Takes one response; `Ok(true)` at the end of the transfer. The checks
     /// here are about where things are; whether they hash right is the
     /// verifier's part.
-    fn take(
-        &mut self,
-        response: Response,
-        checks: &std::sync::mpsc::SyncSender<Check>,
-    ) -> Result<bool, SinkError> {
-        // The verifier stopped (a mismatch): its verdict says why.
-        let hung_up = |_| SinkError::Incomplete;
+    fn take(&mut self, response: Response, hashers: &mut Hashers) -> Result<bool, SinkError> {
         // A checkpoint must follow the data that reaches each boundary.
         let owed = self.pos.is_multiple_of(CHUNK_SIZE) && self.pos > self.marked;
         if owed && !matches!(response, Response::Checkpoint { .. } | Response::Error(_)) {
@@ -232,7 +377,7 @@ impl Sink {
                 // Counted before the write: these bytes crossed the network
                 // whether or not the disk takes them.
                 self.received += data.len() as u64;
-                checks.send(Check::Data(data.clone())).map_err(hung_up)?;
+                hashers.send(Job::Data(data.clone()))?;
                 self.file.write_all(&data).map_err(SinkError::Local)?;
                 self.pos = end;
                 self.tracker.set(end);
@@ -246,7 +391,7 @@ impl Sink {
                     )));
                 }
                 self.marked = self.pos;
-                checks.send(Check::Point(state)).map_err(hung_up)?;
+                hashers.send(Job::Point(state))?;
                 Ok(false)
             }
             Response::End { sha256 } => {
@@ -256,7 +401,7 @@ impl Sink {
                         self.pos, self.size
                     )));
                 }
-                checks.send(Check::End(sha256)).map_err(hung_up)?;
+                hashers.send(Job::End(sha256))?;
                 Ok(true)
             }
             Response::Error(err) => Err(SinkError::Remote(err)),
@@ -310,6 +455,14 @@ mod tests {
     }
 
     fn feed(data_len: usize, responses: Vec<Response>) -> (SinkReport, Vec<u8>) {
+        feed_with(data_len, responses, 2)
+    }
+
+    fn feed_with(
+        data_len: usize,
+        responses: Vec<Response>,
+        hashers: usize,
+    ) -> (SinkReport, Vec<u8>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("part");
         let file = File::create(&path).expect("create");
@@ -320,7 +473,9 @@ mod tests {
             sha256: None,
         };
         let tracker = crate::progress::Progress::new("t", false).tracker();
-        let sink = Sink::new(file, Verified::start(), &meta, tracker).expect("aligned");
+        let sink = Sink::new(file, Verified::start(), &meta, tracker)
+            .expect("aligned")
+            .with_hashers(hashers);
         let (tx, rx) = mpsc::channel(responses.len() + 1);
         for response in responses {
             tx.try_send(response).expect("room");
@@ -345,28 +500,85 @@ mod tests {
     }
 
     #[test]
-    fn a_flipped_byte_is_caught_at_its_chunk() {
-        let data = data(2 * CHUNK_SIZE as usize);
-        let mut stream = honest(&data);
-        // Corrupt the first frame of the second chunk (after checkpoint 1).
-        let second = stream
-            .iter()
-            .position(|r| matches!(r, Response::Checkpoint { index: 1, .. }))
-            .expect("checkpoint 1")
-            + 1;
-        if let Response::Data(d) = &stream[second] {
-            let mut bad = d.to_vec();
-            bad[0] ^= 0x80;
-            stream[second] = Response::Data(Bytes::from(bad));
+    fn any_number_of_hashing_threads_verifies_any_length() {
+        let chunk = CHUNK_SIZE as usize;
+        for len in [0, 65, chunk, 2 * chunk + 1] {
+            let data = data(len);
+            for hashers in 1..=3 {
+                let (report, written) = feed_with(len, honest(&data), hashers);
+                assert!(
+                    report.result.is_ok(),
+                    "{len} bytes, {hashers} threads: {:?}",
+                    report.result.err()
+                );
+                assert_eq!(written, data, "{len} bytes, {hashers} threads");
+                assert_eq!(
+                    report.verified.offset,
+                    (len / chunk * chunk) as u64,
+                    "{len} bytes, {hashers} threads"
+                );
+            }
         }
-        let (report, _) = feed(data.len(), stream);
-        assert!(
-            matches!(report.result, Err(SinkError::Mismatch { offset }) if offset == CHUNK_SIZE)
-        );
-        assert_eq!(
-            report.verified.offset, CHUNK_SIZE,
-            "the first chunk stays verified"
-        );
+    }
+
+    #[test]
+    fn a_flipped_byte_is_caught_at_its_chunk() {
+        let data = data(4 * CHUNK_SIZE as usize);
+        // Corrupt the first frame after checkpoint `after`.
+        for after in 1..=3u64 {
+            let mut stream = honest(&data);
+            let first = stream
+                .iter()
+                .position(|r| matches!(r, Response::Checkpoint { index, .. } if *index == after))
+                .expect("checkpoint")
+                + 1;
+            if let Response::Data(d) = &stream[first] {
+                let mut bad = d.to_vec();
+                bad[0] ^= 0x80;
+                stream[first] = Response::Data(Bytes::from(bad));
+            }
+            for hashers in 1..=3 {
+                let (report, _) = feed_with(data.len(), stream.clone(), hashers);
+                let at = after * CHUNK_SIZE;
+                assert!(
+                    matches!(report.result, Err(SinkError::Mismatch { offset }) if offset <= at),
+                    "chunk {after}, {hashers} threads: {:?}",
+                    report.result.as_ref().err()
+                );
+                assert!(
+                    report.verified.offset <= at,
+                    "nothing past the bad chunk is verified"
+                );
+                if hashers == 1 {
+                    assert_eq!(
+                        report.verified.offset, at,
+                        "the chunks before stay verified"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_wrong_checkpoint_fails_even_when_the_next_chunk_starts_from_it() {
+        // The bytes are right, but checkpoint 2 is not their state: chunk 1
+        // cannot end on it, and chunk 2, hashed from it, cannot end on 3.
+        let data = data(4 * CHUNK_SIZE as usize);
+        let mut stream = honest(&data);
+        for response in &mut stream {
+            if let Response::Checkpoint { index: 2, state } = response {
+                state[0] ^= 1;
+            }
+        }
+        for hashers in 1..=3 {
+            let (report, _) = feed_with(data.len(), stream.clone(), hashers);
+            assert!(
+                matches!(report.result, Err(SinkError::Mismatch { offset }) if offset <= CHUNK_SIZE),
+                "{hashers} threads: {:?}",
+                report.result.as_ref().err()
+            );
+            assert!(report.verified.offset <= CHUNK_SIZE, "{hashers} threads");
+        }
     }
 
     #[test]

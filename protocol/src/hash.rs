@@ -85,6 +85,11 @@ impl ChainHasher {
         self.buf_len = rest.len();
     }
 
+    /// Bytes of the message so far (counting any it was resumed after).
+    pub fn consumed(&self) -> u64 {
+        self.len
+    }
+
     /// The chaining state, if the bytes so far end on a 64-byte boundary.
     pub fn state(&self) -> Option<Digest> {
         (self.buf_len == 0).then(|| words_to_bytes(&self.state))
