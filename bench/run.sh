@@ -2,7 +2,8 @@
 # bench/run.sh — ft against its peers on loopback, all in one run.
 #
 #   bench/run.sh                      # as root: installs what is missing with apt-get
-#   FTB_RUNS=7 bench/run.sh           # timed runs per command (default 5; slow peers 3)
+#   FTB_RUNS=7 bench/run.sh           # timed runs per command (default 5; slow peers 3;
+#                                     #   the 64 MiB and tree cases 3 x FTB_RUNS)
 #
 # Starts ftserve, nginx (sendfile), an rsync daemon, sshd and a raw socat
 # stream on 127.0.0.1, each with a throwaway config, and times with hyperfine:
@@ -11,14 +12,18 @@
 #   mid    64 MiB                                                 curl, rsync, ftget
 #   c100   100 concurrent downloads of a 16 MiB file              curl, ftget
 #   tree   5,000 files of 4 KiB in 50 folders                     rsync -r, ftget -r
-# plus peak RSS of each client (GNU time) and of ftserve, and the limits:
-# iperf3 on loopback and single-core SHA-256 (openssl speed).
+# plus peak RSS of each client (GNU time) and of ftserve, the CPU each run of
+# ftget and curl costs on both sides (core-seconds), and the limits: iperf3 on
+# loopback and single-core SHA-256 (openssl speed).
 # Data and outputs live on a tmpfs (/dev/shm). A peer that cannot run is
 # skipped with a message. Results: bench/results/RESULTS.md and chart.svg.
 set -euo pipefail
 
 RUNS=${FTB_RUNS:-5}
 RUNS_SLOW=${FTB_RUNS_SLOW:-3}
+# Cases under a tenth of a second get three times the runs: they are cheap,
+# and the noise of one run is a larger part of them.
+RUNS_FAST=$((RUNS * 3))
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 RESULTS=$REPO/bench/results
 WORK=$(mktemp -d /dev/shm/ftbench.XXXXXX)
@@ -218,7 +223,7 @@ mid=()
 up nginx && mid+=("curl" "curl -s -o $OUT/x/mid.bin $URL/mid.bin")
 up rsync && mid+=("rsync" "rsync -q rsync://127.0.0.1:$P_RSYNC/data/mid.bin $OUT/x/")
 mid+=("ftget" "$FTGET -q 127.0.0.1:$P_FT mid.bin -o $OUT/x/mid.bin")
-bench mid "$RUNS" "${mid[@]}"
+bench mid "$RUNS_FAST" "${mid[@]}"
 
 c100=()
 up nginx && c100+=("curl x100" "seq 100 | xargs -P100 -I{} curl -s -o $OUT/x/{}.bin $URL/c16.bin")
@@ -228,7 +233,7 @@ bench c100 "$RUNS_SLOW" "${c100[@]}"
 tree=()
 up rsync && tree+=("rsync -r" "rsync -r -q rsync://127.0.0.1:$P_RSYNC/data/tree/ $OUT/x/")
 tree+=("ftget -r" "$FTGET -q -r 127.0.0.1:$P_FT tree -o $OUT/x")
-bench tree "$RUNS" "${tree[@]}"
+bench tree "$RUNS_FAST" "${tree[@]}"
 
 # Checks: ftget's outputs are right.
 rm -rf "$OUT/x" && mkdir -p "$OUT/x"
@@ -256,6 +261,47 @@ rm -rf "$OUT/x" && mkdir -p "$OUT/x"
 seq 100 | xargs -P100 -I{} "$FTGET" -q "127.0.0.1:$P_FT" c16.bin -o "$OUT/x/{}.bin"
 FT_HUNDRED=$(ft_hwm)
 
+# --- CPU -----------------------------------------------------------------------
+# Core-seconds per run, client and server, for ftget and curl. On one machine
+# both sides share its cores, so (client + server) / cores is the shortest wall
+# time that work allows here. Medians of FTB_CPU_RUNS runs (default 3).
+log "CPU per run"
+: >"$WORK/cpu.tsv"
+ticks() {  # pid... -> CPU ticks so far, reaped children included
+  local sum=0 pid
+  for pid in "$@"; do
+    sum=$((sum + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$sum"
+}
+cpu_case() {  # case name server(ft|nginx) command [prepare]
+  local case=$1 name=$2 server=$3 cmd=$4 prepare=${5:-} i pids before after
+  for ((i = 0; i < ${FTB_CPU_RUNS:-3}; i++)); do
+    rm -rf "$OUT/x" && mkdir -p "$OUT/x"
+    [[ -z $prepare ]] || $prepare
+    if [[ $server == ft ]]; then pids=$(cat "$WORK/ft.pid"); else pids=$(pgrep -d' ' -P "$(cat "$WORK/nginx.pid")"); fi
+    before=$(ticks $pids)
+    /usr/bin/time -f "%U %S" -o "$WORK/time.out" bash -c "$cmd" >/dev/null 2>&1
+    after=$(ticks $pids)
+    printf '%s\t%s\t%s\t%s\n' "$case" "$name" \
+      "$(tail -n1 "$WORK/time.out" | awk '{print $1 + $2}')" \
+      "$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" 'BEGIN {print t / hz}')" >>"$WORK/cpu.tsv"
+  done
+}
+if [[ -x /usr/bin/time ]]; then
+  "$WORK/restart-ft.sh"
+  for f in big mid c16; do  # warm ftserve's digest cache
+    rm -rf "$OUT/x" && mkdir -p "$OUT/x" && "$FTGET" -q "127.0.0.1:$P_FT" $f.bin -o "$OUT/x/$f.bin"
+  done
+  up nginx && cpu_case big curl nginx "curl -s -o $OUT/x/big.bin $URL/big.bin"
+  cpu_case big ftget ft "$FTGET -q 127.0.0.1:$P_FT big.bin -o $OUT/x/big.bin"
+  up nginx && cpu_case mid curl nginx "curl -s -o $OUT/x/mid.bin $URL/mid.bin"
+  cpu_case mid ftget ft "$FTGET -q 127.0.0.1:$P_FT mid.bin -o $OUT/x/mid.bin"
+  up nginx && cpu_case c100 "curl x100" nginx "seq 100 | xargs -P100 -I{} curl -s -o $OUT/x/{}.bin $URL/c16.bin"
+  cpu_case c100 "ftget x100" ft "seq 100 | xargs -P100 -I{} $FTGET -q 127.0.0.1:$P_FT c16.bin -o $OUT/x/{}.bin"
+  cpu_case cold "ftget, cold server" ft "$FTGET -q 127.0.0.1:$P_FT big.bin -o $OUT/x/big.bin" "$WORK/restart-ft.sh"
+fi
+
 # --- limits --------------------------------------------------------------------
 log "limits"
 IPERF=""
@@ -277,9 +323,9 @@ fi
 log "writing $RESULTS"
 python3 - "$WORK/json" "$WORK/rss.tsv" "$RESULTS" "$FT_IDLE" "$FT_ONE" "$FT_HUNDRED" \
   "${IPERF:-}" "${SHA:-}" "$(git -C "$REPO" rev-parse --short HEAD)" "$(nproc)" \
-  "$(printf '%s; ' "${SKIPPED[@]+"${SKIPPED[@]}"}")" <<'EOF'
-import json, os, sys, datetime
-jdir, rss_file, out, ft_idle, ft_one, ft_hundred, iperf, sha, commit, cores, skipped = sys.argv[1:12]
+  "$(printf '%s; ' "${SKIPPED[@]+"${SKIPPED[@]}"}")" "$WORK/cpu.tsv" <<'EOF'
+import json, os, sys, datetime, statistics
+jdir, rss_file, out, ft_idle, ft_one, ft_hundred, iperf, sha, commit, cores, skipped, cpu_file = sys.argv[1:13]
 sizes = {"big": 1 << 30, "big-slow": 1 << 30, "cold": 1 << 30, "mid": 64 << 20,
          "c100": 100 * (16 << 20), "tree": 5000 * 4096}
 titles = {"big": "1 GiB, warm", "cold": "1 GiB, cold server", "mid": "64 MiB",
@@ -315,6 +361,26 @@ for case in ["big", "cold", "mid", "c100", "tree"]:
         kib = rss.get(name) if case == "big" else None
         mem = f"{int(kib) / 1024:.1f} MiB" if kib else "-"
         lines.append(f"| {name} | {n} | {m:.3f} | {mbps:.0f} | {mem} | {ratio} |")
+cpu = {}
+for line in open(cpu_file):
+    case, name, client, server = line.rstrip("\n").split("\t")
+    cpu.setdefault((case, name), []).append((float(client), float(server)))
+if cpu:
+    n = int(cores)
+    lines.append("\n### CPU per run (core-seconds, medians)\n")
+    lines.append(f"Client and server share this machine's {n} cores, so (client + server) / {n} is the "
+                 "shortest wall time the work allows here; the last column is the time measured above.\n")
+    lines.append(f"| case | tool | client | server | total | total / {n} cores | measured |")
+    lines.append("|---|---|--:|--:|--:|--:|--:|")
+    for (case, name), runs in cpu.items():
+        c = statistics.median(r[0] for r in runs)
+        s_ = statistics.median(r[1] for r in runs)
+        m = median.get((case, name))
+        lines.append(f"| {titles[case]} | {name} | {c:.2f} | {s_:.2f} | {c + s_:.2f} | {(c + s_) / n:.3f} | "
+                     + (f"{m:.3f} |" if m else "- |"))
+    if sha:
+        lines.append(f"\nHashing 1 GiB once at this machine's single-core SHA-256 speed ({sha} MB/s) "
+                     f"takes {(1 << 30) / (float(sha) * 1e6):.3f} core-seconds; curl hashes nothing.")
 lines.append("\n### Memory and limits\n")
 lines.append(f"- ftserve peak RSS: {int(ft_idle)/1024:.1f} MiB idle, {int(ft_one)/1024:.1f} MiB after one 1 GiB download, "
              f"{int(ft_hundred)/1024:.1f} MiB after 100 concurrent 16 MiB downloads "
