@@ -424,6 +424,7 @@ fn name(response: &Response) -> &'static str {
         Response::End { .. } => "End",
         Response::Entries(_) => "Entries",
         Response::ListEnd { .. } => "ListEnd",
+        Response::KeepAlive => "KeepAlive",
     }
 }
 

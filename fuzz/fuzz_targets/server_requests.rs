@@ -35,6 +35,7 @@ fn server() -> SocketAddr {
             max_connections: 64,
             idle_timeout: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(1),
+            keepalive: ft_protocol::KEEPALIVE,
         };
         let server = ft_server::Server::open(config).expect("root opens");
         let (tx, rx) = std::sync::mpsc::channel();

@@ -168,7 +168,17 @@ mod tests {
                 },
             ]),
             Response::ListEnd { skipped: 7 },
+            Response::KeepAlive,
         ]
+    }
+
+    #[test]
+    fn keepalive_is_eight_bytes_on_the_wire() {
+        // As PROTOCOL.md section 4 gives it.
+        assert_eq!(
+            encode(&Response::KeepAlive).expect("encodes"),
+            [0, 0, 0, 4, 9, 0, 0, 0]
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub struct Connection<R, W> {
     frames: FramedRead<Pin<Box<TimeoutReader<R>>>, LengthDelimitedCodec>,
     writer: Pin<Box<TimeoutWriter<W>>>,
     timeout: Duration,
+    keepalives: u64,
 }
 
 impl TcpConnection {
@@ -110,6 +111,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             frames: FramedRead::with_capacity(Box::pin(reader), codec, 64 * 1024),
             writer: Box::pin(writer),
             timeout,
+            keepalives: 0,
         }
     }
 
@@ -131,10 +133,23 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         }
     }
 
-    /// Reads the next response; the connection closing is an error here.
+    /// Reads the next response, skipping [`Response::KeepAlive`] frames
+    /// (each of which still counts as progress for the timeout); the
+    /// connection closing is an error here.
     pub async fn read_response(&mut self) -> Result<Response, ConnectionError> {
-        let body = self.next_frame().await?.ok_or(ConnectionError::Closed)?;
-        Ok(codec::decode_response(body)?)
+        loop {
+            let body = self.next_frame().await?.ok_or(ConnectionError::Closed)?;
+            match codec::decode_response(body)? {
+                Response::KeepAlive => self.keepalives += 1,
+                response => return Ok(response),
+            }
+        }
+    }
+
+    /// How many [`Response::KeepAlive`] frames [`Self::read_response`] has
+    /// skipped on this connection.
+    pub fn keepalives(&self) -> u64 {
+        self.keepalives
     }
 
     /// Writes one message as one frame.
@@ -235,6 +250,37 @@ mod tests {
         );
         drop(b);
         assert_eq!(a.read_request().await.expect("clean close"), None);
+    }
+
+    #[tokio::test]
+    async fn keepalives_are_skipped_and_hold_off_the_timeout() {
+        let (a_read, b_write) = tokio::io::duplex(1 << 16);
+        let (b_read, a_write) = tokio::io::duplex(1 << 16);
+        let mut server = Connection::new(a_read, a_write, Duration::from_secs(5));
+        let mut client = Connection::new(b_read, b_write, Duration::from_millis(300));
+        let busy = tokio::spawn(async move {
+            // 1 s of work, four times the client's timeout, announced every 100 ms.
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                server.send(&Response::KeepAlive).await.expect("send");
+            }
+            server
+                .send(&Response::End { sha256: [1; 32] })
+                .await
+                .expect("send");
+            server
+        });
+        assert_eq!(
+            client.read_response().await.expect("no timeout"),
+            Response::End { sha256: [1; 32] }
+        );
+        assert_eq!(client.keepalives(), 10);
+        // Silence past the timeout is still an error.
+        let _server = busy.await.expect("joined");
+        assert!(matches!(
+            client.read_response().await,
+            Err(ConnectionError::Timeout(_))
+        ));
     }
 
     #[tokio::test]

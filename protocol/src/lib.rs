@@ -12,7 +12,8 @@
 //!   `Checkpoint` after every [`CHUNK_SIZE`] bytes, then `End` with the SHA-256
 //!   of the whole file; `List` → `Entries` frames (each under
 //!   [`LIST_BATCH_BYTES`]), then `ListEnd`. Any of them may be answered by
-//!   `Error` instead.
+//!   `Error` instead. A server busy with a request sends `KeepAlive` every
+//!   [`KEEPALIVE`] it has nothing else to send; readers skip it.
 //! * **Integrity.** A checkpoint is the SHA-256 chaining state after the first
 //!   `k * CHUNK_SIZE` bytes of the file, so a client hashing what it receives
 //!   verifies each chunk as it lands, and can verify a partial file on disk
@@ -67,6 +68,11 @@ pub const MAX_CHECKPOINTS: u32 = 32 * 1024;
 /// listing of any size goes out in frames well under [`MAX_FRAME`], even with
 /// the longest paths.
 pub const LIST_BATCH_BYTES: usize = 1024 * 1024;
+
+/// How often a server that is busy with a request, and has written nothing
+/// for that long, sends [`Response::KeepAlive`]. Well under any client
+/// timeout ftget accepts (1 s at least).
+pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Longest path a request may carry, in bytes (Linux's `PATH_MAX`).
 pub const MAX_PATH_BYTES: usize = 4096;

@@ -101,6 +101,12 @@ pub enum Response {
         /// out of the root, special files, folders that could not be read.
         skipped: u64,
     },
+    /// Nothing: the server is still working on the request (hashing a file
+    /// it has not hashed before) and says so every [`crate::KEEPALIVE`], so
+    /// that a client's silence timeout catches a dead server, not a slow
+    /// hash. It may come before or between the frames of any reply;
+    /// [`crate::Connection::read_response`] skips it.
+    KeepAlive,
 }
 
 /// What a listing entry is.

@@ -97,6 +97,7 @@ fn response() -> impl Strategy<Value = Response> {
         digest().prop_map(|sha256| Response::End { sha256 }),
         proptest::collection::vec(entry(), 0..20).prop_map(Response::Entries),
         any::<u64>().prop_map(|skipped| Response::ListEnd { skipped }),
+        Just(Response::KeepAlive),
     ]
 }
 

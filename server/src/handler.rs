@@ -41,6 +41,7 @@ const BUSY_HELLO_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) struct Context {
     pub files: Files,
     pub idle_timeout: Duration,
+    pub keepalive: Duration,
 }
 
 /// Serves one connection until the client leaves, goes silent, breaks the
@@ -224,7 +225,8 @@ async fn answer(
             result
         }
         Request::Checkpoints { path, first, count } => {
-            let result = checkpoints(context, &path, first, count).await;
+            let working = checkpoints(context, &path, first, count);
+            let result = keep_alive(conn, context.keepalive, working).await?;
             log_outcome(peer, "checkpoints", &path, first, 0, result.as_ref().err());
             result
         }
@@ -396,7 +398,16 @@ async fn stream(
     let mut sent = 0u64;
     let mut failure = None;
     let mut result = Ok(());
-    while let Some(piece) = rx.recv().await {
+    loop {
+        // A cold pass from an offset hashes the bytes before it first.
+        let piece = match keep_alive(conn, context.keepalive, rx.recv()).await {
+            Ok(Some(piece)) => piece,
+            Ok(None) => break,
+            Err(err) => {
+                result = Err(err);
+                break;
+            }
+        };
         let step = match piece {
             Piece::Data(data) => {
                 sent += data.len() as u64;
@@ -541,7 +552,20 @@ async fn list(
     let mut entries = 0u64;
     let mut outcome = None;
     let mut result = Ok(Next::Open);
-    while let Some(piece) = rx.recv().await {
+    loop {
+        // With digests, the walk hashes every file it has not hashed before.
+        let piece = match keep_alive(conn, context.keepalive, rx.recv()).await {
+            Ok(Some(piece)) => piece,
+            Ok(None) => break,
+            Err(err) => {
+                outcome = Some(RemoteError::new(
+                    ErrorCode::Internal,
+                    format!("connection lost: {err}"),
+                ));
+                result = Err(err);
+                break;
+            }
+        };
         let step = match piece {
             Listing::Batch(batch) => {
                 entries += batch.len() as u64;
@@ -567,6 +591,22 @@ async fn list(
     let _ = walker.await;
     log_outcome(peer, op, path, 0, entries, outcome.as_ref());
     result
+}
+
+/// Waits for `work`, sending `KeepAlive` after every `interval` it takes, so
+/// that the client can tell a server busy hashing from a dead one.
+async fn keep_alive<T>(
+    conn: &mut TcpConnection,
+    interval: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, ConnectionError> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return Ok(done),
+            () = tokio::time::sleep(interval) => conn.send(&Response::KeepAlive).await?,
+        }
+    }
 }
 
 /// Runs blocking filesystem work off the async workers.

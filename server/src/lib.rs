@@ -30,6 +30,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long transfers in flight may finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// How often a connection busy with a request (hashing a cold file) and
+    /// otherwise silent sends a keep-alive: [`ft_protocol::KEEPALIVE`].
+    pub keepalive: Duration,
 }
 
 /// The server could not start.
@@ -61,6 +64,7 @@ impl Server {
         let context = Arc::new(handler::Context {
             files,
             idle_timeout: config.idle_timeout,
+            keepalive: config.keepalive,
         });
         Ok(Self { config, context })
     }

@@ -107,6 +107,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         max_connections: cli.max_connections as usize,
         idle_timeout: Duration::from_secs(cli.idle_timeout),
         shutdown_grace: SHUTDOWN_GRACE,
+        keepalive: ft_protocol::KEEPALIVE,
     };
     let root = config.root.clone();
     let server = Server::open(config)?;
