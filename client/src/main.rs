@@ -181,10 +181,15 @@ fn on_file(cli: &cli::Cli, outcome: &FileOutcome, progress: &Progress) {
     }
 }
 
+/// `n` and the noun that goes with it: "1 file", "2 files".
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn totals(summary: &Summary) -> String {
     let mut line = format!(
-        "{} files, {}: {} downloaded, {} already up to date, {} failed; {} received in {:.2} s",
-        summary.files,
+        "{}, {}: {} downloaded, {} already up to date, {} failed; {} received in {:.2} s",
+        count(summary.files, "file", "files"),
         HumanBytes(summary.bytes),
         summary.downloaded,
         summary.up_to_date,
@@ -194,8 +199,8 @@ fn totals(summary: &Summary) -> String {
     );
     if summary.skipped_by_server > 0 {
         line.push_str(&format!(
-            " (the server left out {} entries it cannot serve: see its log)",
-            summary.skipped_by_server
+            " (the server left out {} it cannot serve: see its log)",
+            count(summary.skipped_by_server, "entry", "entries")
         ));
     }
     line
@@ -232,7 +237,8 @@ fn list(runtime: &tokio::runtime::Runtime, cli: &cli::Cli, config: &Config) -> E
             Some(Ok(Listed::Folder { skipped })) => {
                 if skipped > 0 && !cli.quiet {
                     eprintln!(
-                        "ftget: the server left out {skipped} entries of {shown_path} it cannot serve"
+                        "ftget: the server left out {} of {shown_path} it cannot serve",
+                        count(skipped, "entry", "entries")
                     );
                 }
                 Ok(())

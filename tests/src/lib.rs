@@ -136,8 +136,35 @@ impl Server {
         Self::spawn("127.0.0.1:0", root, extra, env)
     }
 
+    /// Starts ftserve on 127.0.0.1 as an unprivileged user, so that file
+    /// permissions apply to it: as `nobody` (65534) when the tests run as
+    /// root, as the current user otherwise. The binary is copied into
+    /// `scratch` first, which that user must be able to reach: the build
+    /// tree may not be.
+    pub fn start_unprivileged(root: &Path, scratch: &Path) -> Self {
+        let copy = scratch.join("ftserve");
+        std::fs::copy(bin("ftserve"), &copy).expect("copy ftserve");
+        let mut command = Command::new(&copy);
+        if nix::unistd::geteuid().is_root() {
+            use std::os::unix::process::CommandExt;
+            // std drops the supplementary groups when root sets a uid.
+            command.uid(65534).gid(65534);
+        }
+        Self::launch(command, "127.0.0.1:0", root, &[], &[])
+    }
+
     fn spawn(listen: &str, root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(bin("ftserve"))
+        Self::launch(Command::new(bin("ftserve")), listen, root, extra, env)
+    }
+
+    fn launch(
+        mut command: Command,
+        listen: &str,
+        root: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut child = command
             .arg("--listen")
             .arg(listen)
             .args(extra)

@@ -151,3 +151,61 @@ fn a_server_speaking_another_version_is_refused_by_the_client() {
         env.work_listing()
     );
 }
+
+#[test]
+fn unreadable_files_and_folders_are_permission_denied() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    // The server runs unprivileged (as nobody when the tests run as root);
+    // it must reach the root, but not what is locked.
+    let top = env.root.parent().expect("the test folder");
+    for dir in [top, env.root.as_path()] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::write(env.root.join("ok.txt"), b"readable\n").unwrap();
+    fs::write(env.root.join("secret.txt"), b"unreadable\n").unwrap();
+    fs::create_dir(env.root.join("locked")).unwrap();
+    fs::write(env.root.join("locked/inner.txt"), b"unreachable\n").unwrap();
+    for locked in ["secret.txt", "locked"] {
+        fs::set_permissions(env.root.join(locked), fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let server = Server::start_unprivileged(&env.root, top);
+
+    for name in ["secret.txt", "locked/inner.txt"] {
+        let run = ftget(&env.work, &[&server.target(), name]);
+        assert_eq!(run.code, Some(3), "{name}: {run:?}");
+        assert!(
+            run.stderr.contains(&format!("permission denied: {name}")),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(
+        fs::read_dir(&env.work).unwrap().count(),
+        0,
+        "nothing written for a refused file"
+    );
+
+    // In a tree, the readable file arrives, the unreadable one is a failure
+    // with its reason, and the locked folder's contents are left out.
+    let run = ftget(
+        &env.work,
+        &["-r", &server.target(), ".", "-o", "m", "--json"],
+    );
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert_eq!(fs::read(env.work.join("m/ok.txt")).unwrap(), b"readable\n");
+    assert!(!env.work.join("m/secret.txt").exists());
+    assert!(!env.work.join("m/locked/inner.txt").exists());
+    let summary = run.json_lines().pop().expect("a summary");
+    assert_eq!(summary["downloaded"], 1, "{summary}");
+    assert_eq!(summary["failed"], 1, "{summary}");
+    assert_eq!(summary["skipped_by_server"], 1, "{summary}");
+    assert_eq!(summary["failures"][0]["path"], "secret.txt", "{summary}");
+    assert_eq!(summary["failures"][0]["exit"], 3, "{summary}");
+    assert!(run.stderr.contains("left out 1 entry "), "{}", run.stderr);
+    assert!(
+        server.logs().contains("permission denied"),
+        "{}",
+        server.logs()
+    );
+}
