@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// How often the bar redraws by itself.
+const TICK: Duration = Duration::from_millis(200);
+
 /// A handle on the display; cheap to clone and to update from any thread.
 #[derive(Clone)]
 pub struct Progress {
@@ -47,7 +50,7 @@ impl Progress {
         .map(|style| style.progress_chars("=> "))
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
-        bar.enable_steady_tick(Duration::from_millis(200));
+        bar.enable_steady_tick(TICK);
         bar
     }
 
@@ -100,9 +103,16 @@ impl Tracker {
     /// A transfer of a `size`-byte file begins at `position`.
     pub fn start(&mut self, size: u64, position: u64) {
         if self.single {
+            // The jump to a resumed position is not download speed. The rate
+            // estimate forgets the past on `reset_eta` but measures its next
+            // step from the last position it saw, so it must see this one
+            // first: a tick by hand, which only happens without the ticker.
+            self.bar.disable_steady_tick();
             self.bar.set_length(size);
             self.bar.set_position(position);
+            self.bar.tick();
             self.bar.reset_eta();
+            self.bar.enable_steady_tick(TICK);
             self.at = position;
         } else {
             self.set(position);
