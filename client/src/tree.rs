@@ -405,8 +405,10 @@ async fn plan(link: &mut Link<'_>, batch: &Batch) -> Plan {
             });
             continue;
         }
-        // Digests are worth asking for only where local files may match.
-        let digests = base.is_dir();
+        // Digests are worth asking for only where local files may match: a
+        // cold server hashes every file it lists with them before it sends
+        // the listing, and a first run into an empty folder needs none.
+        let digests = fs::read_dir(&base).is_ok_and(|mut entries| entries.next().is_some());
         let mut entries = Vec::new();
         let text = remote.to_string();
         let listed = with_retries(link, &batch.policy, async |link: &mut Link<'_>| {
