@@ -243,14 +243,23 @@ rm -rf "$OUT/x" && mkdir -p "$OUT/x"
 # --- memory --------------------------------------------------------------------
 log "peak RSS"
 : >"$WORK/rss.tsv"
-rss_client() {  # name command
+rss_client() {  # case name command
   rm -rf "$OUT/x" && mkdir -p "$OUT/x"
-  /usr/bin/time -f "%M" -o "$WORK/time.out" bash -c "$2" >/dev/null 2>&1 || true
-  printf '%s\t%s\n' "$1" "$(tail -n1 "$WORK/time.out")" >>"$WORK/rss.tsv"
+  # A run that fails would report the shell's own memory: none is recorded.
+  if /usr/bin/time -f "%M" -o "$WORK/time.out" bash -c "$3" >/dev/null 2>&1; then
+    printf '%s\t%s\t%s\n' "$1" "$2" "$(tail -n1 "$WORK/time.out")" >>"$WORK/rss.tsv"
+  else
+    log "peak RSS of $2 ($1): the run failed"
+  fi
 }
 if [[ -x /usr/bin/time ]]; then
-  for ((i = 0; i < ${#big[@]}; i += 2)); do rss_client "${big[i]}" "${big[i+1]}"; done
-  up scp && rss_client "scp" "scp -q $SSH_OPTS root@127.0.0.1:$DATA/big.bin $OUT/x/"
+  for ((i = 0; i < ${#big[@]}; i += 2)); do rss_client big "${big[i]}" "${big[i+1]}"; done
+  up scp && rss_client big "scp" "scp -q $SSH_OPTS root@127.0.0.1:$DATA/big.bin $OUT/x/"
+  # For 100 at once, GNU time reports the largest single process.
+  for case in mid c100 tree; do
+    declare -n cmds=$case
+    for ((i = 0; i < ${#cmds[@]}; i += 2)); do rss_client "$case" "${cmds[i]}" "${cmds[i+1]}"; done
+  done
 fi
 ft_hwm() { awk '/VmHWM/ {print $2}' "/proc/$(cat "$WORK/ft.pid")/status"; }
 "$WORK/restart-ft.sh"
@@ -338,7 +347,11 @@ for case in ["big", "big-slow", "cold", "mid", "c100", "tree"]:
     shown = "big" if case in ("big-slow",) else case
     for r in json.load(open(path))["results"]:
         rows.setdefault(shown, []).append((r["command"], r["median"], len(r["times"])))
-rss = dict(line.rstrip("\n").split("\t") for line in open(rss_file) if "\t" in line)
+rss = {}
+for line in open(rss_file):
+    parts = line.rstrip("\n").split("\t")
+    if len(parts) == 3:
+        rss[(parts[0], parts[1])] = parts[2]
 median = {(c, n): m for c, rs in rows.items() for n, m, _ in rs}
 def ft_name(case):
     return {"big": "ftget", "cold": "ftget, cold server", "mid": "ftget", "c100": "ftget x100", "tree": "ftget -r"}[case]
@@ -358,7 +371,7 @@ for case in ["big", "cold", "mid", "c100", "tree"]:
         ratio = f"{ft / m:.2f}" if ft else "-"
         if name.startswith("ftget"):
             ratio = "—"
-        kib = rss.get(name) if case == "big" else None
+        kib = rss.get((case, name))
         mem = f"{int(kib) / 1024:.1f} MiB" if kib else "-"
         lines.append(f"| {name} | {n} | {m:.3f} | {mbps:.0f} | {mem} | {ratio} |")
 cpu = {}
