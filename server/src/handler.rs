@@ -399,25 +399,20 @@ async fn stream(
     let mut failure = None;
     let mut result = Ok(());
     loop {
-        // A cold pass from an offset hashes the bytes before it first.
-        let piece = match keep_alive(conn, context.keepalive, rx.recv()).await {
-            Ok(Some(piece)) => piece,
+        // A cold pass from an offset hashes the bytes before it first: a
+        // keep-alive that cannot be sent is a failed step like any other.
+        let step = match keep_alive(conn, context.keepalive, rx.recv()).await {
             Ok(None) => break,
-            Err(err) => {
-                result = Err(err);
-                break;
-            }
-        };
-        let step = match piece {
-            Piece::Data(data) => {
+            Err(err) => Err(err),
+            Ok(Some(Piece::Data(data))) => {
                 sent += data.len() as u64;
                 conn.send_data(data).await
             }
-            Piece::Checkpoint { index, state } => {
+            Ok(Some(Piece::Checkpoint { index, state })) => {
                 conn.send(&Response::Checkpoint { index, state }).await
             }
-            Piece::End(sha256) => conn.send(&Response::End { sha256 }).await,
-            Piece::Failed(err) => {
+            Ok(Some(Piece::End(sha256))) => conn.send(&Response::End { sha256 }).await,
+            Ok(Some(Piece::Failed(err))) => {
                 let step = conn.send(&Response::Error(err.clone())).await;
                 failure = Some(err);
                 step
@@ -553,26 +548,17 @@ async fn list(
     let mut outcome = None;
     let mut result = Ok(Next::Open);
     loop {
-        // With digests, the walk hashes every file it has not hashed before.
-        let piece = match keep_alive(conn, context.keepalive, rx.recv()).await {
-            Ok(Some(piece)) => piece,
+        // With digests, the walk hashes every file it has not hashed before:
+        // a keep-alive that cannot be sent is a failed step like any other.
+        let step = match keep_alive(conn, context.keepalive, rx.recv()).await {
             Ok(None) => break,
-            Err(err) => {
-                outcome = Some(RemoteError::new(
-                    ErrorCode::Internal,
-                    format!("connection lost: {err}"),
-                ));
-                result = Err(err);
-                break;
-            }
-        };
-        let step = match piece {
-            Listing::Batch(batch) => {
+            Err(err) => Err(err),
+            Ok(Some(Listing::Batch(batch))) => {
                 entries += batch.len() as u64;
                 conn.send(&Response::Entries(batch)).await
             }
-            Listing::End { skipped } => conn.send(&Response::ListEnd { skipped }).await,
-            Listing::Failed(err) => {
+            Ok(Some(Listing::End { skipped })) => conn.send(&Response::ListEnd { skipped }).await,
+            Ok(Some(Listing::Failed(err))) => {
                 let step = conn.send(&Response::Error(err.clone())).await;
                 outcome = Some(err);
                 step
