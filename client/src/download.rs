@@ -321,16 +321,21 @@ async fn prepare(
     }
     tracker.start(meta.size, 0);
     tracker.note(format!(
-        "{}: checking {} MiB already on disk",
+        "{}: checking {} MiB on disk",
         target.remote,
         whole_chunks * (CHUNK_SIZE >> 20)
     ));
     let states = checkpoints(link, target, meta, whole_chunks).await?;
     let reader = partial.clone();
-    let verified = tokio::task::spawn_blocking(move || reader.verify(&states))
-        .await
-        .map_err(|err| Failure::Fatal(Error::local(&partial.data)(std::io::Error::other(err))))?
-        .map_err(Failure::Fatal)?;
+    let checking = tracker.clone();
+    let verified = tokio::task::spawn_blocking(move || {
+        reader.verify(&states, crate::sink::hashing_threads(), &|bytes| {
+            checking.checked(bytes)
+        })
+    })
+    .await
+    .map_err(|err| Failure::Fatal(Error::local(&partial.data)(std::io::Error::other(err))))?
+    .map_err(Failure::Fatal)?;
     tracker.note(target.remote.clone());
     Ok(verified)
 }

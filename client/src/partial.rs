@@ -5,9 +5,11 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ft_protocol::{hash, ChainHasher, Digest, FileMeta, CHUNK_SIZE};
+use ft_protocol::{hash, ChainHasher, Digest, FileMeta, CHUNK_SIZE, MAX_DATA};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -131,34 +133,85 @@ impl Partial {
         Ok(file)
     }
 
-    /// Re-reads the partial and checks it against the server's checkpoint
-    /// states (`server[k - 1]` for boundary `k`): returns how far it agrees,
-    /// stopping at the first chunk that does not. Bytes after the last whole
-    /// chunk are not kept; they cost less than one chunk to fetch again.
-    pub fn verify(&self, server: &[Digest]) -> Result<Verified, Error> {
-        let mut file = File::open(&self.data).map_err(Error::local(&self.data))?;
-        let mut hasher = ChainHasher::new();
-        let mut verified = Verified::start();
-        let mut buf = vec![0u8; CHUNK_SIZE as usize];
-        for expected in server {
-            match file.read_exact(&mut buf) {
-                Ok(()) => {}
-                // Shorter than the chunks asked about: keep what checked out.
-                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => break,
-                Err(err) => return Err(Error::local(&self.data)(err)),
-            }
-            hasher.update(&buf);
-            match hasher.state() {
-                Some(state) if state == *expected => {
-                    verified = Verified {
-                        offset: verified.offset + CHUNK_SIZE,
-                        state,
-                    }
+    /// How much of the partial checks out against the server's checkpoint
+    /// `states` (boundaries 1, 2, …): the longest run of chunks from the
+    /// start in which chunk k hashes from state k (the initial state for the
+    /// first) to state k + 1. Each chunk is checked on its own, so the
+    /// chunks are spread over `threads` threads; since the run is accepted
+    /// from the start only, every accepted chunk began from a state the one
+    /// before it proved. Bytes after the last whole chunk are not kept: they
+    /// cost less than a chunk to fetch again. `checked` hears of the bytes
+    /// as they are read.
+    pub fn verify(
+        &self,
+        states: &[Digest],
+        threads: usize,
+        checked: &(dyn Fn(u64) + Sync),
+    ) -> Result<Verified, Error> {
+        let file = File::open(&self.data).map_err(Error::local(&self.data))?;
+        let on_disk = file.metadata().map_err(Error::local(&self.data))?.len();
+        let chunks = states.len().min((on_disk / CHUNK_SIZE) as usize);
+        // Chunks are taken in order; any at or past the first bad one are
+        // not worth reading.
+        let next = AtomicUsize::new(0);
+        let first_bad = AtomicUsize::new(chunks);
+        let check = |k: usize, piece: &mut [u8]| -> io::Result<bool> {
+            let start = match k.checked_sub(1) {
+                None => Verified::start().state,
+                Some(before) => states[before],
+            };
+            let offset = k as u64 * CHUNK_SIZE;
+            let Some(mut hasher) = ChainHasher::resume(&start, offset) else {
+                return Ok(false);
+            };
+            let mut at = offset;
+            while at < offset + CHUNK_SIZE {
+                match file.read_exact_at(piece, at) {
+                    Ok(()) => {}
+                    // Shortened since it was measured: this chunk is not there.
+                    Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+                    Err(err) => return Err(err),
                 }
-                _ => break,
+                hasher.update(piece);
+                checked(piece.len() as u64);
+                at += piece.len() as u64;
             }
-        }
-        Ok(verified)
+            Ok(hasher.state() == Some(states[k]))
+        };
+        let outcome = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads.max(1))
+                .map(|_| {
+                    scope.spawn(|| -> io::Result<()> {
+                        let mut piece = vec![0u8; MAX_DATA];
+                        loop {
+                            let k = next.fetch_add(1, Ordering::Relaxed);
+                            if k >= first_bad.load(Ordering::Relaxed) {
+                                return Ok(());
+                            }
+                            if !check(k, &mut piece)? {
+                                first_bad.fetch_min(k, Ordering::Relaxed);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| {
+                    worker
+                        .join()
+                        .unwrap_or_else(|_| Err(io::Error::other("a checking thread failed")))
+                })
+                .collect::<io::Result<Vec<()>>>()
+        });
+        outcome.map_err(Error::local(&self.data))?;
+        Ok(match first_bad.into_inner().checked_sub(1) {
+            None => Verified::start(),
+            Some(last_good) => Verified {
+                offset: (last_good as u64 + 1) * CHUNK_SIZE,
+                state: states[last_good],
+            },
+        })
     }
 
     /// Removes the partial and its sidecar, if they exist.
@@ -231,33 +284,64 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let partial = Partial::for_output(&dir.path().join("f"));
         let chunk = CHUNK_SIZE as usize;
-        let data: Vec<u8> = (0..3 * chunk + 10).map(|i| (i % 253) as u8).collect();
+        let data: Vec<u8> = (0..5 * chunk + 10).map(|i| (i % 253) as u8).collect();
         let server = states(&data);
+        for threads in 1..=3 {
+            fs::write(&partial.data, &data).expect("write");
+            let read = AtomicUsize::new(0);
+            let count = |bytes: u64| {
+                read.fetch_add(bytes as usize, Ordering::Relaxed);
+            };
+            let all = partial.verify(&server, threads, &count).expect("verifies");
+            assert_eq!(all.offset, 5 * CHUNK_SIZE, "{threads} threads");
+            assert_eq!(all.state, server[4]);
+            assert_eq!(read.into_inner(), 5 * chunk, "every whole chunk read once");
 
+            // Bad chunks at 1 and 3: only chunk 0 is kept, whichever thread
+            // finds which first.
+            let mut corrupt = data.clone();
+            corrupt[chunk + 5] ^= 1;
+            corrupt[3 * chunk + 5] ^= 1;
+            fs::write(&partial.data, &corrupt).expect("write");
+            let upto = partial.verify(&server, threads, &|_| {}).expect("verifies");
+            assert_eq!(upto.offset, CHUNK_SIZE, "{threads} threads");
+            assert_eq!(upto.state, server[0]);
+
+            fs::write(&partial.data, &data[..2 * chunk + 100]).expect("write");
+            assert_eq!(
+                partial
+                    .verify(&server, threads, &|_| {})
+                    .expect("verifies")
+                    .offset,
+                2 * CHUNK_SIZE,
+                "a short partial keeps its whole chunks"
+            );
+
+            corrupt[0] ^= 1;
+            fs::write(&partial.data, &corrupt).expect("write");
+            assert_eq!(
+                partial.verify(&server, threads, &|_| {}).expect("verifies"),
+                Verified::start()
+            );
+        }
+    }
+
+    #[test]
+    fn verify_accepts_no_chunk_after_a_false_state() {
+        // The bytes are the file's, but the server's state at boundary 2 is
+        // not their state: chunk 1 cannot end on it and chunk 2, hashed from
+        // it, cannot end on boundary 3. Only chunk 0 stands.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let partial = Partial::for_output(&dir.path().join("f"));
+        let chunk = CHUNK_SIZE as usize;
+        let data: Vec<u8> = (0..4 * chunk).map(|i| (i % 251) as u8).collect();
+        let mut server = states(&data);
+        server[1][0] ^= 1;
         fs::write(&partial.data, &data).expect("write");
-        let all = partial.verify(&server).expect("verifies");
-        assert_eq!(all.offset, 3 * CHUNK_SIZE);
-        assert_eq!(all.state, server[2]);
-
-        let mut corrupt = data.clone();
-        corrupt[chunk + 5] ^= 1;
-        fs::write(&partial.data, &corrupt).expect("write");
-        let upto = partial.verify(&server).expect("verifies");
-        assert_eq!(upto.offset, CHUNK_SIZE, "keeps the good first chunk only");
-        assert_eq!(upto.state, server[0]);
-
-        fs::write(&partial.data, &data[..chunk + 100]).expect("write");
-        assert_eq!(
-            partial.verify(&server).expect("verifies").offset,
-            CHUNK_SIZE
-        );
-
-        corrupt[0] ^= 1;
-        fs::write(&partial.data, &corrupt).expect("write");
-        assert_eq!(
-            partial.verify(&server).expect("verifies"),
-            Verified::start()
-        );
+        for threads in 1..=3 {
+            let verified = partial.verify(&server, threads, &|_| {}).expect("verifies");
+            assert_eq!(verified.offset, CHUNK_SIZE, "{threads} threads");
+        }
     }
 
     #[test]

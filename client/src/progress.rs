@@ -129,6 +129,15 @@ impl Tracker {
         self.at = position;
     }
 
+    /// Bytes of a partial checked before a resume: a one-file bar moves by
+    /// them (the resume's `start` then sets it where the transfer begins);
+    /// a bar of many files leaves them out, as they are not new bytes.
+    pub fn checked(&self, bytes: u64) {
+        if self.single {
+            self.bar.inc(bytes);
+        }
+    }
+
     /// A status note in place of the file name; only a one-file bar shows it.
     pub fn note(&self, text: String) {
         if self.single {

@@ -51,6 +51,13 @@ const HASH_AHEAD: usize = 8;
 /// Most hashing threads per transfer.
 const MAX_HASHERS: usize = 4;
 
+/// Threads to hash with: one per core, up to [`MAX_HASHERS`].
+pub(crate) fn hashing_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_HASHERS)
+}
+
 /// Writes one transfer into the partial while hashing threads check what
 /// arrives against the checkpoints: writing and hashing, the two costs of a
 /// byte, run side by side, and the hashing itself is spread over the cores.
@@ -255,9 +262,7 @@ impl Sink {
             mtime: crate::download::mtime(meta),
             received: 0,
             tracker,
-            hashers: std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .clamp(1, MAX_HASHERS),
+            hashers: hashing_threads(),
         })
     }
 
