@@ -341,7 +341,7 @@ async fn prepare(
 }
 
 /// The server's checkpoint states for boundaries `1..=count`, in pages.
-async fn checkpoints(
+pub(crate) async fn checkpoints(
     link: &mut Link<'_>,
     target: &Target,
     meta: &FileMeta,

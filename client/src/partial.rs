@@ -134,14 +134,10 @@ impl Partial {
     }
 
     /// How much of the partial checks out against the server's checkpoint
-    /// `states` (boundaries 1, 2, …): the longest run of chunks from the
-    /// start in which chunk k hashes from state k (the initial state for the
-    /// first) to state k + 1. Each chunk is checked on its own, so the
-    /// chunks are spread over `threads` threads; since the run is accepted
-    /// from the start only, every accepted chunk began from a state the one
-    /// before it proved. Bytes after the last whole chunk are not kept: they
-    /// cost less than a chunk to fetch again. `checked` hears of the bytes
-    /// as they are read.
+    /// `states` (boundaries 1, 2, …), checked as [`check_chunks`] does, on
+    /// `threads` threads. Bytes after the last whole chunk are not kept:
+    /// they cost less than a chunk to fetch again. `checked` hears of the
+    /// bytes as they are read.
     pub fn verify(
         &self,
         states: &[Digest],
@@ -149,75 +145,120 @@ impl Partial {
         checked: &(dyn Fn(u64) + Sync),
     ) -> Result<Verified, Error> {
         let file = File::open(&self.data).map_err(Error::local(&self.data))?;
-        let on_disk = file.metadata().map_err(Error::local(&self.data))?.len();
-        let chunks = states.len().min((on_disk / CHUNK_SIZE) as usize);
-        // Chunks are taken in order; any at or past the first bad one are
-        // not worth reading.
-        let next = AtomicUsize::new(0);
-        let first_bad = AtomicUsize::new(chunks);
-        let check = |k: usize, piece: &mut [u8]| -> io::Result<bool> {
-            let start = match k.checked_sub(1) {
-                None => Verified::start().state,
-                Some(before) => states[before],
-            };
-            let offset = k as u64 * CHUNK_SIZE;
-            let Some(mut hasher) = ChainHasher::resume(&start, offset) else {
-                return Ok(false);
-            };
-            let mut at = offset;
-            while at < offset + CHUNK_SIZE {
-                match file.read_exact_at(piece, at) {
-                    Ok(()) => {}
-                    // Shortened since it was measured: this chunk is not there.
-                    Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
-                    Err(err) => return Err(err),
-                }
-                hasher.update(piece);
-                checked(piece.len() as u64);
-                at += piece.len() as u64;
-            }
-            Ok(hasher.state() == Some(states[k]))
-        };
-        let outcome = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads.max(1))
-                .map(|_| {
-                    scope.spawn(|| -> io::Result<()> {
-                        let mut piece = vec![0u8; MAX_DATA];
-                        loop {
-                            let k = next.fetch_add(1, Ordering::Relaxed);
-                            if k >= first_bad.load(Ordering::Relaxed) {
-                                return Ok(());
-                            }
-                            if !check(k, &mut piece)? {
-                                first_bad.fetch_min(k, Ordering::Relaxed);
-                            }
-                        }
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|worker| {
-                    worker
-                        .join()
-                        .unwrap_or_else(|_| Err(io::Error::other("a checking thread failed")))
-                })
-                .collect::<io::Result<Vec<()>>>()
-        });
-        outcome.map_err(Error::local(&self.data))?;
-        Ok(match first_bad.into_inner().checked_sub(1) {
-            None => Verified::start(),
-            Some(last_good) => Verified {
-                offset: (last_good as u64 + 1) * CHUNK_SIZE,
-                state: states[last_good],
-            },
-        })
+        check_chunks(&file, states, threads, checked).map_err(Error::local(&self.data))
     }
 
     /// Removes the partial and its sidecar, if they exist.
     pub fn discard(&self) {
         let _ = fs::remove_file(&self.data);
         let _ = fs::remove_file(&self.sidecar);
+    }
+}
+
+/// How much of `file` checks out against a server's checkpoint `states`
+/// (boundaries 1, 2, …): the longest run of chunks from the start in which
+/// chunk k hashes from state k (the initial state for the first) to state
+/// k + 1. Each chunk is checked on its own, so the chunks are spread over
+/// `threads` threads; since the run is accepted from the start only, every
+/// accepted chunk began from a state the one before it proved. `checked`
+/// hears of the bytes as they are read.
+pub fn check_chunks(
+    file: &File,
+    states: &[Digest],
+    threads: usize,
+    checked: &(dyn Fn(u64) + Sync),
+) -> io::Result<Verified> {
+    let on_disk = file.metadata()?.len();
+    let chunks = states.len().min((on_disk / CHUNK_SIZE) as usize);
+    // Chunks are taken in order; any at or past the first bad one are
+    // not worth reading.
+    let next = AtomicUsize::new(0);
+    let first_bad = AtomicUsize::new(chunks);
+    let check = |k: usize, piece: &mut [u8]| -> io::Result<bool> {
+        let start = match k.checked_sub(1) {
+            None => Verified::start().state,
+            Some(before) => states[before],
+        };
+        let offset = k as u64 * CHUNK_SIZE;
+        let Some(mut hasher) = ChainHasher::resume(&start, offset) else {
+            return Ok(false);
+        };
+        let mut at = offset;
+        while at < offset + CHUNK_SIZE {
+            match file.read_exact_at(piece, at) {
+                Ok(()) => {}
+                // Shortened since it was measured: this chunk is not there.
+                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+                Err(err) => return Err(err),
+            }
+            hasher.update(piece);
+            checked(piece.len() as u64);
+            at += piece.len() as u64;
+        }
+        Ok(hasher.state() == Some(states[k]))
+    };
+    let outcome = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| -> io::Result<()> {
+                    let mut piece = vec![0u8; MAX_DATA];
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        if k >= first_bad.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        if !check(k, &mut piece)? {
+                            first_bad.fetch_min(k, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a checking thread failed")))
+            })
+            .collect::<io::Result<Vec<()>>>()
+    });
+    outcome?;
+    Ok(match first_bad.into_inner().checked_sub(1) {
+        None => Verified::start(),
+        Some(last_good) => Verified {
+            offset: (last_good as u64 + 1) * CHUNK_SIZE,
+            state: states[last_good],
+        },
+    })
+}
+
+/// The SHA-256 of the file at `path`, checked chunk by chunk against a
+/// server's checkpoint `states` on `threads` threads, and only the bytes
+/// after the last of them hashed in one pass. `None` as soon as a chunk
+/// disagrees: the file is not the server's.
+pub fn hash_file_checked(
+    path: &Path,
+    states: &[Digest],
+    threads: usize,
+) -> io::Result<Option<Digest>> {
+    let mut file = File::open(path)?;
+    let verified = check_chunks(&file, states, threads, &|_| {})?;
+    if verified.offset != states.len() as u64 * CHUNK_SIZE {
+        return Ok(None);
+    }
+    let Some(mut hasher) = ChainHasher::resume(&verified.state, verified.offset) else {
+        return Ok(None);
+    };
+    file.seek(SeekFrom::Start(verified.offset))?;
+    let mut piece = vec![0u8; MAX_DATA];
+    loop {
+        match file.read(&mut piece) {
+            Ok(0) => return Ok(Some(hasher.finalize())),
+            Ok(n) => hasher.update(&piece[..n]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
     }
 }
 
@@ -341,6 +382,46 @@ mod tests {
         for threads in 1..=3 {
             let verified = partial.verify(&server, threads, &|_| {}).expect("verifies");
             assert_eq!(verified.offset, CHUNK_SIZE, "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn a_checked_hash_is_the_files_sha256_or_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let chunk = CHUNK_SIZE as usize;
+        let data: Vec<u8> = (0..3 * chunk + 100).map(|i| (i % 249) as u8).collect();
+        let server = states(&data);
+        let mut whole = ChainHasher::new();
+        whole.update(&data);
+        let digest = whole.finalize();
+        for threads in 1..=3 {
+            fs::write(&path, &data).expect("write");
+            assert_eq!(
+                hash_file_checked(&path, &server, threads).expect("reads"),
+                Some(digest),
+                "{threads} threads"
+            );
+            assert_eq!(hash_file(&path).expect("reads"), digest);
+
+            // A changed byte in a chunk: not the server's file.
+            let mut changed = data.clone();
+            changed[2 * chunk + 1] ^= 1;
+            fs::write(&path, &changed).expect("write");
+            assert_eq!(
+                hash_file_checked(&path, &server, threads).expect("reads"),
+                None
+            );
+
+            // In the tail after the last chunk: a different digest.
+            let mut changed = data.clone();
+            changed[3 * chunk + 50] ^= 1;
+            fs::write(&path, &changed).expect("write");
+            let other = hash_file_checked(&path, &server, threads).expect("reads");
+            assert!(
+                other.is_some() && other != Some(digest),
+                "{threads} threads"
+            );
         }
     }
 

@@ -49,7 +49,7 @@ pub(crate) async fn unchanged(targets: Vec<Target>) -> (Vec<Report>, Vec<Target>
         for target in targets {
             let report = target
                 .listed
-                .and_then(|meta| already_there(&target, &meta, started).ok().flatten());
+                .and_then(|meta| already_there(&target, &meta, None, started).ok().flatten());
             match report {
                 Some(report) => same.push(report),
                 None => rest.push(target),

@@ -337,8 +337,21 @@ async fn up_to_date(link: &mut Link<'_>, target: &Target) -> Result<Option<Repor
             Err(_) => return Ok(None),
         },
     };
+    // A file of several chunks is checked against the server's checkpoints,
+    // its chunks on one thread per core, rather than hashed in one pass.
+    let chunks = ft_protocol::boundaries(meta.size);
+    let states = if chunks >= 2 {
+        match crate::download::checkpoints(link, target, &meta, chunks).await {
+            Ok(states) => Some(states),
+            Err(Failure::Fatal(err)) => return Err(err),
+            // Fetching will retry, and report, as it should.
+            Err(_) => return Ok(None),
+        }
+    } else {
+        None
+    };
     let checked = target.clone();
-    tokio::task::spawn_blocking(move || already_there(&checked, &meta, started))
+    tokio::task::spawn_blocking(move || already_there(&checked, &meta, states.as_deref(), started))
         .await
         .map_err(|err| Error::local(&target.output)(std::io::Error::other(err)))?
         .map_err(Error::local(&target.output))
@@ -346,10 +359,13 @@ async fn up_to_date(link: &mut Link<'_>, target: &Target) -> Result<Option<Repor
 
 /// The report for `target` when its output already is the version `meta`
 /// describes: a regular file of that size and SHA-256 (hashed here, so this
-/// blocks). `None` when it is not, or when `meta` has no digest.
+/// blocks; checked chunk by chunk on several threads when the server's
+/// checkpoint `states` are given). `None` when it is not, or when `meta` has
+/// no digest.
 pub(crate) fn already_there(
     target: &Target,
     meta: &ft_protocol::FileMeta,
+    states: Option<&[ft_protocol::Digest]>,
     started: Instant,
 ) -> std::io::Result<Option<Report>> {
     let Some(remote) = meta.sha256 else {
@@ -359,7 +375,13 @@ pub(crate) fn already_there(
         Ok(local) if local.is_file() && local.len() == meta.size => {}
         _ => return Ok(None),
     }
-    if partial::hash_file(&target.output)? != remote {
+    let local = match states {
+        Some(states) => {
+            partial::hash_file_checked(&target.output, states, crate::sink::hashing_threads())?
+        }
+        None => Some(partial::hash_file(&target.output)?),
+    };
+    if local != Some(remote) {
         return Ok(None);
     }
     Ok(Some(Report {

@@ -109,18 +109,22 @@ fn nested_tree_arrives_identical_and_a_rerun_fetches_only_what_differs() {
     assert_eq!(second["bytes_received"], 0);
     assert!(again.stderr.contains("0 downloaded"), "{}", again.stderr);
 
-    // A local file altered (same size), one removed: only those two return.
-    let tampered = out.join("many/f03.dat");
-    let mut data = fs::read(&tampered).unwrap();
-    data[0] ^= 1;
-    fs::write(&tampered, &data).unwrap();
+    // Two local files altered (same size), one removed: only those three
+    // return. The big one is checked chunk by chunk against the server's
+    // checkpoints; its change is in the middle chunk.
+    for (tampered, at) in [("many/f03.dat", 0), ("big.bin", 10 * MIB + 5)] {
+        let tampered = out.join(tampered);
+        let mut data = fs::read(&tampered).unwrap();
+        data[at] ^= 1;
+        fs::write(&tampered, &data).unwrap();
+    }
     fs::remove_file(out.join("a/b/c/deep.txt")).unwrap();
     let third = ftget(
         &env.work,
         &["-r", &server.target(), "tree", "-o", "out", "--json"],
     );
     assert_eq!(third.code, Some(0), "{third:?}");
-    assert_eq!(summary(&third)["downloaded"], 2);
+    assert_eq!(summary(&third)["downloaded"], 3);
     assert_eq!(tree_contents(&out), expected);
 }
 
