@@ -247,26 +247,24 @@ pub fn hash_file_checked(
     if verified.offset != states.len() as u64 * CHUNK_SIZE {
         return Ok(None);
     }
-    let Some(mut hasher) = ChainHasher::resume(&verified.state, verified.offset) else {
+    let Some(hasher) = ChainHasher::resume(&verified.state, verified.offset) else {
         return Ok(None);
     };
     file.seek(SeekFrom::Start(verified.offset))?;
-    let mut piece = vec![0u8; MAX_DATA];
-    loop {
-        match file.read(&mut piece) {
-            Ok(0) => return Ok(Some(hasher.finalize())),
-            Ok(n) => hasher.update(&piece[..n]),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
+    hash_rest(&mut file, hasher, MAX_DATA).map(Some)
 }
 
 /// The SHA-256 of a whole local file.
 pub fn hash_file(path: &Path) -> io::Result<Digest> {
     let mut file = File::open(path)?;
-    let mut hasher = ChainHasher::new();
-    let mut buf = vec![0u8; CHUNK_SIZE.min(file.metadata()?.len().max(1)) as usize];
+    let buf_len = CHUNK_SIZE.min(file.metadata()?.len().max(1)) as usize;
+    hash_rest(&mut file, ChainHasher::new(), buf_len)
+}
+
+/// Feeds what is left of `file` to `hasher`, `buf_len` bytes at a time, and
+/// returns the digest.
+fn hash_rest(file: &mut File, mut hasher: ChainHasher, buf_len: usize) -> io::Result<Digest> {
+    let mut buf = vec![0u8; buf_len];
     loop {
         match file.read(&mut buf) {
             Ok(0) => return Ok(hasher.finalize()),
