@@ -14,11 +14,9 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::error::CodecError;
+pub use crate::frame::LEN_PREFIX;
 use crate::message::{Request, Response};
 use crate::MAX_FRAME;
-
-/// Bytes of the frame length prefix.
-pub const LEN_PREFIX: usize = 4;
 
 /// Bincode's variant index of [`Response::Data`].
 const DATA_TAG: u32 = 4;
@@ -100,10 +98,10 @@ pub fn decode_response(body: Bytes) -> Result<Response, CodecError> {
         if tag == DATA_TAG {
             let payload = body.slice(DATA_BODY_HEADER..);
             if payload.len() as u64 != len {
-                return Err(CodecError::Malformed(format!(
-                    "data frame announces {len} bytes but carries {}",
-                    payload.len()
-                )));
+                return Err(CodecError::DataLength {
+                    announced: len,
+                    carried: payload.len(),
+                });
             }
             return Ok(Response::Data(payload));
         }
@@ -117,13 +115,13 @@ mod tests {
     use crate::message::{Entry, EntryKind, ErrorCode, FileMeta, RemoteError};
 
     fn body(frame: &[u8]) -> Bytes {
-        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
-        assert_eq!(
-            len,
-            frame.len() - LEN_PREFIX,
-            "length prefix covers the body"
-        );
-        Bytes::copy_from_slice(&frame[LEN_PREFIX..])
+        match crate::frame::split(frame) {
+            Ok(crate::frame::Split::Frame { body, len }) => {
+                assert_eq!(len, frame.len(), "length prefix covers the body");
+                Bytes::copy_from_slice(body)
+            }
+            other => panic!("not one whole frame: {other:?}"),
+        }
     }
 
     fn sample_responses() -> Vec<Response> {
@@ -312,10 +310,13 @@ mod tests {
         let mut frame = data_header(4).expect("fits").to_vec();
         frame.extend_from_slice(b"abc"); // one byte short
         let body = Bytes::copy_from_slice(&frame[LEN_PREFIX..]);
-        assert!(matches!(
+        assert_eq!(
             decode_response(body),
-            Err(CodecError::Malformed(_))
-        ));
+            Err(CodecError::DataLength {
+                announced: 4,
+                carried: 3
+            })
+        );
     }
 
     #[test]

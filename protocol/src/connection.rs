@@ -1,37 +1,65 @@
-//! A framed connection: the only module that touches a socket.
+//! The async driver: frames over any byte stream, the only module that does
+//! I/O. It holds no rules of the protocol: frames are split by [`frame`],
+//! turned into messages by [`codec`], and checked by the types in
+//! [`crate::handshake`], [`crate::get`] and [`crate::list`].
 //!
-//! Reading uses tokio-util's length-delimited codec, which checks the length
-//! prefix against [`MAX_FRAME`] before it reserves any memory. Writing goes
-//! straight to the stream: a message as one buffer, a data payload as a small
-//! header plus the payload itself in one vectored write, without copying it.
-//! Every read and write must make progress within the connection's timeout: it
-//! bounds silence, not the length of a transfer, so a slow link is not cut.
+//! Reading fills a buffer from the stream and takes whole frames out of it;
+//! [`frame::decode`] checks each length prefix against the cap before it
+//! reserves room for the body. Writing goes straight to the stream: a
+//! message as one buffer, a data payload as a small header plus the payload
+//! itself, without copying it; over plain TCP, file bytes can go from the
+//! page cache to the socket by `sendfile(2)`. Every read and write must make
+//! progress within the connection's timeout: it bounds silence, not the
+//! length of a transfer, so a slow link is not cut.
+//!
+//! [`frame`]: crate::frame
+//! [`frame::decode`]: crate::frame::decode
 
 use std::io;
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
-use futures_util::StreamExt;
+use bytes::{Buf, Bytes, BytesMut};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_io_timeout::{TimeoutReader, TimeoutWriter};
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio_io_timeout::TimeoutStream;
 
-use crate::codec;
-use crate::error::ConnectionError;
+use crate::error::{CodecError, ConnectionError};
 use crate::message::{Request, Response};
-use crate::MAX_FRAME;
+use crate::{codec, frame, MAX_FRAME};
+
+/// Room kept free in the read buffer before each read: a read takes what
+/// has arrived, many small frames at once, up to this much.
+const READ_ROOM: usize = 64 * 1024;
+
+/// A byte stream a connection can run over. Plain TCP also offers its
+/// socket, so that file bytes can be sent without passing through this
+/// process; anything else (an in-memory pipe in tests, a TLS stream) reads
+/// them first.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The socket to `sendfile(2)` to, if the stream is a bare socket.
+    fn raw_socket(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl Transport for TcpStream {
+    fn raw_socket(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl Transport for tokio::io::DuplexStream {}
 
 /// A connection over TCP.
-pub type TcpConnection = Connection<OwnedReadHalf, OwnedWriteHalf>;
+pub type TcpConnection = Connection<TcpStream>;
 
 /// A stream of frames in both directions.
-pub struct Connection<R, W> {
-    frames: FramedRead<Pin<Box<TimeoutReader<R>>>, LengthDelimitedCodec>,
-    writer: Pin<Box<TimeoutWriter<W>>>,
+pub struct Connection<S> {
+    stream: Pin<Box<TimeoutStream<S>>>,
+    /// Bytes read and not yet taken as frames.
+    buf: BytesMut,
     timeout: Duration,
     keepalives: u64,
 }
@@ -42,86 +70,44 @@ impl TcpConnection {
         // Frames are written whole, so Nagle's delay would only add latency to
         // small requests. Failing to set it changes nothing else.
         let _ = stream.set_nodelay(true);
-        let (reader, writer) = stream.into_split();
-        Self::new(reader, writer, timeout)
-    }
-
-    /// Writes a `Data` frame whose payload is the `len` bytes of `file` at
-    /// `offset` (at most [`crate::MAX_DATA`]): the header from here, the payload
-    /// by `sendfile(2)`, straight from the page cache to the socket, never
-    /// through this process. Each step must make progress within the timeout.
-    /// A file shorter than promised is an error; the frame is then broken and
-    /// the connection must close.
-    pub async fn send_file_data(
-        &mut self,
-        file: &std::fs::File,
-        offset: u64,
-        len: usize,
-    ) -> Result<(), ConnectionError> {
-        let header = codec::data_header(len)?;
-        let written = self.writer.write_all(&header).await;
-        written.map_err(|err| self.io_error(err))?;
-        let socket = self.writer.as_ref().get_ref().get_ref().as_ref();
-        let mut position = i64::try_from(offset)
-            .map_err(|_| ConnectionError::Io(io::Error::other("offset beyond i64")))?;
-        let mut left = len;
-        while left > 0 {
-            let step = async {
-                loop {
-                    socket.writable().await?;
-                    let sent = socket.try_io(tokio::io::Interest::WRITABLE, || {
-                        nix::sys::sendfile::sendfile64(socket, file, Some(&mut position), left)
-                            .map_err(io::Error::from)
-                    });
-                    match sent {
-                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-                        other => return other,
-                    }
-                }
-            };
-            let sent = tokio::time::timeout(self.timeout, step)
-                .await
-                .map_err(|_| ConnectionError::Timeout(self.timeout))?
-                .map_err(ConnectionError::Io)?;
-            if sent == 0 {
-                return Err(ConnectionError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the file ended before the data frame did",
-                )));
-            }
-            left -= sent;
-        }
-        Ok(())
+        Self::new(stream, timeout)
     }
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
-    /// Wraps a reader and a writer.
-    pub fn new(reader: R, writer: W, timeout: Duration) -> Self {
-        let codec = LengthDelimitedCodec::builder()
-            .length_field_length(codec::LEN_PREFIX)
-            .big_endian()
-            .max_frame_length(MAX_FRAME)
-            .new_codec();
-        let mut reader = TimeoutReader::new(reader);
-        reader.set_timeout(Some(timeout));
-        let mut writer = TimeoutWriter::new(writer);
-        writer.set_timeout(Some(timeout));
+impl<S: Transport> Connection<S> {
+    /// Wraps a byte stream; every read and write must make progress within `timeout`.
+    pub fn new(stream: S, timeout: Duration) -> Self {
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_read_timeout(Some(timeout));
+        stream.set_write_timeout(Some(timeout));
         Self {
-            frames: FramedRead::with_capacity(Box::pin(reader), codec, 64 * 1024),
-            writer: Box::pin(writer),
+            stream: Box::pin(stream),
+            buf: BytesMut::new(),
             timeout,
             keepalives: 0,
         }
     }
 
-    /// The next frame body, or `None` if the peer closed the connection cleanly
-    /// between frames.
+    /// The next frame body, or `None` if the peer closed the stream cleanly
+    /// between frames. Cancel-safe: bytes read stay in the buffer.
     async fn next_frame(&mut self) -> Result<Option<Bytes>, ConnectionError> {
-        match self.frames.next().await {
-            None => Ok(None),
-            Some(Ok(frame)) => Ok(Some(frame.freeze())),
-            Some(Err(err)) => Err(self.classify_read_error(err)),
+        loop {
+            match frame::decode(&mut self.buf) {
+                Ok(Some(body)) => return Ok(Some(body)),
+                Ok(None) => {}
+                Err(CodecError::FrameTooLarge { .. }) => {
+                    return Err(ConnectionError::FrameTooLarge { max: MAX_FRAME })
+                }
+                Err(err) => return Err(err.into()),
+            }
+            self.buf.reserve(READ_ROOM);
+            let read = self.stream.read_buf(&mut self.buf).await;
+            if read.map_err(|err| self.io_error(err))? == 0 {
+                return match self.buf.is_empty() {
+                    true => Ok(None),
+                    false => Err(ConnectionError::Truncated),
+                };
+            }
         }
     }
 
@@ -130,6 +116,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         match self.next_frame().await? {
             None => Ok(None),
             Some(body) => Ok(Some(codec::decode_request(&body)?)),
+        }
+    }
+
+    /// The next request if it is already whole in the buffer, without
+    /// waiting for the stream: how a server finds requests sent ahead.
+    pub fn buffered_request(&mut self) -> Option<Result<Request, ConnectionError>> {
+        match frame::decode(&mut self.buf) {
+            Ok(Some(body)) => Some(codec::decode_request(&body).map_err(Into::into)),
+            Ok(None) => None,
+            Err(CodecError::FrameTooLarge { .. }) => {
+                Some(Err(ConnectionError::FrameTooLarge { max: MAX_FRAME }))
+            }
+            Err(err) => Some(Err(err.into())),
         }
     }
 
@@ -155,7 +154,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     /// Writes one message as one frame.
     pub async fn send<M: Serialize>(&mut self, message: &M) -> Result<(), ConnectionError> {
         let frame = codec::encode(message)?;
-        let result = self.writer.write_all(&frame).await;
+        let result = self.stream.write_all(&frame).await;
         result.map_err(|err| self.io_error(err))
     }
 
@@ -166,7 +165,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         for message in messages {
             frames.extend_from_slice(&codec::encode(message)?);
         }
-        let result = self.writer.write_all(&frames).await;
+        let result = self.stream.write_all(&frames).await;
         result.map_err(|err| self.io_error(err))
     }
 
@@ -174,8 +173,59 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     pub async fn send_data(&mut self, payload: Bytes) -> Result<(), ConnectionError> {
         let header = codec::data_header(payload.len())?;
         let mut frame = Bytes::copy_from_slice(&header).chain(payload);
-        let result = self.writer.write_all_buf(&mut frame).await;
+        let result = self.stream.write_all_buf(&mut frame).await;
         result.map_err(|err| self.io_error(err))
+    }
+
+    /// Writes a `Data` frame whose payload is the `len` bytes of `file` at
+    /// `offset` (at most [`crate::MAX_DATA`]). Over a bare socket the payload
+    /// goes by `sendfile(2)`, straight from the page cache, never through
+    /// this process; over anything else it is read first, on a blocking
+    /// thread. Each step must make progress within the timeout. A file
+    /// shorter than promised is an error; the frame is then broken and the
+    /// connection must close.
+    pub async fn send_file_data(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> Result<(), ConnectionError> {
+        if self.stream.get_ref().raw_socket().is_none() {
+            let payload = read_at(file, offset, len).await?;
+            return self.send_data(payload).await;
+        }
+        let header = codec::data_header(len)?;
+        let written = self.stream.write_all(&header).await;
+        written.map_err(|err| self.io_error(err))?;
+        let socket = self.stream.get_ref().raw_socket();
+        let socket = socket.ok_or_else(|| io::Error::other("the socket went away"))?;
+        let mut position = i64::try_from(offset)
+            .map_err(|_| ConnectionError::Io(io::Error::other("offset beyond i64")))?;
+        let mut left = len;
+        while left > 0 {
+            let step = async {
+                loop {
+                    socket.writable().await?;
+                    let sent = socket.try_io(tokio::io::Interest::WRITABLE, || {
+                        nix::sys::sendfile::sendfile64(socket, file, Some(&mut position), left)
+                            .map_err(io::Error::from)
+                    });
+                    match sent {
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                        other => return other,
+                    }
+                }
+            };
+            let sent = tokio::time::timeout(self.timeout, step)
+                .await
+                .map_err(|_| ConnectionError::Timeout(self.timeout))?
+                .map_err(ConnectionError::Io)?;
+            if sent == 0 {
+                return Err(ended_early());
+            }
+            left -= sent;
+        }
+        Ok(())
     }
 
     fn io_error(&self, err: io::Error) -> ConnectionError {
@@ -186,47 +236,60 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         }
     }
 
-    fn classify_read_error(&self, err: io::Error) -> ConnectionError {
-        // tokio-util reports both of these as plain io::Errors; the text is the
-        // only tell, and these two strings are stable in its source.
-        let text = err.to_string();
-        if text.contains("frame size too big") {
-            ConnectionError::FrameTooLarge { max: MAX_FRAME }
-        } else if text.contains("bytes remaining on stream") {
-            ConnectionError::Truncated
-        } else {
-            self.io_error(err)
-        }
-    }
-
     /// Flushes and closes the writing side, so the peer reads a clean end.
     pub async fn shutdown(&mut self) -> Result<(), ConnectionError> {
-        let result = self.writer.shutdown().await;
+        let result = self.stream.shutdown().await;
         result.map_err(|err| self.io_error(err))
     }
+}
+
+/// `len` bytes of `file` at `offset`, read on a blocking thread.
+async fn read_at(file: &std::fs::File, offset: u64, len: usize) -> Result<Bytes, ConnectionError> {
+    use std::os::unix::fs::FileExt;
+    let file = file.try_clone()?;
+    let read = tokio::task::spawn_blocking(move || {
+        let mut payload = vec![0u8; len];
+        file.read_exact_at(&mut payload, offset).map(|()| payload)
+    })
+    .await
+    .map_err(io::Error::other)?;
+    match read {
+        Ok(payload) => Ok(Bytes::from(payload)),
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Err(ended_early()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn ended_early() -> ConnectionError {
+    ConnectionError::Io(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the file ended before the data frame did",
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
 
-    type Pipe = tokio::io::DuplexStream;
+    /// Two connections joined by an in-memory pipe.
+    fn pair(
+        a_timeout: Duration,
+        b_timeout: Duration,
+    ) -> (Connection<DuplexStream>, Connection<DuplexStream>) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        (Connection::new(a, a_timeout), Connection::new(b, b_timeout))
+    }
 
-    /// A server-side connection, and the client's reading and writing ends.
-    fn pair(timeout: Duration) -> (Connection<Pipe, Pipe>, Pipe, Pipe) {
-        let (client_read, server_write) = tokio::io::duplex(1 << 20);
-        let (server_read, client_write) = tokio::io::duplex(1 << 20);
-        let conn = Connection::new(server_read, server_write, timeout);
-        (conn, client_read, client_write)
+    /// A connection, and the raw other end of its pipe.
+    fn raw(timeout: Duration) -> (Connection<DuplexStream>, DuplexStream) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        (Connection::new(a, timeout), b)
     }
 
     #[tokio::test]
     async fn messages_and_data_cross_a_pipe() {
-        let (a_read, b_write) = tokio::io::duplex(1 << 20);
-        let (b_read, a_write) = tokio::io::duplex(1 << 20);
-        let mut a = Connection::new(a_read, a_write, Duration::from_secs(5));
-        let mut b = Connection::new(b_read, b_write, Duration::from_secs(5));
+        let (mut a, mut b) = pair(Duration::from_secs(5), Duration::from_secs(5));
         a.send(&Response::Welcome { version: 1 })
             .await
             .expect("send");
@@ -253,11 +316,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn file_data_is_read_when_there_is_no_socket() {
+        let mut file = tempfile::tempfile().expect("tempfile");
+        std::io::Write::write_all(&mut file, b"0123456789").expect("write");
+        let (mut a, mut b) = pair(Duration::from_secs(5), Duration::from_secs(5));
+        a.send_file_data(&file, 3, 4).await.expect("sends");
+        assert_eq!(
+            b.read_response().await.expect("read"),
+            Response::Data(Bytes::from_static(b"3456"))
+        );
+        assert!(matches!(
+            a.send_file_data(&file, 8, 4).await,
+            Err(ConnectionError::Io(err)) if err.kind() == io::ErrorKind::UnexpectedEof
+        ));
+    }
+
+    #[tokio::test]
+    async fn requests_sent_ahead_are_found_in_the_buffer() {
+        let (mut server, mut client) = raw(Duration::from_secs(5));
+        let mut ahead = Vec::new();
+        for path in ["a", "b", "c"] {
+            ahead.extend(codec::encode(&Request::Stat { path: path.into() }).expect("encodes"));
+        }
+        client.write_all(&ahead).await.expect("write");
+        assert!(server.buffered_request().is_none(), "nothing read yet");
+        assert_eq!(
+            server.read_request().await.expect("read"),
+            Some(Request::Stat { path: "a".into() })
+        );
+        for path in ["b", "c"] {
+            match server.buffered_request() {
+                Some(Ok(Request::Stat { path: got })) => assert_eq!(got, path),
+                other => panic!("expected {path}: {other:?}"),
+            }
+        }
+        assert!(server.buffered_request().is_none());
+    }
+
+    #[tokio::test]
     async fn keepalives_are_skipped_and_hold_off_the_timeout() {
-        let (a_read, b_write) = tokio::io::duplex(1 << 16);
-        let (b_read, a_write) = tokio::io::duplex(1 << 16);
-        let mut server = Connection::new(a_read, a_write, Duration::from_secs(5));
-        let mut client = Connection::new(b_read, b_write, Duration::from_millis(300));
+        let (mut server, mut client) = pair(Duration::from_secs(5), Duration::from_millis(300));
         let busy = tokio::spawn(async move {
             // 1 s of work, four times the client's timeout, announced every 100 ms.
             for _ in 0..10 {
@@ -285,8 +383,8 @@ mod tests {
 
     #[tokio::test]
     async fn oversized_length_prefix_is_refused_before_reading_it() {
-        let (mut conn, _r, mut client_write) = pair(Duration::from_secs(5));
-        client_write
+        let (mut conn, mut client) = raw(Duration::from_secs(5));
+        client
             .write_all(&[0xff, 0xff, 0xff, 0xff])
             .await
             .expect("write");
@@ -298,18 +396,15 @@ mod tests {
 
     #[tokio::test]
     async fn truncated_frame_and_silence_are_errors() {
-        let (mut conn, _r, mut client_write) = pair(Duration::from_secs(5));
-        client_write
-            .write_all(&[0, 0, 0, 10, 1, 2])
-            .await
-            .expect("write");
-        drop(client_write);
+        let (mut conn, mut client) = raw(Duration::from_secs(5));
+        client.write_all(&[0, 0, 0, 10, 1, 2]).await.expect("write");
+        drop(client);
         assert!(matches!(
             conn.read_request().await,
             Err(ConnectionError::Truncated)
         ));
 
-        let (mut conn, _r, _w) = pair(Duration::from_millis(50));
+        let (mut conn, _client) = raw(Duration::from_millis(50));
         assert!(matches!(
             conn.read_request().await,
             Err(ConnectionError::Timeout(_))

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Turning bytes into a message, or a message into bytes, failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     /// A frame body is longer than [`crate::MAX_FRAME`].
     #[error("frame of {len} bytes exceeds the {max}-byte limit")]
@@ -14,8 +14,18 @@ pub enum CodecError {
         max: usize,
     },
     /// The bytes are not a well-formed message of this protocol version.
+    /// bincode's account of why is kept as text, so that bincode's types
+    /// stay inside `codec.rs`.
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// A `Data` frame's inner byte count disagrees with its frame length.
+    #[error("malformed message: data frame announces {announced} bytes but carries {carried}")]
+    DataLength {
+        /// What the inner count says.
+        announced: u64,
+        /// What the frame holds.
+        carried: usize,
+    },
 }
 
 /// Reading or writing frames on a connection failed.

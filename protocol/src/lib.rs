@@ -20,19 +20,33 @@
 //!   against the server's checkpoints before resuming. [`ChainHasher`] keeps
 //!   that state; its final digest is exactly what `sha256sum` prints.
 //!
-//! Sockets are touched only in [`connection`]; [`codec`] is the one home of
-//! bincode, and the rest is plain data.
+//! The crate is sans-IO at its core: [`frame`] splits bytes into frames,
+//! [`codec`] (the one home of bincode) turns frames into messages, and
+//! [`handshake`], [`get`] and [`list`] hold the rules of the conversation as
+//! plain types fed with messages. None of them touches a socket or needs a
+//! runtime. The `io` feature (on by default; both binaries use it) adds
+//! [`connection`], the thin async driver that runs frames over any byte
+//! stream.
 
 pub mod codec;
+#[cfg(feature = "io")]
 pub mod connection;
 pub mod error;
+pub mod frame;
+pub mod get;
+pub mod handshake;
 pub mod hash;
+pub mod list;
 pub mod message;
 pub mod path;
 
-pub use connection::Connection;
+#[cfg(feature = "io")]
+pub use connection::{Connection, Transport};
 pub use error::{CodecError, ConnectionError, PathError};
+pub use get::{GetError, GetEvent, GetReply};
+pub use handshake::{ClientHandshake, HandshakeError, ServerHandshake};
 pub use hash::{ChainHasher, Digest};
+pub use list::{ListError, ListEvent, ListReply};
 pub use message::{Entry, EntryKind, ErrorCode, FileMeta, RemoteError, Request, Response};
 pub use path::RemotePath;
 

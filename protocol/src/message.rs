@@ -105,8 +105,26 @@ pub enum Response {
     /// it has not hashed before) and says so every [`crate::KEEPALIVE`], so
     /// that a client's silence timeout catches a dead server, not a slow
     /// hash. It may come before or between the frames of any reply;
-    /// [`crate::Connection::read_response`] skips it.
+    /// readers skip it (the connection's `read_response` does).
     KeepAlive,
+}
+
+impl Response {
+    /// The variant's name, for messages about a frame out of place.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Error(_) => "Error",
+            Response::Welcome { .. } => "Welcome",
+            Response::Meta(_) => "Meta",
+            Response::Checkpoints { .. } => "Checkpoints",
+            Response::Data(_) => "Data",
+            Response::Checkpoint { .. } => "Checkpoint",
+            Response::End { .. } => "End",
+            Response::Entries(_) => "Entries",
+            Response::ListEnd { .. } => "ListEnd",
+            Response::KeepAlive => "KeepAlive",
+        }
+    }
 }
 
 /// What a listing entry is.
