@@ -32,10 +32,12 @@ fn server() -> SocketAddr {
         std::os::unix::fs::symlink(dir.join("secret.txt"), root.join("abs")).expect("link");
         let config = ft_server::Config {
             root,
-            max_connections: 64,
-            idle_timeout: Duration::from_secs(2),
-            shutdown_grace: Duration::from_secs(1),
-            keepalive: ft_protocol::KEEPALIVE,
+            limits: ft_server::Limits {
+                max_connections: 64,
+                idle_timeout: Duration::from_secs(2),
+                shutdown_grace: Duration::from_secs(1),
+                ..ft_server::Limits::default()
+            },
         };
         let server = ft_server::Server::open(config).expect("root opens");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -52,11 +54,7 @@ fn server() -> SocketAddr {
 }
 
 fn hello() -> Vec<u8> {
-    ft_protocol::codec::encode(&ft_protocol::Request::Hello {
-        magic: ft_protocol::MAGIC,
-        version: ft_protocol::VERSION,
-    })
-    .expect("encodes")
+    ft_protocol::codec::encode(&ft_protocol::ClientHandshake.hello()).expect("encodes")
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -169,6 +169,14 @@ impl<S: Transport> Connection<S> {
         result.map_err(|err| self.io_error(err))
     }
 
+    /// Writes one response as one frame; a `Data` payload without copying it.
+    pub async fn send_response(&mut self, response: Response) -> Result<(), ConnectionError> {
+        match response {
+            Response::Data(payload) => self.send_data(payload).await,
+            other => self.send(&other).await,
+        }
+    }
+
     /// Writes a `Data` frame carrying `payload`, without copying the payload.
     pub async fn send_data(&mut self, payload: Bytes) -> Result<(), ConnectionError> {
         let header = codec::data_header(payload.len())?;

@@ -1,11 +1,14 @@
-//! Command-line options; their doc comments are the `--help` text. Every
-//! option can also come from the environment (`FTSERVE_*`); a flag wins over
-//! its variable.
+//! Command-line options; their doc comments are the `--help` text, and the
+//! man page and shell completions are generated from them. Every option can
+//! also come from the environment (`FTSERVE_*`); a flag wins over its
+//! variable.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use clap_complete::Shell;
 
 /// Serve a folder, read-only, to ftget clients.
 ///
@@ -61,4 +64,24 @@ pub enum LogFormat {
     Human,
     /// One JSON object per line.
     Json,
+}
+
+/// Writes the man page and the bash, zsh and fish completions for `command`
+/// into `dir`, and prints their paths.
+pub fn generate(mut command: clap::Command, dir: &Path) -> anyhow::Result<()> {
+    let failed = || format!("cannot write into {}", dir.display());
+    std::fs::create_dir_all(dir).with_context(failed)?;
+    let name = command.get_name().to_owned();
+    let mut written = vec![clap_mangen::Man::new(command.clone())
+        .generate_to(dir)
+        .with_context(failed)?];
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        written.push(
+            clap_complete::generate_to(shell, &mut command, &name, dir).with_context(failed)?,
+        );
+    }
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
 }

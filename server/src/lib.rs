@@ -3,36 +3,47 @@
 //! [`Server::open`] opens the folder; [`Server::run`] serves a bound listener
 //! until the shutdown future completes, then drains. Tests and the binary
 //! drive it the same way.
+//!
+//! The roles, from the socket inwards; each module uses only those below it:
+//!
+//! | module | role |
+//! |---|---|
+//! | `listener` | accept, the connection limit, the busy refusal, drain on shutdown |
+//! | `handler` | one connection: the handshake, then requests in order |
+//! | `ops` | one module per request: `stat`, `checkpoints`, `get`, `list` |
+//! | `relay` | blocking work beside a connection: produce on a thread, send with keep-alives |
+//! | `store` | files with their digests: the hashing pass, and `cache` (what it remembers) |
+//! | `backend` | the narrow interface to where files live (open, stat, read a range, list) |
+//! | `files`, `listing` | the local folder behind it: the root jail, reads, folder walks |
+//!
+//! Every bound is a field of [`Limits`].
 
+mod backend;
+mod cache;
 mod files;
 mod handler;
+mod limits;
 mod listener;
 mod listing;
+mod ops;
+mod relay;
+mod store;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-/// How long transfers in flight may go on after a shutdown signal.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub use limits::Limits;
 
 /// The server's settings, resolved from the command line.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The folder to serve.
     pub root: PathBuf,
-    /// Connections served at once; more get the busy error.
-    pub max_connections: usize,
-    /// A connection silent for this long is closed.
-    pub idle_timeout: Duration,
-    /// How long transfers in flight may finish after a shutdown signal.
-    pub shutdown_grace: Duration,
-    /// How often a connection busy with a request (hashing a cold file) and
-    /// otherwise silent sends a keep-alive: [`ft_protocol::KEEPALIVE`].
-    pub keepalive: Duration,
+    /// Every bound the server keeps.
+    pub limits: Limits,
 }
 
 /// The server could not start.
@@ -50,28 +61,27 @@ pub enum ServerError {
 
 /// A folder ready to be served.
 pub struct Server {
-    config: Config,
-    context: Arc<handler::Context>,
+    context: Arc<ops::Context<files::LocalFiles>>,
 }
 
 impl Server {
     /// Opens the folder named in `config`.
     pub fn open(config: Config) -> Result<Self, ServerError> {
-        let files = files::Files::open_root(&config.root).map_err(|source| ServerError::Root {
-            path: config.root.clone(),
-            source,
-        })?;
-        let context = Arc::new(handler::Context {
-            files,
-            idle_timeout: config.idle_timeout,
-            keepalive: config.keepalive,
+        let files =
+            files::LocalFiles::open_root(&config.root).map_err(|source| ServerError::Root {
+                path: config.root.clone(),
+                source,
+            })?;
+        let context = Arc::new(ops::Context {
+            store: store::Store::new(files, &config.limits),
+            limits: config.limits,
         });
-        Ok(Self { config, context })
+        Ok(Self { context })
     }
 
     /// Serves `listener` until `shutdown` completes, then stops accepting and
     /// gives transfers in flight up to the configured grace to finish.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        listener::run(listener, &self.config, self.context, shutdown).await;
+        listener::run(listener, self.context, shutdown).await;
     }
 }

@@ -2,38 +2,31 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
+use ft_protocol::connection::TcpConnection;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::handler::{self, Context};
-use crate::Config;
+use crate::backend::Backend;
+use crate::handler;
+use crate::ops::Context;
 
-/// Clients over the limit being told "busy" at once (each holds a small task
-/// for at most a second); past that they are simply closed, so a flood
-/// cannot grow the refusals without bound.
-const MAX_REFUSALS: usize = 256;
-
-/// Backoff after a failed accept (out of file descriptors, say), doubling up
-/// to the maximum, so the loop does not spin on an error that persists.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-pub(crate) async fn run(
+/// Serves `listener` until `shutdown` completes, then stops accepting and
+/// gives the connections in flight up to the grace period to finish.
+pub(crate) async fn run<B: Backend>(
     listener: TcpListener,
-    config: &Config,
-    context: Arc<Context>,
+    context: Arc<Context<B>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let permits = Arc::new(Semaphore::new(config.max_connections));
-    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    let limits = context.limits.clone();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(limits.max_refusals));
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
-    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut backoff = limits.accept_backoff_min;
     tokio::pin!(shutdown);
 
     loop {
@@ -43,7 +36,7 @@ pub(crate) async fn run(
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => {
-                backoff = ACCEPT_BACKOFF_MIN;
+                backoff = limits.accept_backoff_min;
                 accepted
             }
             Err(err) => {
@@ -52,23 +45,24 @@ pub(crate) async fn run(
                     backoff.as_millis()
                 );
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                backoff = (backoff * 2).min(limits.accept_backoff_max);
                 continue;
             }
         };
         if let Ok(permit) = Arc::clone(&permits).try_acquire_owned() {
-            let context = Arc::clone(&context);
+            let conn = TcpConnection::tcp(stream, limits.idle_timeout);
             tracker.spawn(handler::serve(
-                stream,
+                conn,
                 peer,
-                context,
+                Arc::clone(&context),
                 stop.child_token(),
-                permit,
+                Some(permit),
             ));
         } else if let Ok(refusal) = Arc::clone(&refusals).try_acquire_owned() {
-            let limit = config.max_connections;
+            let conn = TcpConnection::tcp(stream, limits.busy_hello_timeout);
+            let limits = limits.clone();
             tracker.spawn(async move {
-                handler::refuse_busy(stream, peer, limit).await;
+                handler::refuse_busy(conn, peer, &limits).await;
                 drop(refusal);
             });
         } else {
@@ -83,10 +77,10 @@ pub(crate) async fn run(
     if in_flight > 0 {
         info!(
             "shutting down: waiting up to {} s for {in_flight} connection(s)",
-            config.shutdown_grace.as_secs()
+            limits.shutdown_grace.as_secs()
         );
     }
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
+    if tokio::time::timeout(limits.shutdown_grace, tracker.wait())
         .await
         .is_err()
     {

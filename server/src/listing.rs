@@ -1,4 +1,4 @@
-//! Listing folders under the root: sorted, walked without recursion on the
+//! Walking folders under the local root: sorted, without recursion on the
 //! call stack, never through a link to a folder (so never into a loop) and
 //! never out of the root. Everything here blocks, like the rest of `files`.
 
@@ -10,7 +10,8 @@ use cap_std::fs::{Metadata, MetadataExt};
 use ft_protocol::{Entry, EntryKind, ErrorCode, RemoteError, RemotePath, MAX_PATH_BYTES};
 use tracing::warn;
 
-use crate::files::{open_error, FileId, Files};
+use crate::backend::{Listed, Walked};
+use crate::files::{open_error, FileId, LocalFiles};
 
 /// One entry of a folder, before it is emitted.
 struct Item {
@@ -19,33 +20,21 @@ struct Item {
     metadata: Metadata,
 }
 
-/// How a listing ended when it was not cut short by the receiver.
-pub enum Listed {
-    /// Walked to the end; this many entries were left out.
-    Complete {
-        /// Entries left out (see [`ft_protocol::Response::ListEnd`]).
-        skipped: u64,
-    },
-    /// The receiver went away.
-    Abandoned,
-}
-
-impl Files {
+impl LocalFiles {
     /// Walks the folder at `path` (its whole tree when `recursive`), handing
     /// each entry to `emit` in sorted order: a folder's entries follow it
-    /// directly. `emit` returns false to stop.
+    /// directly. `emit` returns false to stop. Digests are not its business.
     ///
     /// Left out, and counted as skipped: names that are not UTF-8 (the wire
     /// carries UTF-8 strings), symlinks except those resolving to a regular
     /// file inside the root, special files, folders that cannot be read, and
     /// paths longer than a request may carry.
-    pub fn list(
+    pub(crate) fn walk(
         &self,
         path: &RemotePath,
         recursive: bool,
-        digests: bool,
-        mut emit: impl FnMut(Entry) -> bool,
-    ) -> Result<Listed, RemoteError> {
+        emit: &mut dyn FnMut(Listed<FileId>) -> bool,
+    ) -> Result<Walked, RemoteError> {
         let top = path.to_relative();
         let metadata = self
             .root
@@ -81,20 +70,21 @@ impl Files {
             let full = top.join(&relative);
             let m = &item.metadata;
             let id = FileId::new(m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec());
-            let (size, sha256) = match item.kind {
-                EntryKind::File => (id.size, self.listed_digest(&id, &full, digests)),
+            let meta = id.meta();
+            let (size, version) = match item.kind {
+                EntryKind::File => (meta.size, Some(id)),
                 EntryKind::Dir => (0, None),
             };
             let entry = Entry {
                 path: relative.clone(),
                 kind: item.kind,
                 size,
-                mtime_secs: id.mtime_secs,
-                mtime_nanos: id.mtime_nanos,
-                sha256,
+                mtime_secs: meta.mtime_secs,
+                mtime_nanos: meta.mtime_nanos,
+                sha256: None,
             };
-            if !emit(entry) {
-                return Ok(Listed::Abandoned);
+            if !emit(Listed { entry, version }) {
+                return Ok(Walked::Abandoned);
             }
             if recursive && item.kind == EntryKind::Dir {
                 match self.read_folder(&full, &mut skipped) {
@@ -106,7 +96,7 @@ impl Files {
                 }
             }
         }
-        Ok(Listed::Complete { skipped })
+        Ok(Walked::Complete { skipped })
     }
 
     /// The entries of one folder (relative to the root), sorted by name.
@@ -163,25 +153,6 @@ impl Files {
         items.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         Ok(items)
     }
-
-    /// A listed file's digest: from the cache, or, when `compute`, by hashing
-    /// it (and caching the result). `None` when unknown or unreadable.
-    fn listed_digest(
-        &self,
-        id: &FileId,
-        full: &Path,
-        compute: bool,
-    ) -> Option<ft_protocol::Digest> {
-        if let Some(digests) = self.cached(id) {
-            return Some(digests.sha256);
-        }
-        if !compute {
-            return None;
-        }
-        let path = RemotePath::parse(full.to_str()?).ok()?;
-        let file = self.open(&path).ok()?;
-        self.digests(&file).ok().map(|digests| digests.sha256)
-    }
 }
 
 fn left_out(folder: &Path, name: &OsString, why: &str, skipped: &mut u64) {
@@ -198,18 +169,22 @@ mod tests {
     use std::fs;
     use std::os::unix::ffi::OsStrExt;
 
-    fn listing(files: &Files, path: &str, recursive: bool) -> (Vec<(String, EntryKind)>, u64) {
+    fn listing(files: &LocalFiles, path: &str, recursive: bool) -> (Vec<(String, EntryKind)>, u64) {
         let mut out = Vec::new();
         let path = RemotePath::parse(path).expect("valid");
         let listed = files
-            .list(&path, recursive, false, |entry| {
-                out.push((entry.path, entry.kind));
+            .walk(&path, recursive, &mut |listed| {
+                assert_eq!(
+                    listed.version.is_some(),
+                    listed.entry.kind == EntryKind::File
+                );
+                out.push((listed.entry.path, listed.entry.kind));
                 true
             })
             .expect("lists");
         match listed {
-            Listed::Complete { skipped } => (out, skipped),
-            Listed::Abandoned => panic!("abandoned"),
+            Walked::Complete { skipped } => (out, skipped),
+            Walked::Abandoned => panic!("abandoned"),
         }
     }
 
@@ -229,7 +204,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("secret"), root.join("out"))
             .expect("symlink");
         fs::write(root.join(std::ffi::OsStr::from_bytes(b"bad\xff")), b"").expect("write");
-        let files = Files::open_root(root).expect("opens");
+        let files = LocalFiles::open_root(root).expect("opens");
 
         let (top, skipped) = listing(&files, "", false);
         let names: Vec<&str> = top.iter().map(|(p, _)| p.as_str()).collect();
@@ -257,38 +232,14 @@ mod tests {
 
         let code = |path: &str| {
             files
-                .list(
-                    &RemotePath::parse(path).expect("valid"),
-                    false,
-                    false,
-                    |_| true,
-                )
+                .walk(&RemotePath::parse(path).expect("valid"), false, &mut |_| {
+                    true
+                })
                 .err()
                 .map(|err| err.code)
         };
         assert_eq!(code("a.txt"), Some(ErrorCode::NotADirectory));
         assert_eq!(code("missing"), Some(ErrorCode::NotFound));
         assert_eq!(code("out"), Some(ErrorCode::InvalidPath));
-    }
-
-    #[test]
-    fn digests_are_given_when_asked() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        fs::write(dir.path().join("f"), b"abc").expect("write");
-        let files = Files::open_root(dir.path()).expect("opens");
-        let root = RemotePath::parse("").expect("valid");
-        let mut digests = Vec::new();
-        for compute in [false, true, false] {
-            files
-                .list(&root, false, compute, |entry| {
-                    digests.push(entry.sha256);
-                    true
-                })
-                .expect("lists");
-        }
-        let mut abc = ft_protocol::ChainHasher::new();
-        abc.update(b"abc");
-        let abc = Some(abc.finalize());
-        assert_eq!(digests, [None, abc, abc], "cached once computed");
     }
 }

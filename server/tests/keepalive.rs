@@ -8,17 +8,20 @@
 use std::time::Duration;
 
 use ft_protocol::connection::TcpConnection;
-use ft_protocol::{Request, Response, CHUNK_SIZE, MAGIC, VERSION};
+use ft_protocol::{ClientHandshake, Request, Response, CHUNK_SIZE, VERSION};
 
 const SIZE: usize = 24 << 20;
 
 async fn start(root: std::path::PathBuf) -> std::net::SocketAddr {
     let config = ft_server::Config {
         root,
-        max_connections: 8,
-        idle_timeout: Duration::from_secs(10),
-        shutdown_grace: Duration::from_secs(1),
-        keepalive: Duration::from_millis(1),
+        limits: ft_server::Limits {
+            max_connections: 8,
+            idle_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(1),
+            keepalive: Duration::from_millis(1),
+            ..ft_server::Limits::default()
+        },
     };
     let server = ft_server::Server::open(config).expect("root opens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -32,16 +35,9 @@ async fn start(root: std::path::PathBuf) -> std::net::SocketAddr {
 async fn connect(addr: std::net::SocketAddr) -> TcpConnection {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut conn = TcpConnection::tcp(stream, Duration::from_secs(10));
-    conn.send(&Request::Hello {
-        magic: MAGIC,
-        version: VERSION,
-    })
-    .await
-    .expect("hello");
-    assert!(matches!(
-        conn.read_response().await.expect("welcome"),
-        Response::Welcome { .. }
-    ));
+    conn.send(&ClientHandshake.hello()).await.expect("hello");
+    let welcome = conn.read_response().await.expect("welcome");
+    assert_eq!(ClientHandshake.receive(welcome), Ok(VERSION));
     conn
 }
 

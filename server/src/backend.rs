@@ -1,0 +1,81 @@
+//! What the server needs of the place its files live, as one narrow
+//! interface: open a file, say which version it is, read a range of it, tell
+//! whether it is still that version, and list a folder. The local folder
+//! ([`crate::files::LocalFiles`]) is one backend; object storage can be
+//! another without the handler knowing. Everything here blocks: callers run
+//! it on blocking threads, never on the async workers.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+
+use bytes::Bytes;
+use ft_protocol::{Entry, FileMeta, RemoteError, RemotePath};
+
+/// One version of a file as it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat<V> {
+    /// What tells this version from any other, for the digest caches.
+    pub version: V,
+    /// Size and modification time (no digest: the backend does not hash).
+    pub meta: FileMeta,
+}
+
+/// One entry of a listing, with the version of a file, so that its digest
+/// can be looked up.
+#[derive(Debug, Clone)]
+pub struct Listed<V> {
+    /// The entry, its `sha256` empty.
+    pub entry: Entry,
+    /// The file's version; `None` for a folder.
+    pub version: Option<V>,
+}
+
+/// How a walk ended when it was not an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walked {
+    /// Walked to the end; this many entries were left out.
+    Complete {
+        /// Entries left out (see [`ft_protocol::Response::ListEnd`]).
+        skipped: u64,
+    },
+    /// The receiver stopped it.
+    Abandoned,
+}
+
+/// A place files are served from. Paths are already parsed into plain
+/// components; resolving them must never leave the served namespace.
+pub trait Backend: Send + Sync + 'static {
+    /// An open file: one version, readable until dropped, by one thread
+    /// at a time.
+    type File: Send + 'static;
+    /// What identifies one version of a file (replacing or writing it
+    /// changes it).
+    type Version: Copy + Eq + Hash + Debug + Send + Sync + 'static;
+
+    /// Opens a regular file; anything else is refused with the wire's error
+    /// codes (`NotFound`, `NotAFile`, `InvalidPath`, `PermissionDenied`).
+    fn open(&self, path: &RemotePath) -> Result<Self::File, RemoteError>;
+
+    /// The version the file was opened at.
+    fn stat(&self, file: &Self::File) -> Stat<Self::Version>;
+
+    /// The `len` bytes at `pos`. Fewer than asked means the file shrank:
+    /// `FileChanged`.
+    fn read(&self, file: &Self::File, pos: u64, len: usize) -> Result<Bytes, RemoteError>;
+
+    /// `FileChanged` unless the file is still the version it was opened at.
+    fn unchanged(&self, file: &Self::File) -> Result<(), RemoteError>;
+
+    /// The open file as a local file the kernel can send from, when it is one.
+    fn local_file<'a>(&self, file: &'a Self::File) -> Option<&'a std::fs::File>;
+
+    /// Walks the folder at `path` (its whole tree when `recursive`), handing
+    /// each entry to `emit` in the order of the wire (sorted, a folder's
+    /// entries right after it); `emit` returns false to stop.
+    fn list(
+        &self,
+        path: &RemotePath,
+        recursive: bool,
+        emit: &mut dyn FnMut(Listed<Self::Version>) -> bool,
+    ) -> Result<Walked, RemoteError>;
+}

@@ -1,0 +1,64 @@
+//! `Checkpoints`: the chaining states a client checks its partial against,
+//! hashing the file first if the server has not yet (with keep-alives).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ft_protocol::{
+    Connection, ConnectionError, ErrorCode, RemoteError, Response, Transport, MAX_CHECKPOINTS,
+};
+
+use super::{log_outcome, open, Context, Next};
+use crate::backend::Backend;
+use crate::relay::{blocking, keep_alive};
+
+/// Answers `Checkpoints { path, first, count }`.
+pub(crate) async fn answer<S: Transport, B: Backend>(
+    conn: &mut Connection<S>,
+    peer: SocketAddr,
+    context: &Arc<Context<B>>,
+    path: &str,
+    first: u64,
+    count: u32,
+) -> Result<Next, ConnectionError> {
+    let working = states(context, path, first, count);
+    let result = keep_alive(conn, context.limits.keepalive, working).await?;
+    log_outcome(peer, "checkpoints", path, first, 0, result.as_ref().err());
+    let next = Next::after(result.as_ref().err());
+    conn.send(&result.unwrap_or_else(Response::Error)).await?;
+    Ok(next)
+}
+
+/// The reply: at most [`MAX_CHECKPOINTS`] states from boundary `first`, and
+/// none past the last whole chunk.
+async fn states<B: Backend>(
+    context: &Arc<Context<B>>,
+    path: &str,
+    first: u64,
+    count: u32,
+) -> Result<Response, RemoteError> {
+    if first == 0 {
+        return Err(RemoteError::new(
+            ErrorCode::BadRequest,
+            "checkpoint boundaries start at 1",
+        ));
+    }
+    let (mut meta, file) = open(context, path).await?;
+    let hasher = Arc::clone(context);
+    let digests = blocking(move || hasher.store.digests(&file)).await?;
+    meta.sha256 = Some(digests.sha256);
+    let start = usize::try_from(first - 1).unwrap_or(usize::MAX);
+    let count = count.min(MAX_CHECKPOINTS) as usize;
+    let states = digests
+        .checkpoints
+        .iter()
+        .skip(start)
+        .take(count)
+        .copied()
+        .collect();
+    Ok(Response::Checkpoints {
+        meta,
+        first,
+        states,
+    })
+}

@@ -1,0 +1,91 @@
+//! The process around the server: log output, the open-file limit, the
+//! shutdown signals, and the warning an exposed address deserves.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+
+use crate::cli::LogFormat;
+
+/// Human lines or JSON lines on stderr, filtered by RUST_LOG (default
+/// `info`). Colour only on a terminal; there, tracing-subscriber leaves it
+/// off when NO_COLOR is set.
+pub fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    let logs = if std::io::stderr().is_terminal() {
+        logs
+    } else {
+        logs.with_ansi(false)
+    };
+    match format {
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
+}
+
+/// Raises the soft limit on open files to the hard one: every connection is
+/// a descriptor, and the usual soft default (1,024) is below
+/// `--max-connections`' default of 512 plus their open files.
+pub fn raise_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {err}");
+            }
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!("cannot read the open-file limit: {err}"),
+    }
+}
+
+/// A warning when `addr` can be reached from other machines: ft has no
+/// authentication, so the folder is open to all of them.
+pub fn exposure_warning(addr: SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "{addr} is not a loopback address: anyone who can reach this port can read the folder \
+             (ft has no authentication or encryption)"
+        )
+    })
+}
+
+/// Installs the SIGINT and SIGTERM handlers now, so that a signal arriving
+/// any time after start-up (even right after the `listening on` line) asks
+/// for a clean shutdown; the future completes on the first of them.
+pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
+        }
+        tracing::info!("shutdown requested");
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_listening_goes_unwarned() {
+        let addr = |text: &str| text.parse::<SocketAddr>().expect("an address");
+        assert!(exposure_warning(addr("127.0.0.1:7878")).is_none());
+        assert!(exposure_warning(addr("[::1]:7878")).is_none());
+        for open in ["0.0.0.0:7878", "[::]:7878", "192.168.1.5:7878"] {
+            let warning = exposure_warning(addr(open)).unwrap_or_default();
+            assert!(
+                warning.contains("anyone who can reach"),
+                "{open}: {warning}"
+            );
+        }
+    }
+}
