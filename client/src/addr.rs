@@ -4,9 +4,11 @@ use std::net::IpAddr;
 
 use ft_protocol::DEFAULT_PORT;
 
+use crate::error::UsageError;
+
 /// Splits SERVER into a host to resolve and a port (7878 when none is given).
-pub fn parse_server(server: &str) -> Result<(String, u16), String> {
-    let bad = || format!("invalid server {server:?}: expected host, host:port or [v6addr]:port");
+pub fn parse_server(server: &str) -> Result<(String, u16), UsageError> {
+    let bad = || UsageError::Server(server.to_owned());
     if server.is_empty() {
         return Err(bad());
     }
@@ -40,8 +42,9 @@ mod tests {
 
     #[test]
     fn forms_users_write() {
-        let ok =
-            |s: &str, host: &str, port| assert_eq!(parse_server(s), Ok((host.into(), port)), "{s}");
+        let ok = |s: &str, host: &str, port| {
+            assert_eq!(parse_server(s).ok(), Some((host.into(), port)), "{s}")
+        };
         ok("example.org", "example.org", 7878);
         ok("example.org:9000", "example.org", 9000);
         ok("127.0.0.1", "127.0.0.1", 7878);
@@ -59,7 +62,10 @@ mod tests {
             ":80",
             "a:b:c",
         ] {
-            assert!(parse_server(bad).is_err(), "{bad}");
+            assert!(
+                matches!(parse_server(bad), Err(UsageError::Server(s)) if s == bad),
+                "{bad}"
+            );
         }
     }
 }

@@ -1,10 +1,13 @@
-//! Command-line options; their doc comments are the `--help` text. The
-//! connection and retry settings can also come from the environment
-//! (`FTGET_*`); a flag wins over its variable.
+//! Command-line options; their doc comments are the `--help` text, and the
+//! man page and shell completions are generated from them. The connection
+//! and retry settings can also come from the environment (`FTGET_*`); a
+//! flag wins over its variable.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::Parser;
+use clap_complete::Shell;
 
 /// Download files and folders from an ftserve server, verified by SHA-256
 /// and resumable.
@@ -88,4 +91,24 @@ pub struct Cli {
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
+}
+
+/// Writes the man page and the bash, zsh and fish completions for `command`
+/// into `dir`, and prints their paths.
+pub fn generate(mut command: clap::Command, dir: &Path) -> anyhow::Result<()> {
+    let failed = || format!("cannot write into {}", dir.display());
+    std::fs::create_dir_all(dir).with_context(failed)?;
+    let name = command.get_name().to_owned();
+    let mut written = vec![clap_mangen::Man::new(command.clone())
+        .generate_to(dir)
+        .with_context(failed)?];
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        written.push(
+            clap_complete::generate_to(shell, &mut command, &name, dir).with_context(failed)?,
+        );
+    }
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
 }

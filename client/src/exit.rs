@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-/// How ftget ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How ftget ends. Ordered by code, so the worst of several is the largest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Exit {
     /// The file arrived and was verified.
     Success,
@@ -36,20 +36,10 @@ impl Exit {
     }
 }
 
-impl Exit {
-    /// The exit whose code is `code`; `Failure` for a code not in the table.
-    pub fn from_code(code: u8) -> Exit {
-        [
-            Exit::Success,
-            Exit::Usage,
-            Exit::Refused,
-            Exit::Verification,
-            Exit::Connection,
-            Exit::Interrupted,
-        ]
-        .into_iter()
-        .find(|exit| exit.code() == code)
-        .unwrap_or(Exit::Failure)
+/// In JSON, an exit is its code, as the README's table gives it.
+impl serde::Serialize for Exit {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u8(self.code())
     }
 }
 
@@ -76,7 +66,11 @@ mod tests {
         ];
         for (exit, code) in table {
             assert_eq!(exit.code(), code, "{exit:?}");
-            assert_eq!(Exit::from_code(code), exit);
+            assert_eq!(
+                serde_json::to_string(&exit).ok(),
+                Some(code.to_string()),
+                "{exit:?} in JSON"
+            );
         }
     }
 }

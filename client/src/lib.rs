@@ -1,133 +1,47 @@
-//! ftget: downloads a file from an ftserve server, verifies it chunk by chunk
-//! and as a whole, and resumes where an earlier run stopped.
+//! ftget: downloads files from an ftserve server, verifies them chunk by
+//! chunk and as a whole, and resumes where an earlier run stopped.
 //!
-//! [`resolve`] turns plain settings into a [`Mode`]: one file is a [`Job`]
-//! that [`download`] carries out; several files or folders are a [`Batch`]
-//! for [`tree::run`]. [`list`] lists a folder.
+//! [`run`] takes a plain [`Config`] and does what it says. The crate is
+//! built in layers, with no import cycle: each layer uses the one under it,
+//! the session (every mode holds connections and retries the same way) and
+//! the foundation, and nothing above it.
+//!
+//! | layer | modules | job |
+//! |---|---|---|
+//! | top | `app`, `config`, `output` | settings to a mode, Ctrl-C, exit codes; what is printed, human and JSON |
+//! | batch | `batch` (`plan`, `pool`, `present`, `small`) | many files: plan, connection pool, up-to-date check, pipelining |
+//! | transfer, listing | `transfer` (`partial`, `sink`), `listing` | one file: resume decision, `Get`, the sink; a `List` |
+//! | session | `session` | the connection, one-reply requests, the retry policy |
+//! | foundation | `verify`, `progress`, `error`, `exit`, `addr` | the verification engine, the bar, typed errors, exit codes |
+//!
+//! The protocol's rules (handshake, the order of a `Get` or `List` reply)
+//! are not here: they are `ft_protocol`'s, fed with the frames.
 
 mod addr;
-mod download;
+mod app;
+mod batch;
+mod config;
 mod error;
 pub mod exit;
-mod link;
-mod partial;
+mod listing;
+mod output;
 mod progress;
-mod sink;
-mod small;
-mod tree;
+mod session;
+mod transfer;
+mod verify;
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-pub use download::{download, Job, Policy, Report, Target};
-pub use error::Error;
+pub use app::run;
+pub use batch::{Batch, Done, FailureReport, FileOutcome, Summary, MAX_ENTRIES};
+pub use config::{resolve, server, Config, Mode};
+pub use error::{Chain, ConnectError, Error, ServerError, UsageError};
 pub use exit::Exit;
-pub use ft_protocol::{Entry, EntryKind, FileMeta};
-pub use link::Server;
+pub use listing::{list, Listed};
+pub use output::Show;
 pub use progress::Progress;
-pub use tree::{list, run as run_batch, Batch, Done, FailureReport, FileOutcome, Listed, Summary};
-
-/// Settings as the user gave them.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// SERVER as written.
-    pub server: String,
-    /// PATHs on the server.
-    pub paths: Vec<String>,
-    /// `-o`, if given.
-    pub output: Option<PathBuf>,
-    /// `-r`: download folders whole.
-    pub recursive: bool,
-    /// Whether to reuse a partial from an earlier run.
-    pub resume: bool,
-    /// Failed attempts in a row allowed.
-    pub retries: u32,
-    /// Connect and silence bound.
-    pub timeout: Duration,
-    /// Connections used at once for many files.
-    pub connections: usize,
-}
-
-/// What the command line asks for.
-#[derive(Debug)]
-pub enum Mode {
-    /// One file to one local name.
-    One(Job),
-    /// Several paths, or folders.
-    Many(Batch),
-}
-
-/// The server part of the settings, checked.
-pub fn server(config: &Config) -> Result<Server, Error> {
-    let (host, port) = addr::parse_server(&config.server).map_err(Error::Usage)?;
-    Ok(Server {
-        label: config.server.clone(),
-        host,
-        port,
-        timeout: config.timeout,
-    })
-}
-
-/// Checks the settings and works out what to fetch and where to.
-pub fn resolve(config: Config) -> Result<Mode, Error> {
-    let server = server(&config)?;
-    let policy = Policy {
-        resume: config.resume,
-        retries: config.retries,
-    };
-    match config.paths.as_slice() {
-        [] => Err(Error::Usage("no PATH given".into())),
-        [remote] if !config.recursive => Ok(Mode::One(Job {
-            server,
-            target: Target {
-                remote: remote.clone(),
-                output: output_path(remote, config.output.as_deref())?,
-                listed: None,
-            },
-            policy,
-        })),
-        _ => {
-            let outdir = config.output.unwrap_or_else(|| PathBuf::from("."));
-            if outdir.exists() && !outdir.is_dir() {
-                return Err(Error::Usage(format!(
-                    "-o {}: with -r or several PATHs, -o names a folder",
-                    outdir.display()
-                )));
-            }
-            Ok(Mode::Many(Batch {
-                server,
-                policy,
-                paths: config.paths,
-                outdir,
-                recursive: config.recursive,
-                connections: config.connections,
-            }))
-        }
-    }
-}
-
-/// The basename of PATH in the current folder; or `-o`, itself when it names
-/// a file, or with the basename appended when it names a folder.
-fn output_path(remote: &str, output: Option<&Path>) -> Result<PathBuf, Error> {
-    let name = remote
-        .rsplit('/')
-        .next()
-        .filter(|name| !name.is_empty() && *name != "." && *name != "..");
-    let need_name = || {
-        name.map(PathBuf::from).ok_or_else(|| {
-            Error::Usage(format!(
-                "cannot tell a file name from {remote:?}; name one with -o"
-            ))
-        })
-    };
-    match output {
-        None => need_name(),
-        Some(dir) if dir.is_dir() || dir.as_os_str().to_string_lossy().ends_with('/') => {
-            Ok(dir.join(need_name()?))
-        }
-        Some(file) => Ok(file.to_owned()),
-    }
-}
+pub use session::Server;
+#[doc(hidden)]
+pub use transfer::SinkError;
+pub use transfer::{download, Job, Policy, Report, Target};
 
 /// For `benches/sink.rs` only: runs an honest server's `responses` for a file
 /// of `size` bytes through the download sink into `file`, with `hashers`
@@ -138,7 +52,7 @@ pub fn bench_sink(
     size: u64,
     responses: Vec<ft_protocol::Response>,
     hashers: usize,
-) -> Result<ft_protocol::Digest, String> {
+) -> Result<ft_protocol::Digest, transfer::SinkError> {
     let meta = ft_protocol::FileMeta {
         size,
         mtime_secs: 0,
@@ -146,8 +60,8 @@ pub fn bench_sink(
         sha256: None,
     };
     let tracker = progress::Progress::new("bench", false).tracker();
-    let sink = sink::Sink::new(file, partial::Verified::start(), &meta, tracker)
-        .ok_or("the start is not on a block boundary")?;
+    let sink = transfer::Sink::new(file, verify::Verified::start(), &meta, tracker)
+        .ok_or(transfer::SinkError::Incomplete)?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let feeder = std::thread::spawn(move || {
         for response in responses {
@@ -158,36 +72,5 @@ pub fn bench_sink(
     });
     let report = sink.with_hashers(hashers).run(rx);
     let _ = feeder.join();
-    report.result.map_err(|err| format!("{err:?}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn output_names() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let named = |remote: &str, out: Option<&Path>| output_path(remote, out).ok();
-        assert_eq!(named("info.txt", None), Some("info.txt".into()));
-        assert_eq!(named("a/b/data.bin", None), Some("data.bin".into()));
-        assert_eq!(named("a/b/", None), None);
-        assert_eq!(named("..", None), None);
-        assert_eq!(
-            named("x/data.bin", Some(dir.path())),
-            Some(dir.path().join("data.bin"))
-        );
-        assert_eq!(
-            named("data.bin", Some(Path::new("new/"))),
-            Some("new/data.bin".into())
-        );
-        assert_eq!(
-            named("data.bin", Some(Path::new("copy.bin"))),
-            Some("copy.bin".into())
-        );
-        assert_eq!(
-            named("", Some(Path::new("copy.bin"))),
-            Some("copy.bin".into())
-        );
-    }
+    report.result
 }

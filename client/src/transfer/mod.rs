@@ -1,28 +1,29 @@
-//! One download: connect, describe, resume or begin, stream, verify, rename,
-//! and try again when the connection drops.
+//! The transfer layer: one file. Describe it, decide where to start (a
+//! fresh partial, or as much of an earlier one as still checks out), `Get`
+//! the rest through the sink, and give the verified file its name; when the
+//! connection drops, try again from the last verified chunk, as the retry
+//! policy allows.
 
-use std::fs;
+mod partial;
+mod sink;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ft_protocol::{boundaries, Digest, FileMeta, Request, Response, CHUNK_SIZE, MAX_CHECKPOINTS};
+use ft_protocol::{boundaries, Digest, FileMeta, GetError, Request, Response, CHUNK_SIZE};
 use tokio::sync::mpsc;
 
-use crate::error::Error;
-use crate::link::{lost, protocol, remote_failure, Failure, Link, Server};
-use crate::partial::{Partial, Verified};
+use crate::error::{Error, ServerError};
 use crate::progress::{Progress, Tracker};
-use crate::sink::{Sink, SinkError};
+use crate::session::{broken, lost, remote, Failure, Link, Retries, Server};
+use crate::verify::{self, Verified};
+
+pub use partial::Partial;
+pub use sink::{Sink, SinkError};
 
 /// Frames received ahead of the disk: at 1 MiB each, bounds the client's
 /// buffering to a few MiB whatever the file size.
 const RECEIVE_AHEAD: usize = 4;
-
-/// First pause before a retry; it doubles with each failure in a row.
-const RETRY_BASE: Duration = Duration::from_millis(250);
-
-/// Longest pause between retries.
-const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// One file to fetch.
 #[derive(Debug, Clone)]
@@ -76,12 +77,34 @@ pub struct Report {
     pub verified: bool,
 }
 
+impl Report {
+    /// The report for `target`, verified as `sha256`.
+    pub(crate) fn new(target: &Target, size: u64, sha256: &Digest, started: Instant) -> Self {
+        Self {
+            path: target.remote.clone(),
+            output: target.output.display().to_string(),
+            size,
+            sha256: ft_protocol::hash::to_hex(sha256),
+            resumed_from: 0,
+            bytes_received: 0,
+            seconds: started.elapsed().as_secs_f64(),
+            verified: true,
+        }
+    }
+}
+
 /// What carries over from one attempt to the next.
 struct Progressed {
     /// The version being fetched and how much of it is verified on disk.
     transfer: Option<(FileMeta, Verified)>,
     resumed_from: u64,
     received: u64,
+}
+
+impl Progressed {
+    fn verified_offset(&self) -> u64 {
+        self.transfer.map_or(0, |(_, verified)| verified.offset)
+    }
 }
 
 /// Downloads one file on a connection of its own, with its own progress bar.
@@ -107,10 +130,10 @@ pub(crate) async fn fetch(
         received: 0,
     };
     let mut known = target.listed;
-    let mut failures = 0u32;
+    let mut retries = Retries::new(policy.retries);
     let mut bad_chunk = None;
     loop {
-        let before = verified_offset(&state);
+        let before = state.verified_offset();
         let outcome = attempt(
             link,
             policy,
@@ -123,14 +146,9 @@ pub(crate) async fn fetch(
         let failure = match outcome.await {
             Ok((meta, sha256)) => {
                 return Ok(Report {
-                    path: target.remote.clone(),
-                    output: target.output.display().to_string(),
-                    size: meta.size,
-                    sha256: ft_protocol::hash::to_hex(&sha256),
                     resumed_from: state.resumed_from,
                     bytes_received: state.received,
-                    seconds: started.elapsed().as_secs_f64(),
-                    verified: true,
+                    ..Report::new(target, meta.size, &sha256, started)
                 })
             }
             Err(failure) => failure,
@@ -166,44 +184,20 @@ pub(crate) async fn fetch(
                 state.resumed_from = 0;
                 Error::Server {
                     server: link.server.label.clone(),
-                    reason: format!("{} keeps changing on the server", target.remote),
+                    source: ServerError::KeepsChanging {
+                        path: target.remote.clone(),
+                    },
                 }
             }
             Failure::Retry(err) => {
-                // A connection that drops after verified progress starts a
-                // fresh count: a flaky link that keeps moving gets through.
-                if verified_offset(&state) > before {
-                    failures = 0;
+                if state.verified_offset() > before {
+                    retries.progressed();
                 }
                 err
             }
         };
-        failures += 1;
-        if failures > policy.retries {
-            return Err(give_up(retry_error, policy.retries));
-        }
-        tokio::time::sleep(backoff(failures)).await;
+        retries.failed(retry_error).await?;
     }
-}
-
-fn verified_offset(state: &Progressed) -> u64 {
-    state.transfer.map_or(0, |(_, verified)| verified.offset)
-}
-
-fn give_up(err: Error, retries: u32) -> Error {
-    match err {
-        Error::Connection { server, reason } if retries > 0 => Error::Connection {
-            server,
-            reason: format!("{reason} (gave up after {retries} retries)"),
-        },
-        other => other,
-    }
-}
-
-/// Exponential backoff with jitter: half to all of `RETRY_BASE * 2^(n-1)`.
-pub(crate) fn backoff(failures: u32) -> Duration {
-    let exp = RETRY_BASE.saturating_mul(1 << failures.saturating_sub(1).min(16));
-    exp.min(RETRY_MAX).mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
 async fn attempt(
@@ -243,56 +237,66 @@ async fn attempt(
     match link.ask(&get).await? {
         Response::Meta(now) if now.same_version(&meta) => {}
         Response::Meta(_) => return Err(Failure::Changed),
-        Response::Error(err) => return Err(remote_failure(server, err)),
-        _ => return Err(protocol(server, "unexpected reply to a download request")),
+        Response::Error(err) => return Err(remote(server, err)),
+        other => {
+            let kind = other.kind();
+            return Err(broken(server, GetError::NoMeta { kind }.into()));
+        }
     }
 
     let file = partial.open_at(verified.offset).map_err(Failure::Fatal)?;
     tracker.start(meta.size, verified.offset);
     let sink = Sink::new(file, verified, &meta, tracker.clone())
-        .ok_or_else(|| protocol(server, "resume point is not on a block boundary"))?;
+        .ok_or_else(|| broken(server, ServerError::ResumePoint))?;
     let (tx, rx) = mpsc::channel(RECEIVE_AHEAD);
     let writer = tokio::task::spawn_blocking(move || sink.run(rx));
-    let network = pump(link.conn().await?, tx).await;
+    let network = pump(link, tx).await;
     let report = writer
         .await
-        .map_err(|err| Failure::Fatal(Error::local(&partial.data)(std::io::Error::other(err))))?;
+        .map_err(|err| Failure::Fatal(Error::Worker(err.into())))?;
     state.received += report.received;
     state.transfer = Some((meta, report.verified));
     *tracker = report.tracker;
 
     match report.result {
         Ok(sha256) => {
-            finish(partial).map_err(Failure::Fatal)?;
+            partial.finish().map_err(Failure::Fatal)?;
             Ok((meta, sha256))
         }
         Err(SinkError::Incomplete) => Err(match network {
-            Err(err) => lost(server)(err),
-            Ok(()) => protocol(server, "the transfer stopped before its end"),
+            Err(failure) => failure,
+            Ok(()) => broken(server, ServerError::StoppedEarly),
         }),
         Err(SinkError::Mismatch { offset }) => Err(Failure::Mismatch(offset)),
-        Err(SinkError::Remote(err)) => Err(remote_failure(server, err)),
-        Err(SinkError::Protocol(reason)) => Err(protocol(server, &reason)),
+        Err(SinkError::Remote(err)) => Err(remote(server, err)),
+        Err(SinkError::Protocol(err)) => Err(broken(server, err.into())),
         Err(SinkError::Local(err)) => Err(Failure::Fatal(Error::local(&partial.data)(err))),
     }
 }
 
-/// Passes responses to the sink until the transfer's last frame, the sink
+/// Passes frames to the sink until the transfer's last frame, the sink
 /// stopping, or the connection failing.
-async fn pump(
-    conn: &mut ft_protocol::connection::TcpConnection,
-    tx: mpsc::Sender<Response>,
-) -> Result<(), ft_protocol::ConnectionError> {
-    loop {
-        let response = tokio::select! {
-            response = conn.read_response() => response?,
-            () = tx.closed() => return Ok(()),
+async fn pump(link: &mut Link<'_>, tx: mpsc::Sender<Response>) -> Result<(), Failure> {
+    let server = link.server;
+    let conn = link.conn().await?;
+    let result = loop {
+        let frame = tokio::select! {
+            frame = conn.read_response() => frame,
+            () = tx.closed() => break Ok(()),
         };
-        let last = matches!(response, Response::End { .. } | Response::Error(_));
-        if tx.send(response).await.is_err() || last {
-            return Ok(());
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(err) => break Err(lost(server, err)),
+        };
+        let last = matches!(frame, Response::End { .. } | Response::Error(_));
+        if tx.send(frame).await.is_err() || last {
+            break Ok(());
         }
+    };
+    if result.is_err() {
+        link.reset();
     }
+    result
 }
 
 /// Decides where this run starts: from a fresh partial, or from as much of an
@@ -325,60 +329,17 @@ async fn prepare(
         target.remote,
         whole_chunks * (CHUNK_SIZE >> 20)
     ));
-    let states = checkpoints(link, target, meta, whole_chunks).await?;
+    let states = link.checkpoints(&target.remote, meta, whole_chunks).await?;
     let reader = partial.clone();
     let checking = tracker.clone();
     let verified = tokio::task::spawn_blocking(move || {
-        reader.verify(&states, crate::sink::hashing_threads(), &|bytes| {
-            checking.checked(bytes)
-        })
+        reader.verify(&states, verify::threads(), &|bytes| checking.checked(bytes))
     })
     .await
-    .map_err(|err| Failure::Fatal(Error::local(&partial.data)(std::io::Error::other(err))))?
+    .map_err(|err| Failure::Fatal(Error::Worker(err.into())))?
     .map_err(Failure::Fatal)?;
     tracker.note(target.remote.clone());
     Ok(verified)
-}
-
-/// The server's checkpoint states for boundaries `1..=count`, in pages.
-pub(crate) async fn checkpoints(
-    link: &mut Link<'_>,
-    target: &Target,
-    meta: &FileMeta,
-    count: u64,
-) -> Result<Vec<Digest>, Failure> {
-    let mut states = Vec::new();
-    while (states.len() as u64) < count {
-        let next = states.len() as u64 + 1;
-        let want = (count - states.len() as u64).min(u64::from(MAX_CHECKPOINTS)) as u32;
-        let request = Request::Checkpoints {
-            path: target.remote.clone(),
-            first: next,
-            count: want,
-        };
-        match link.ask(&request).await? {
-            Response::Checkpoints { meta: now, .. } if !now.same_version(meta) => {
-                return Err(Failure::Changed)
-            }
-            Response::Checkpoints {
-                first,
-                states: page,
-                ..
-            } if first == next && !page.is_empty() && page.len() <= want as usize => {
-                states.extend(page);
-            }
-            Response::Error(err) => return Err(remote_failure(link.server, err)),
-            _ => return Err(protocol(link.server, "bad reply to a checkpoints request")),
-        }
-    }
-    Ok(states)
-}
-
-/// Gives the verified partial its final name, in one atomic rename.
-fn finish(partial: &Partial) -> Result<(), Error> {
-    fs::rename(&partial.data, &partial.output).map_err(Error::local(&partial.output))?;
-    let _ = fs::remove_file(&partial.sidecar);
-    Ok(())
 }
 
 /// The server's modification time for a file, when it is one the system can hold.
@@ -390,21 +351,4 @@ pub(crate) fn mtime(meta: &FileMeta) -> Option<SystemTime> {
         UNIX_EPOCH.checked_sub(secs)
     };
     whole.and_then(|t| t.checked_add(Duration::from_nanos(meta.mtime_nanos.into())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_a_cap() {
-        for failures in 1..40 {
-            let full = RETRY_BASE
-                .saturating_mul(1 << (failures - 1).min(16))
-                .min(RETRY_MAX);
-            let pause = backoff(failures);
-            assert!(pause >= full / 2 && pause <= full, "{failures}: {pause:?}");
-        }
-        assert!(backoff(30) <= RETRY_MAX);
-    }
 }

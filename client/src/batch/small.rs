@@ -1,0 +1,171 @@
+//! Small files, many at once: requests go out ahead of their replies so a
+//! tree of thousands of small files costs about one round trip per batch, not
+//! one per file. Each reply is checked in order by the protocol's
+//! [`GetReply`], and each file verified whole against the server's SHA-256
+//! before it takes its final name. Anything out of the ordinary (a file that
+//! changed, a broken reply, a digest that does not match) is handed back for
+//! the careful one-file path, which retries, resumes and reports.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use ft_protocol::{Digest, FileMeta, GetEvent, GetReply, RemoteError, Request, MAX_DATA};
+
+use super::blocking_each;
+use crate::error::Error;
+use crate::session::{remote, Failure, Link};
+use crate::transfer::{mtime, Partial, Report, Target};
+use crate::verify;
+
+/// Largest file taken this way: one data frame.
+pub(super) const SMALL: u64 = MAX_DATA as u64;
+
+/// Requests sent ahead on one connection. The replies to them are held in
+/// memory until written: at most this many times `SMALL` per connection, and
+/// in practice a few KiB each.
+pub(super) const PIPELINE: usize = 32;
+
+/// Whether a listed file can go this way: small, and listed (so its version
+/// is known before it is asked for).
+pub(super) fn eligible(target: &Target) -> bool {
+    target.listed.is_some_and(|meta| meta.size <= SMALL)
+}
+
+/// Whether nothing is at the target's final name.
+pub(super) fn absent(target: &Target) -> bool {
+    fs::symlink_metadata(&target.output).is_err()
+}
+
+/// What happened to the files of a batch.
+pub(super) struct Fetched {
+    /// Verified and in place, or failed for good.
+    pub ended: Vec<(Target, Result<Report, Error>)>,
+    /// To be fetched the careful way.
+    pub again: Vec<Target>,
+}
+
+/// One reply of the batch.
+enum Reply {
+    /// The whole file and the server's digest of it.
+    File(FileMeta, Bytes, Digest),
+    /// The server refused the request (a whole reply).
+    Refused(RemoteError),
+    /// Another version than listed (the reply was read to its end).
+    Changed,
+}
+
+/// Fetches `targets`, all eligible, on `link` with their requests sent at once.
+pub(super) async fn fetch(link: &mut Link<'_>, targets: Vec<Target>) -> Fetched {
+    let started = Instant::now();
+    let server = link.server;
+    let mut fetched = Fetched {
+        ended: Vec::new(),
+        again: Vec::new(),
+    };
+    let requests: Vec<Request> = targets
+        .iter()
+        .map(|target| Request::Get {
+            path: target.remote.clone(),
+            offset: 0,
+        })
+        .collect();
+    if link.send_all(&requests).await.is_err() {
+        fetched.again = targets;
+        return fetched;
+    }
+    let mut arrived = Vec::new();
+    let mut rest = targets.into_iter();
+    while let Some(target) = rest.next() {
+        match read_reply(link, &target).await {
+            Some(Reply::File(meta, data, sha256)) => arrived.push((target, meta, data, sha256)),
+            Some(Reply::Refused(err)) => match remote(server, err) {
+                Failure::Fatal(err) => fetched.ended.push((target, Err(err))),
+                _ => fetched.again.push(target),
+            },
+            Some(Reply::Changed) => fetched.again.push(target),
+            None => {
+                // The stream is in an unknown state: the rest go the careful way.
+                link.reset();
+                fetched.again.push(target);
+                fetched.again.extend(rest);
+                break;
+            }
+        }
+    }
+    let placed = blocking_each(arrived, |(target, meta, data, sha256)| {
+        place(target, meta, data, sha256)
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    for ((target, meta, _, sha256), result) in placed.await {
+        match result {
+            Ok(Ok(true)) => {
+                let report = Report {
+                    bytes_received: meta.size,
+                    seconds,
+                    ..Report::new(&target, meta.size, &sha256, started)
+                };
+                fetched.ended.push((target, Ok(report)));
+            }
+            Ok(Ok(false)) => fetched.again.push(target),
+            Ok(Err(err)) | Err(err) => fetched.ended.push((target, Err(err))),
+        }
+    }
+    fetched
+}
+
+/// Reads the reply to one `Get`; `None` when it breaks the protocol or the
+/// connection fails.
+async fn read_reply(link: &mut Link<'_>, target: &Target) -> Option<Reply> {
+    let mut reply = GetReply::new(0);
+    let mut meta = None;
+    let mut data = BytesMut::new();
+    loop {
+        let frame = link.read().await.ok()?;
+        match reply.feed(frame).ok()? {
+            GetEvent::Meta(announced) if announced.size > SMALL => return None,
+            GetEvent::Meta(announced) => meta = Some(announced),
+            GetEvent::Data(piece) => data.extend_from_slice(&piece),
+            GetEvent::Checkpoint { .. } => {}
+            GetEvent::End { sha256 } => {
+                let meta = meta?;
+                let listed = target.listed.is_some_and(|l| l.same_version(&meta));
+                return Some(match listed {
+                    true => Reply::File(meta, data.freeze(), sha256),
+                    false => Reply::Changed,
+                });
+            }
+            GetEvent::Failed(err) => return Some(Reply::Refused(err)),
+        }
+    }
+}
+
+/// Verifies `data` against `sha256` and, if it matches, writes it beside the
+/// output, syncs it and renames it into place. `Ok(false)`: no match.
+fn place(target: &Target, meta: &FileMeta, data: &[u8], sha256: &Digest) -> Result<bool, Error> {
+    if !verify::matches(data, sha256) {
+        return Ok(false);
+    }
+    let partial = Partial::for_output(&target.output);
+    let create = || File::create(&partial.data);
+    let mut file = match create() {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            // A folder the listing did not name.
+            if let Some(parent) = target.output.parent() {
+                fs::create_dir_all(parent).map_err(Error::local(parent))?;
+            }
+            create()
+        }
+        other => other,
+    }
+    .map_err(Error::local(&partial.data))?;
+    file.write_all(data).map_err(Error::local(&partial.data))?;
+    if let Some(mtime) = mtime(meta) {
+        let _ = file.set_modified(mtime);
+    }
+    file.sync_all().map_err(Error::local(&partial.data))?;
+    drop(file);
+    partial.rename()?;
+    Ok(true)
+}

@@ -1,0 +1,142 @@
+//! The settings of one run, as the user gave them, and what they resolve
+//! to: one file to one name, or a batch of paths and folders.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::batch::Batch;
+use crate::error::{Error, UsageError};
+use crate::output::Show;
+use crate::session::Server;
+use crate::transfer::{Job, Policy, Target};
+
+/// Settings as the user gave them.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// SERVER as written.
+    pub server: String,
+    /// PATHs on the server.
+    pub paths: Vec<String>,
+    /// `-o`, if given.
+    pub output: Option<PathBuf>,
+    /// `-r`: download folders whole (with `--list`: list whole trees).
+    pub recursive: bool,
+    /// `--list`: list instead of downloading.
+    pub list: bool,
+    /// Whether to reuse a partial from an earlier run.
+    pub resume: bool,
+    /// Failed attempts in a row allowed.
+    pub retries: u32,
+    /// Connect and silence bound.
+    pub timeout: Duration,
+    /// Connections used at once for many files.
+    pub connections: usize,
+    /// What to print.
+    pub show: Show,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Mode {
+    /// One file to one local name.
+    One(Job),
+    /// Several paths, or folders.
+    Many(Batch),
+}
+
+/// The server part of the settings, checked.
+pub fn server(config: &Config) -> Result<Server, Error> {
+    let (host, port) = crate::addr::parse_server(&config.server)?;
+    Ok(Server {
+        label: config.server.clone(),
+        host,
+        port,
+        timeout: config.timeout,
+    })
+}
+
+/// Checks the settings and works out what to fetch and where to.
+pub fn resolve(config: Config) -> Result<Mode, Error> {
+    let server = server(&config)?;
+    let policy = Policy {
+        resume: config.resume,
+        retries: config.retries,
+    };
+    match config.paths.as_slice() {
+        [] => Err(UsageError::NoPath.into()),
+        [remote] if !config.recursive => Ok(Mode::One(Job {
+            server,
+            target: Target {
+                remote: remote.clone(),
+                output: output_path(remote, config.output.as_deref())?,
+                listed: None,
+            },
+            policy,
+        })),
+        _ => {
+            let outdir = config.output.unwrap_or_else(|| PathBuf::from("."));
+            if outdir.exists() && !outdir.is_dir() {
+                return Err(UsageError::OutputNotFolder(outdir).into());
+            }
+            Ok(Mode::Many(Batch {
+                server,
+                policy,
+                paths: config.paths,
+                outdir,
+                recursive: config.recursive,
+                connections: config.connections,
+            }))
+        }
+    }
+}
+
+/// The basename of PATH in the current folder; or `-o`, itself when it names
+/// a file, or with the basename appended when it names a folder.
+fn output_path(remote: &str, output: Option<&Path>) -> Result<PathBuf, Error> {
+    let name = remote
+        .rsplit('/')
+        .next()
+        .filter(|name| !name.is_empty() && *name != "." && *name != "..");
+    let need_name = || {
+        name.map(PathBuf::from)
+            .ok_or_else(|| UsageError::NoFileName(remote.to_owned()).into())
+    };
+    match output {
+        None => need_name(),
+        Some(dir) if dir.is_dir() || dir.as_os_str().to_string_lossy().ends_with('/') => {
+            Ok(dir.join(need_name()?))
+        }
+        Some(file) => Ok(file.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let named = |remote: &str, out: Option<&Path>| output_path(remote, out).ok();
+        assert_eq!(named("info.txt", None), Some("info.txt".into()));
+        assert_eq!(named("a/b/data.bin", None), Some("data.bin".into()));
+        assert_eq!(named("a/b/", None), None);
+        assert_eq!(named("..", None), None);
+        assert_eq!(
+            named("x/data.bin", Some(dir.path())),
+            Some(dir.path().join("data.bin"))
+        );
+        assert_eq!(
+            named("data.bin", Some(Path::new("new/"))),
+            Some("new/data.bin".into())
+        );
+        assert_eq!(
+            named("data.bin", Some(Path::new("copy.bin"))),
+            Some("copy.bin".into())
+        );
+        assert_eq!(
+            named("", Some(Path::new("copy.bin"))),
+            Some("copy.bin".into())
+        );
+    }
+}

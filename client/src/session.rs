@@ -1,0 +1,394 @@
+//! The session layer: the connection to the server (made on first use, kept
+//! across requests and files, dropped whenever its state is in doubt), the
+//! one-reply requests every mode makes on it, what a failure means for the
+//! next attempt, and the one retry policy with backoff that every mode uses.
+
+use std::time::Duration;
+
+use ft_protocol::connection::TcpConnection;
+use ft_protocol::{
+    ClientHandshake, ConnectionError, Digest, ErrorCode, FileMeta, HandshakeError, RemoteError,
+    Request, Response, MAX_CHECKPOINTS,
+};
+use tokio::net::TcpStream;
+
+use crate::error::{ConnectError, Error, ServerError};
+
+/// First pause before a retry; it doubles with each failure in a row.
+const RETRY_BASE: Duration = Duration::from_millis(250);
+
+/// Longest pause between retries.
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Where the server is and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// The server as the user wrote it, for messages.
+    pub label: String,
+    /// Host to resolve.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Bound on connecting and on any silence from the server.
+    pub timeout: Duration,
+}
+
+/// Why a step failed, and so what to do next.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Worth another attempt after a pause.
+    Retry(Error),
+    /// The chunk at this offset failed verification.
+    Mismatch(u64),
+    /// The remote file is another version now: start over.
+    Changed,
+    /// No point trying again.
+    Fatal(Error),
+}
+
+/// One connection slot: empty until needed, emptied when in doubt.
+pub(crate) struct Link<'a> {
+    pub server: &'a Server,
+    conn: Option<TcpConnection>,
+}
+
+impl<'a> Link<'a> {
+    pub fn new(server: &'a Server) -> Self {
+        Self { server, conn: None }
+    }
+
+    /// The open connection, connecting and greeting first if there is none.
+    pub async fn conn(&mut self) -> Result<&mut TcpConnection, Failure> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => connect(self.server).await?,
+        };
+        Ok(self.conn.insert(conn))
+    }
+
+    /// Forgets the connection: after a failure it may be mid-reply.
+    pub fn reset(&mut self) {
+        self.conn = None;
+    }
+
+    /// Sends requests ahead of their replies, in one write.
+    pub async fn send_all(&mut self, requests: &[Request]) -> Result<(), Failure> {
+        let server = self.server;
+        let sent = self.conn().await?.send_all(requests).await;
+        sent.map_err(|err| {
+            self.reset();
+            lost(server, err)
+        })
+    }
+
+    /// The next reply on the connection.
+    pub async fn read(&mut self) -> Result<Response, Failure> {
+        let server = self.server;
+        let reply = self.conn().await?.read_response().await;
+        reply.map_err(|err| {
+            self.reset();
+            lost(server, err)
+        })
+    }
+
+    /// Sends one request and reads the first frame of its reply.
+    pub async fn ask(&mut self, request: &Request) -> Result<Response, Failure> {
+        self.send_all(std::slice::from_ref(request)).await?;
+        self.read().await
+    }
+
+    /// The file's description, with its digest if the server has it.
+    pub async fn stat(&mut self, path: &str) -> Result<FileMeta, Failure> {
+        let request = Request::Stat {
+            path: path.to_owned(),
+        };
+        match self.ask(&request).await? {
+            Response::Meta(meta) => Ok(meta),
+            Response::Error(err) => Err(remote(self.server, err)),
+            _ => Err(broken(self.server, ServerError::StatReply)),
+        }
+    }
+
+    /// The file's description, its digest computed by the server if need be.
+    pub async fn digest(&mut self, path: &str) -> Result<FileMeta, Failure> {
+        let request = Request::Checkpoints {
+            path: path.to_owned(),
+            first: 1,
+            count: 0,
+        };
+        match self.ask(&request).await? {
+            Response::Checkpoints { meta, .. } if meta.sha256.is_some() => Ok(meta),
+            Response::Error(err) => Err(remote(self.server, err)),
+            _ => Err(broken(self.server, ServerError::CheckpointsReply)),
+        }
+    }
+
+    /// The server's checkpoint states of `path` for boundaries `1..=count`,
+    /// asked for in pages; `Changed` if the file is no longer `meta`.
+    pub async fn checkpoints(
+        &mut self,
+        path: &str,
+        meta: &FileMeta,
+        count: u64,
+    ) -> Result<Vec<Digest>, Failure> {
+        let mut states = Vec::new();
+        while (states.len() as u64) < count {
+            let next = states.len() as u64 + 1;
+            let want = (count - states.len() as u64).min(u64::from(MAX_CHECKPOINTS)) as u32;
+            let request = Request::Checkpoints {
+                path: path.to_owned(),
+                first: next,
+                count: want,
+            };
+            match self.ask(&request).await? {
+                Response::Checkpoints { meta: now, .. } if !now.same_version(meta) => {
+                    return Err(Failure::Changed)
+                }
+                Response::Checkpoints {
+                    first,
+                    states: page,
+                    ..
+                } if first == next && !page.is_empty() && page.len() <= want as usize => {
+                    states.extend(page);
+                }
+                Response::Error(err) => return Err(remote(self.server, err)),
+                _ => return Err(broken(self.server, ServerError::CheckpointsReply)),
+            }
+        }
+        Ok(states)
+    }
+}
+
+async fn connect(server: &Server) -> Result<TcpConnection, Failure> {
+    let unreachable = |source| {
+        Failure::Retry(Error::Connection {
+            server: server.label.clone(),
+            source,
+        })
+    };
+    let addrs = tokio::net::lookup_host((server.host.as_str(), server.port))
+        .await
+        .map_err(|source| {
+            unreachable(ConnectError::Resolve {
+                host: server.host.clone(),
+                source,
+            })
+        })?;
+    let mut last = ConnectError::NoAddress {
+        host: server.host.clone(),
+    };
+    let mut stream = None;
+    for addr in addrs {
+        match tokio::time::timeout(server.timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(connected)) => {
+                stream = Some(connected);
+                break;
+            }
+            Ok(Err(source)) => last = ConnectError::Connect { addr, source },
+            Err(_) => last = ConnectError::ConnectTimeout { addr },
+        }
+    }
+    let stream = stream.ok_or_else(|| unreachable(last))?;
+    let mut conn = TcpConnection::tcp(stream, server.timeout);
+    let handshake = ClientHandshake;
+    conn.send(&handshake.hello())
+        .await
+        .map_err(|err| lost(server, err))?;
+    let welcome = conn
+        .read_response()
+        .await
+        .map_err(|err| lost(server, err))?;
+    match handshake.receive(welcome) {
+        Ok(_) => Ok(conn),
+        Err(HandshakeError::Version { server: version }) => {
+            Err(broken(server, ServerError::Version(version)))
+        }
+        Err(HandshakeError::Refused(err)) => Err(remote(server, err)),
+        Err(HandshakeError::Unexpected { .. }) => Err(broken(server, ServerError::Handshake)),
+    }
+}
+
+/// A connection failure: a garbled stream means the peer is not an ft
+/// server (final); anything else may pass (worth a retry).
+pub(crate) fn lost(server: &Server, err: ConnectionError) -> Failure {
+    match err {
+        ConnectionError::Codec(_) | ConnectionError::FrameTooLarge { .. } => {
+            broken(server, ServerError::Garbled(err))
+        }
+        err => Failure::Retry(Error::Connection {
+            server: server.label.clone(),
+            source: ConnectError::Lost(err),
+        }),
+    }
+}
+
+/// The server did something no retry will mend.
+pub(crate) fn broken(server: &Server, source: ServerError) -> Failure {
+    Failure::Fatal(Error::Server {
+        server: server.label.clone(),
+        source,
+    })
+}
+
+/// What the server's refusal means for the next attempt.
+pub(crate) fn remote(server: &Server, err: RemoteError) -> Failure {
+    let label = server.label.clone();
+    match err.code {
+        ErrorCode::NotFound
+        | ErrorCode::NotAFile
+        | ErrorCode::NotADirectory
+        | ErrorCode::InvalidPath
+        | ErrorCode::PermissionDenied => Failure::Fatal(Error::Refused {
+            server: label,
+            reason: err,
+        }),
+        ErrorCode::Busy => Failure::Retry(Error::Connection {
+            server: label,
+            source: ConnectError::Busy(err),
+        }),
+        ErrorCode::FileChanged => Failure::Changed,
+        ErrorCode::Internal => Failure::Retry(Error::Server {
+            server: label,
+            source: ServerError::Remote(err),
+        }),
+        ErrorCode::UnsupportedVersion | ErrorCode::BadRequest => {
+            broken(server, ServerError::Remote(err))
+        }
+    }
+}
+
+/// The retry policy: this many failed attempts in a row are allowed, each
+/// followed by a pause that grows exponentially, with jitter.
+#[derive(Debug)]
+pub(crate) struct Retries {
+    allowed: u32,
+    failures: u32,
+}
+
+impl Retries {
+    pub fn new(allowed: u32) -> Self {
+        Self {
+            allowed,
+            failures: 0,
+        }
+    }
+
+    /// Verified progress since the last failure: the next one starts a
+    /// fresh count, so a flaky link that keeps moving gets through.
+    pub fn progressed(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Counts a failure: waits before the next attempt, or gives up with
+    /// `err` once the retries are spent.
+    pub async fn failed(&mut self, err: Error) -> Result<(), Error> {
+        self.failures += 1;
+        if self.failures > self.allowed {
+            return Err(err.gave_up(self.allowed));
+        }
+        tokio::time::sleep(backoff(self.failures)).await;
+        Ok(())
+    }
+}
+
+/// Exponential backoff with jitter: half to all of `RETRY_BASE * 2^(n-1)`.
+fn backoff(failures: u32) -> Duration {
+    let exp = RETRY_BASE.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    exp.min(RETRY_MAX).mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// Runs a request `step` on `link` until it succeeds, fails for good, or
+/// the retries run out; the connection is dropped after each failure. A
+/// step that finds its subject changing fails with `changed`.
+pub(crate) async fn retrying<'s, T>(
+    link: &mut Link<'s>,
+    retries: u32,
+    changed: impl Fn() -> ServerError,
+    mut step: impl AsyncFnMut(&mut Link<'s>) -> Result<T, Failure>,
+) -> Result<T, Error> {
+    let mut policy = Retries::new(retries);
+    loop {
+        let err = match step(link).await {
+            Ok(value) => return Ok(value),
+            Err(Failure::Fatal(err)) => return Err(err),
+            Err(Failure::Retry(err)) => err,
+            Err(Failure::Changed | Failure::Mismatch(_)) => Error::Server {
+                server: link.server.label.clone(),
+                source: changed(),
+            },
+        };
+        link.reset();
+        policy.failed(err).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_a_cap() {
+        for failures in 1..40 {
+            let full = RETRY_BASE
+                .saturating_mul(1 << (failures - 1).min(16))
+                .min(RETRY_MAX);
+            let pause = backoff(failures);
+            assert!(pause >= full / 2 && pause <= full, "{failures}: {pause:?}");
+        }
+        assert!(backoff(30) <= RETRY_MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_allow_so_many_failures_in_a_row_and_then_give_up() {
+        let err = || Error::Connection {
+            server: "h".into(),
+            source: ConnectError::NoAddress { host: "h".into() },
+        };
+        let mut retries = Retries::new(2);
+        assert!(retries.failed(err()).await.is_ok());
+        assert!(retries.failed(err()).await.is_ok());
+        retries.progressed();
+        assert!(
+            retries.failed(err()).await.is_ok(),
+            "a fresh count after progress"
+        );
+        assert!(retries.failed(err()).await.is_ok());
+        match retries.failed(err()).await {
+            Err(Error::Connection {
+                source: ConnectError::GaveUp { retries: 2, .. },
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refusals_are_final_and_the_rest_worth_a_retry() {
+        let server = Server {
+            label: "h".into(),
+            host: "h".into(),
+            port: 1,
+            timeout: Duration::from_secs(1),
+        };
+        let failure = |code| remote(&server, RemoteError::new(code, "x"));
+        assert!(matches!(
+            failure(ErrorCode::NotFound),
+            Failure::Fatal(Error::Refused { .. })
+        ));
+        assert!(matches!(failure(ErrorCode::Busy), Failure::Retry(_)));
+        assert!(matches!(failure(ErrorCode::Internal), Failure::Retry(_)));
+        assert!(matches!(failure(ErrorCode::FileChanged), Failure::Changed));
+        assert!(matches!(
+            failure(ErrorCode::BadRequest),
+            Failure::Fatal(Error::Server { .. })
+        ));
+        assert!(matches!(
+            lost(&server, ConnectionError::Truncated),
+            Failure::Retry(Error::Connection { .. })
+        ));
+        assert!(matches!(
+            lost(&server, ConnectionError::FrameTooLarge { max: 1 }),
+            Failure::Fatal(Error::Server { .. })
+        ));
+    }
+}

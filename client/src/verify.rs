@@ -1,0 +1,669 @@
+//! The verification engine: a file's chunks checked against the server's
+//! checkpoint chain on several threads, and accepted in file order only.
+//! It checks chunks as they arrive during a download, a partial on disk
+//! before a resume, and a file already present before a re-run leaves it
+//! alone.
+//!
+//! SHA-256 is sequential, but the server's checkpoints make it parallel to
+//! *check*: chunk `k` is hashed starting from checkpoint `k` as the server
+//! claimed it, and must end on checkpoint `k + 1` (or, for the last chunk,
+//! on the digest of the whole file). Chunks are accepted in order only,
+//! starting from a state this client computed or verified itself, so each
+//! accepted chunk's starting state has been checked by the one before: the
+//! accepted bytes hash to exactly what one sequential pass would give.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+
+use bytes::Bytes;
+use ft_protocol::{ChainHasher, Digest, CHUNK_SIZE, MAX_DATA};
+
+/// Frames queued for hashing, across all hashing threads: up to this many
+/// jobs (a MiB of data each, at most) in flight between the feeder and the
+/// hashers (the frames are shared, not copied).
+const HASH_AHEAD: usize = 8;
+
+/// Most hashing threads per check.
+const MAX_HASHERS: usize = 4;
+
+/// Threads to hash with: one per core, up to [`MAX_HASHERS`].
+pub fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_HASHERS)
+}
+
+/// Verified progress: the first `offset` bytes hash to `state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// Bytes verified, a multiple of the chunk size (or the whole file).
+    pub offset: u64,
+    /// The SHA-256 chaining state after them.
+    pub state: Digest,
+}
+
+impl Verified {
+    /// Nothing verified yet.
+    pub fn start() -> Self {
+        Self {
+            offset: 0,
+            state: ChainHasher::new().state().unwrap_or_default(),
+        }
+    }
+}
+
+/// Why a check stopped short of the end.
+#[derive(Debug, thiserror::Error)]
+pub enum Stop {
+    /// The chunk starting at `offset` did not hash to the claimed state.
+    #[error("the chunk at byte {offset} does not match")]
+    Mismatch {
+        /// Where the chunk starts.
+        offset: u64,
+    },
+    /// Reading the file being checked failed.
+    #[error("cannot read the file being checked")]
+    Read(#[source] io::Error),
+}
+
+/// How a check ended.
+pub struct Checked {
+    /// How far the accepted chunks reach.
+    pub verified: Verified,
+    /// The digest of the whole file, if its end was reached and matched;
+    /// why not, if a chunk failed; `None` if the feeder stopped first.
+    pub outcome: Option<Result<Digest, Stop>>,
+}
+
+/// What the feeder tells a hashing thread about one chunk, in file order.
+enum Job<'f> {
+    /// A chunk begins at `offset`, with this chaining state before it.
+    Start { offset: u64, state: Digest },
+    /// Its next bytes.
+    Data(Bytes),
+    /// Its next `len` bytes, to be read from `file` at `offset`.
+    Read {
+        file: &'f File,
+        offset: u64,
+        len: u64,
+    },
+    /// The chunk ends on this checkpoint.
+    Point(Digest),
+    /// The chunk ends the file, with this digest.
+    End(Digest),
+}
+
+/// A hashing thread's finding for the chunk that starts at `start`.
+struct Finding {
+    start: u64,
+    found: Found,
+}
+
+enum Found {
+    /// The chunk reached the checkpoint: everything up to here is verified,
+    /// provided the chunk's start was.
+    Point(Verified),
+    /// The chunk reached the digest of the whole file.
+    End(Digest),
+    Mismatch,
+    Read(io::Error),
+}
+
+/// The feeder's side of a check: deals chunks to the hashing threads in
+/// turn, and hears what they found.
+pub struct Feeder<'f> {
+    queues: Vec<SyncSender<Job<'f>>>,
+    /// The thread hashing the current chunk, if one is open.
+    open: Option<usize>,
+    next: usize,
+    /// The claimed state at `pos`, where the next chunk starts.
+    state: Digest,
+    pos: u64,
+    findings: Receiver<Finding>,
+    tally: Tally,
+}
+
+/// A hashing thread stopped (it found a mismatch): feed no more.
+#[derive(Debug)]
+pub struct Stopped;
+
+impl<'f> Feeder<'f> {
+    /// The next bytes of the current chunk.
+    pub fn data(&mut self, data: Bytes) -> Result<(), Stopped> {
+        self.pos += data.len() as u64;
+        self.send(Job::Data(data), false)
+    }
+
+    /// The next `len` bytes of the current chunk, read from `file` by the
+    /// hashing thread itself.
+    fn read(&mut self, file: &'f File, len: u64) -> Result<(), Stopped> {
+        let offset = self.pos;
+        self.pos += len;
+        self.send(Job::Read { file, offset, len }, false)
+    }
+
+    /// The current chunk ends on the server's checkpoint `state`; the next
+    /// one starts from it.
+    pub fn point(&mut self, state: Digest) -> Result<(), Stopped> {
+        self.send(Job::Point(state), true)?;
+        self.state = state;
+        Ok(())
+    }
+
+    /// The current chunk ends the file, whose digest the server gave.
+    pub fn end(&mut self, sha256: Digest) -> Result<(), Stopped> {
+        self.send(Job::End(sha256), true)
+    }
+
+    /// Whether a chunk has already failed (so feeding more is wasted).
+    pub fn failed(&mut self) -> bool {
+        for finding in self.findings.try_iter() {
+            self.tally.add(finding);
+        }
+        self.tally.failed()
+    }
+
+    fn send(&mut self, job: Job<'f>, closes: bool) -> Result<(), Stopped> {
+        let index = match self.open {
+            Some(index) => index,
+            None => {
+                let index = self.next;
+                self.next = (index + 1) % self.queues.len();
+                let start = Job::Start {
+                    offset: self.pos - job_len(&job),
+                    state: self.state,
+                };
+                self.queue(index, start)?;
+                self.open = Some(index);
+                index
+            }
+        };
+        if closes {
+            self.open = None;
+        }
+        self.queue(index, job)
+    }
+
+    fn queue(&self, index: usize, job: Job<'f>) -> Result<(), Stopped> {
+        let queue = self.queues.get(index).ok_or(Stopped)?;
+        queue.send(job).map_err(|_| Stopped)
+    }
+}
+
+/// Bytes a job adds to its chunk.
+fn job_len(job: &Job<'_>) -> u64 {
+    match job {
+        Job::Data(data) => data.len() as u64,
+        Job::Read { len, .. } => *len,
+        _ => 0,
+    }
+}
+
+/// Runs a check from `start` on `threads` hashing threads (at least one):
+/// `feed` deals the chunks through the [`Feeder`], then the threads finish
+/// what they were given. Returns what `feed` returned and how far the
+/// chunks check out.
+pub fn check<'f, T>(
+    start: Verified,
+    threads: usize,
+    checked: &(dyn Fn(u64) + Sync),
+    feed: impl FnOnce(&mut Feeder<'f>) -> T,
+) -> (T, Checked) {
+    let threads = threads.max(1);
+    let (found, findings) = mpsc::channel();
+    std::thread::scope(|scope| {
+        let mut queues = Vec::with_capacity(threads);
+        let mut handles = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let (queue, jobs) = mpsc::sync_channel((HASH_AHEAD / threads).max(1));
+            let found = found.clone();
+            handles.push(scope.spawn(move || hash_chunks(&jobs, &found, checked)));
+            queues.push(queue);
+        }
+        drop(found);
+        let mut feeder = Feeder {
+            queues,
+            open: None,
+            next: 0,
+            state: start.state,
+            pos: start.offset,
+            findings,
+            tally: Tally::new(start),
+        };
+        let fed = feed(&mut feeder);
+        let Feeder {
+            queues,
+            findings,
+            mut tally,
+            ..
+        } = feeder;
+        drop(queues);
+        let mut panicked = false;
+        for handle in handles {
+            panicked |= handle.join().is_err();
+        }
+        for finding in findings.try_iter() {
+            tally.add(finding);
+        }
+        if panicked && tally.settled.is_none() {
+            let lost = io::Error::other("a hashing thread failed");
+            tally.settled = Some(Err(Stop::Read(lost)));
+        }
+        (fed, tally.finish())
+    })
+}
+
+/// One hashing thread: hashes each chunk it is given from its claimed start
+/// and reports whether it reached the claimed end. Stops at a failure.
+fn hash_chunks(jobs: &Receiver<Job<'_>>, findings: &Sender<Finding>, checked: &dyn Fn(u64)) {
+    let mut chunk: Option<(u64, ChainHasher)> = None;
+    // A read that failed spoils the chunk it was for.
+    let mut spoiled: Option<Found> = None;
+    let mut buf = Vec::new();
+    while let Ok(job) = jobs.recv() {
+        let end = match job {
+            Job::Start { offset, state } => {
+                chunk = ChainHasher::resume(&state, offset).map(|hasher| (offset, hasher));
+                spoiled = None;
+                continue;
+            }
+            Job::Data(data) => {
+                if let Some((_, hasher)) = &mut chunk {
+                    hasher.update(&data);
+                }
+                continue;
+            }
+            Job::Read { file, offset, len } => {
+                if let (Some((_, hasher)), None) = (&mut chunk, &spoiled) {
+                    spoiled = read_into(hasher, file, offset, len, &mut buf, checked).err();
+                }
+                continue;
+            }
+            Job::Point(state) => Until::Point(state),
+            Job::End(sha256) => Until::End(sha256),
+        };
+        // A chunk end without a start cannot be checked: the feeder never
+        // sends one, so treat it as the mismatch it would hide.
+        let (start, found) = match (chunk.take(), spoiled.take()) {
+            (Some((start, _)), Some(spoiled)) => (start, spoiled),
+            (Some((start, hasher)), None) => (start, end.reached(hasher)),
+            (None, _) => (u64::MAX, Found::Mismatch),
+        };
+        let stop = !matches!(found, Found::Point(_) | Found::End(_));
+        if findings.send(Finding { start, found }).is_err() || stop {
+            return;
+        }
+    }
+}
+
+/// Where a chunk must end.
+enum Until {
+    Point(Digest),
+    End(Digest),
+}
+
+impl Until {
+    fn reached(self, hasher: ChainHasher) -> Found {
+        match self {
+            Until::Point(state) => match hasher.state() {
+                Some(reached) if reached == state => Found::Point(Verified {
+                    offset: hasher.consumed(),
+                    state,
+                }),
+                _ => Found::Mismatch,
+            },
+            Until::End(sha256) if hasher.finalize() == sha256 => Found::End(sha256),
+            Until::End(_) => Found::Mismatch,
+        }
+    }
+}
+
+/// Reads `len` bytes of `file` at `offset` into `hasher`, a piece at a
+/// time. A file that ends early does not have the chunk: a mismatch.
+fn read_into(
+    hasher: &mut ChainHasher,
+    file: &File,
+    offset: u64,
+    len: u64,
+    buf: &mut Vec<u8>,
+    checked: &dyn Fn(u64),
+) -> Result<(), Found> {
+    let mut at = offset;
+    while at < offset + len {
+        let step = (offset + len - at).min(MAX_DATA as u64) as usize;
+        buf.resize(step, 0);
+        match file.read_exact_at(buf, at) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Err(Found::Mismatch),
+            Err(err) => return Err(Found::Read(err)),
+        }
+        hasher.update(buf);
+        checked(step as u64);
+        at += step as u64;
+    }
+    Ok(())
+}
+
+/// The hashing threads' findings, put back in file order.
+struct Tally {
+    verified: Verified,
+    /// Findings for chunks after the first unsettled one.
+    waiting: BTreeMap<u64, Found>,
+    /// The end reached in file order: the whole file's digest, or the first
+    /// failure.
+    settled: Option<Result<Digest, Stop>>,
+}
+
+impl Tally {
+    fn new(start: Verified) -> Self {
+        Self {
+            verified: start,
+            waiting: BTreeMap::new(),
+            settled: None,
+        }
+    }
+
+    fn add(&mut self, finding: Finding) {
+        self.waiting.insert(finding.start, finding.found);
+        while self.settled.is_none() {
+            let Some(found) = self.waiting.remove(&self.verified.offset) else {
+                break;
+            };
+            self.settled = match found {
+                Found::Point(verified) => {
+                    self.verified = verified;
+                    None
+                }
+                Found::End(sha256) => Some(Ok(sha256)),
+                Found::Mismatch => Some(Err(Stop::Mismatch {
+                    offset: self.verified.offset,
+                })),
+                Found::Read(err) => Some(Err(Stop::Read(err))),
+            };
+        }
+    }
+
+    /// Whether a chunk failed anywhere, even one after some still being
+    /// hashed: enough to stop feeding. The chunks before it are still
+    /// accepted as their findings come.
+    fn failed(&self) -> bool {
+        matches!(self.settled, Some(Err(_)))
+            || self
+                .waiting
+                .values()
+                .any(|found| matches!(found, Found::Mismatch | Found::Read(_)))
+    }
+
+    /// The end, once every finding is in: what was reached in file order,
+    /// or, if the chunks stopped short of a failure further on, that
+    /// failure (its offset is only a hint then).
+    fn finish(mut self) -> Checked {
+        if self.settled.is_none() {
+            let failed = self
+                .waiting
+                .iter()
+                .find(|(_, found)| matches!(found, Found::Mismatch | Found::Read(_)))
+                .map(|(start, _)| *start);
+            if let Some(start) = failed {
+                self.settled = Some(Err(match self.waiting.remove(&start) {
+                    Some(Found::Read(err)) => Stop::Read(err),
+                    _ => Stop::Mismatch {
+                        offset: self.verified.offset,
+                    },
+                }));
+            }
+        }
+        Checked {
+            verified: self.verified,
+            outcome: self.settled,
+        }
+    }
+}
+
+/// How much of `file` checks out against a server's checkpoint `states`
+/// (boundaries 1, 2, …): the longest run of whole chunks from the start
+/// that each hash from the state before them to the state after, checked
+/// on `threads` threads that read the file themselves. `checked` hears of
+/// the bytes as they are read.
+pub fn check_file(
+    file: &File,
+    states: &[Digest],
+    threads: usize,
+    checked: &(dyn Fn(u64) + Sync),
+) -> io::Result<Verified> {
+    let on_disk = file.metadata()?.len();
+    let chunks = states.len().min((on_disk / CHUNK_SIZE) as usize);
+    if chunks == 0 {
+        return Ok(Verified::start());
+    }
+    let ((), checked) = check(Verified::start(), threads, checked, |feeder| {
+        for state in &states[..chunks] {
+            // Chunks past the first bad one are not worth reading.
+            if feeder.failed()
+                || feeder.read(file, CHUNK_SIZE).is_err()
+                || feeder.point(*state).is_err()
+            {
+                return;
+            }
+        }
+    });
+    match checked.outcome {
+        Some(Err(Stop::Read(err))) => Err(err),
+        _ => Ok(checked.verified),
+    }
+}
+
+/// The SHA-256 of the file at `path`, checked chunk by chunk against a
+/// server's checkpoint `states` on `threads` threads, and only the bytes
+/// after the last of them hashed in one pass. `None` as soon as a chunk
+/// disagrees: the file is not the server's. With no states, the file's
+/// plain SHA-256, on this thread.
+pub fn hash_file(path: &Path, states: &[Digest], threads: usize) -> io::Result<Option<Digest>> {
+    let mut file = File::open(path)?;
+    let verified = check_file(&file, states, threads, &|_| {})?;
+    if verified.offset != states.len() as u64 * CHUNK_SIZE {
+        return Ok(None);
+    }
+    let Some(mut hasher) = ChainHasher::resume(&verified.state, verified.offset) else {
+        return Ok(None);
+    };
+    let rest = file.metadata()?.len().saturating_sub(verified.offset);
+    file.seek(SeekFrom::Start(verified.offset))?;
+    let mut buf = vec![0u8; rest.clamp(1, MAX_DATA as u64) as usize];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(Some(hasher.finalize())),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// The checkpoint states an honest server gives for `data`: for tests.
+#[cfg(test)]
+pub(crate) fn states_of(data: &[u8]) -> Vec<Digest> {
+    let mut hasher = ChainHasher::new();
+    data.chunks_exact(CHUNK_SIZE as usize)
+        .filter_map(|chunk| {
+            hasher.update(chunk);
+            hasher.state()
+        })
+        .collect()
+}
+
+/// Whether `data` is, whole, what `sha256` says.
+pub fn matches(data: &[u8], sha256: &Digest) -> bool {
+    let mut hasher = ChainHasher::new();
+    hasher.update(data);
+    hasher.finalize() == *sha256
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 253) as u8).collect()
+    }
+
+    fn states(data: &[u8]) -> Vec<Digest> {
+        states_of(data)
+    }
+
+    fn sha256(data: &[u8]) -> Digest {
+        let mut hasher = ChainHasher::new();
+        hasher.update(data);
+        hasher.finalize()
+    }
+
+    fn file_with(data: &[u8]) -> File {
+        let mut file = tempfile::tempfile().expect("tempfile");
+        std::io::Write::write_all(&mut file, data).expect("write");
+        file
+    }
+
+    /// Feeds `data` as a download would: 1 MiB frames, each chunk's claimed
+    /// end from `claims`, then the claimed digest.
+    fn stream(data: &[u8], claims: &[Digest], end: Digest, threads: usize) -> Checked {
+        let ((), checked) = check(Verified::start(), threads, &|_| {}, |feeder| {
+            let mut pos = 0;
+            for piece in data.chunks(MAX_DATA) {
+                pos += piece.len();
+                if feeder.data(Bytes::copy_from_slice(piece)).is_err() {
+                    return;
+                }
+                if (pos as u64).is_multiple_of(CHUNK_SIZE) {
+                    let k = pos / CHUNK_SIZE as usize - 1;
+                    if feeder.point(claims[k]).is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = feeder.end(end);
+        });
+        checked
+    }
+
+    #[test]
+    fn a_stream_checks_out_on_any_number_of_threads() {
+        let chunk = CHUNK_SIZE as usize;
+        for len in [0, 65, chunk, 2 * chunk + 1] {
+            let data = data(len);
+            for threads in 1..=3 {
+                let checked = stream(&data, &states(&data), sha256(&data), threads);
+                assert!(
+                    matches!(checked.outcome, Some(Ok(d)) if d == sha256(&data)),
+                    "{len} bytes, {threads} threads"
+                );
+                assert_eq!(checked.verified.offset, (len / chunk * chunk) as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn a_false_state_or_digest_is_caught_and_nothing_after_it_accepted() {
+        let data = data(4 * CHUNK_SIZE as usize);
+        let mut claims = states(&data);
+        claims[1][0] ^= 1;
+        for threads in 1..=3 {
+            let checked = stream(&data, &claims, sha256(&data), threads);
+            assert!(
+                matches!(checked.outcome, Some(Err(Stop::Mismatch { offset })) if offset <= CHUNK_SIZE),
+                "{threads} threads"
+            );
+            assert!(checked.verified.offset <= CHUNK_SIZE, "{threads} threads");
+        }
+        let checked = stream(&data, &states(&data), [0; 32], 2);
+        assert!(matches!(checked.outcome, Some(Err(Stop::Mismatch { .. }))));
+        assert_eq!(checked.verified.offset, 4 * CHUNK_SIZE);
+    }
+
+    #[test]
+    fn a_file_on_disk_keeps_its_good_chunks_up_to_the_first_bad_one() {
+        let chunk = CHUNK_SIZE as usize;
+        let data = data(5 * chunk + 10);
+        let server = states(&data);
+        for threads in 1..=3 {
+            let read = AtomicUsize::new(0);
+            let count = |bytes: u64| {
+                read.fetch_add(bytes as usize, Ordering::Relaxed);
+            };
+            let all = check_file(&file_with(&data), &server, threads, &count).expect("reads");
+            assert_eq!(all.offset, 5 * CHUNK_SIZE, "{threads} threads");
+            assert_eq!(all.state, server[4]);
+            assert_eq!(read.into_inner(), 5 * chunk, "every whole chunk read once");
+
+            // Bad chunks at 1 and 3: only chunk 0 is kept.
+            let mut corrupt = data.clone();
+            corrupt[chunk + 5] ^= 1;
+            corrupt[3 * chunk + 5] ^= 1;
+            let upto = check_file(&file_with(&corrupt), &server, threads, &|_| {}).expect("reads");
+            assert_eq!(upto.offset, CHUNK_SIZE, "{threads} threads");
+            assert_eq!(upto.state, server[0]);
+
+            let short = &data[..2 * chunk + 100];
+            let kept = check_file(&file_with(short), &server, threads, &|_| {}).expect("reads");
+            assert_eq!(
+                kept.offset,
+                2 * CHUNK_SIZE,
+                "a short file keeps its whole chunks"
+            );
+
+            corrupt[0] ^= 1;
+            let none = check_file(&file_with(&corrupt), &server, threads, &|_| {}).expect("reads");
+            assert_eq!(none, Verified::start());
+        }
+    }
+
+    #[test]
+    fn a_file_on_disk_accepts_no_chunk_after_a_false_state() {
+        let data = data(4 * CHUNK_SIZE as usize);
+        let mut server = states(&data);
+        server[1][0] ^= 1;
+        for threads in 1..=3 {
+            let verified = check_file(&file_with(&data), &server, threads, &|_| {}).expect("reads");
+            assert_eq!(verified.offset, CHUNK_SIZE, "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn a_hashed_file_is_its_sha256_or_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let chunk = CHUNK_SIZE as usize;
+        let data = data(3 * chunk + 100);
+        let server = states(&data);
+        let digest = sha256(&data);
+        for threads in 1..=3 {
+            std::fs::write(&path, &data).expect("write");
+            assert_eq!(
+                hash_file(&path, &server, threads).expect("reads"),
+                Some(digest)
+            );
+            assert_eq!(hash_file(&path, &[], threads).expect("reads"), Some(digest));
+
+            let mut changed = data.clone();
+            changed[2 * chunk + 1] ^= 1;
+            std::fs::write(&path, &changed).expect("write");
+            assert_eq!(hash_file(&path, &server, threads).expect("reads"), None);
+
+            let mut changed = data.clone();
+            changed[3 * chunk + 50] ^= 1;
+            std::fs::write(&path, &changed).expect("write");
+            let other = hash_file(&path, &server, threads).expect("reads");
+            assert!(
+                other.is_some() && other != Some(digest),
+                "{threads} threads"
+            );
+        }
+        std::fs::write(&path, b"").expect("write");
+        assert_eq!(hash_file(&path, &[], 1).expect("reads"), Some(sha256(b"")));
+        assert!(matches(b"abc", &sha256(b"abc")) && !matches(b"abd", &sha256(b"abc")));
+    }
+}
