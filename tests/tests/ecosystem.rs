@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ft_tests::{bin, ftget, wait_bounded, Server, TestEnv};
+use ft_tests::{
+    bin, ftget, wait_bounded, within, OutputWithin, Server, TestEnv, RUN_TIMEOUT, START_TIMEOUT,
+};
 
 /// Every long option `--help` shows, without its dashes.
 fn long_flags(help: &str) -> BTreeSet<String> {
@@ -32,13 +34,16 @@ fn long_flags(help: &str) -> BTreeSet<String> {
 fn man_pages_and_completions_are_generated_and_mention_every_flag() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["ftserve", "ftget"] {
-        let help = Command::new(bin(name)).arg("--help").output().unwrap();
+        let help = Command::new(bin(name))
+            .arg("--help")
+            .output_within(RUN_TIMEOUT)
+            .unwrap();
         let flags = long_flags(&String::from_utf8_lossy(&help.stdout));
         assert!(flags.len() >= 6, "{name}: {flags:?}");
         let out = Command::new(bin(name))
             .arg("--generate")
             .arg(dir.path())
-            .output()
+            .output_within(RUN_TIMEOUT)
             .unwrap();
         assert!(out.status.success(), "{name}: {out:?}");
         let files = [
@@ -82,14 +87,19 @@ fn banner(args: &[&str], env: &[(&str, &str)]) -> String {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // The line comes at once, or the server exits and the read sees the end.
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    // The line comes at once, or the server exits and the read sees the end;
+    // read on a thread all the same, so that a hung server fails the test.
+    let stdout = child.stdout.take().unwrap();
+    let read = within(START_TIMEOUT, move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
     let _ = child.kill();
     wait_bounded(&mut child, Duration::from_secs(10)).expect("ftserve exits");
-    line
+    let Some(line) = read else {
+        panic!("ftserve {args:?} printed no line within {START_TIMEOUT:?}");
+    };
+    line.unwrap()
 }
 
 #[test]
@@ -129,7 +139,7 @@ fn ftserve_takes_every_setting_from_the_environment_and_flags_win() {
     let bad = Command::new(bin("ftserve"))
         .env("FTSERVE_ROOT", root)
         .env("FTSERVE_IDLE_TIMEOUT", "forever")
-        .output()
+        .output_within(RUN_TIMEOUT)
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("forever"));
@@ -148,7 +158,10 @@ fn ftserve_takes_every_setting_from_the_environment_and_flags_win() {
 
 /// Checks that `name --help` shows each variable beside its option.
 fn help_names(name: &str, vars: &[&str]) {
-    let help = Command::new(bin(name)).arg("--help").output().unwrap();
+    let help = Command::new(bin(name))
+        .arg("--help")
+        .output_within(RUN_TIMEOUT)
+        .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for var in vars {
         assert!(
@@ -166,7 +179,7 @@ fn ftget_takes_its_connection_settings_from_the_environment_and_flags_win() {
             .args(args)
             .envs(vars.iter().copied())
             .current_dir(&env.work)
-            .output()
+            .output_within(RUN_TIMEOUT)
             .unwrap()
     };
     // Port 1 on loopback refuses at once.
@@ -274,7 +287,9 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
             Some(value) => script.env("NO_COLOR", value),
             None => script.env_remove("NO_COLOR"),
         };
-        let out = script.output().expect("script (util-linux) runs");
+        let out = script
+            .output_within(RUN_TIMEOUT)
+            .expect("script (util-linux) runs");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let coloured = on_terminal(None);

@@ -7,13 +7,13 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::fs;
-use std::io::Read;
 use std::path::Path;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use ft_tests::{
-    ftget, sha256_hex, signal, spawn_ftget, wait_until, AfterBudget, Relay, Server, TestEnv, POLL,
+    ftget, read_pipe, sha256_hex, signal, spawn_ftget, wait_bounded, wait_until, AfterBudget,
+    OutputWithin, Relay, Server, TestEnv, POLL, RUN_TIMEOUT,
 };
 use nix::sys::signal::Signal;
 
@@ -40,10 +40,7 @@ fn watch(child: &mut Child, output: &Path, want: &[u8], limit: Duration) -> (Exi
         );
         std::thread::sleep(POLL);
     };
-    let mut stdout = String::new();
-    if let Some(mut pipe) = child.stdout.take() {
-        let _ = pipe.read_to_string(&mut stdout);
-    }
+    let stdout = child.stdout.take().map(read_pipe).unwrap_or_default();
     (status, stdout)
 }
 
@@ -154,7 +151,7 @@ fn twenty_sigkills_in_a_row_then_a_verified_file() {
             killed_mid_transfer += 1;
             signal(child.id(), Signal::SIGKILL);
         }
-        let _ = child.wait();
+        wait_bounded(&mut child, Duration::from_secs(10));
         if output.exists() {
             assert!(fs::read(&output).unwrap() == data, "unverified final file");
         }
@@ -182,7 +179,7 @@ fn a_full_disk_is_a_clear_error_and_the_partial_resumes() {
         .arg(&ftget_bin)
         .args([&server.target(), "big.bin"])
         .current_dir(&env.work)
-        .output()
+        .output_within(RUN_TIMEOUT)
         .expect("prlimit (util-linux) runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

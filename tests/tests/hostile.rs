@@ -11,10 +11,11 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::time::Duration;
 
+use ft_protocol::frame::LEN_PREFIX;
 use ft_protocol::{ErrorCode, Request, Response};
 use ft_tests::{
-    ftget, ftget_with_peak, peak_rss_kib, signal, spawn_ftget, MisbehavingServer, Misbehaviour,
-    Raw, Server, TestEnv,
+    ftget, ftget_with_peak, peak_rss_kib, signal, spawn_ftget, wait_bounded, MisbehavingServer,
+    Misbehaviour, OutputWithin, Raw, Server, TestEnv, RUN_TIMEOUT,
 };
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::Signal;
@@ -39,9 +40,9 @@ fn hostile_root(env: &TestEnv) -> std::path::PathBuf {
     symlink("loop", root.join("loop")).unwrap();
     let fifo = std::process::Command::new("mkfifo")
         .arg(root.join("fifo"))
-        .status()
+        .output_within(RUN_TIMEOUT)
         .unwrap();
-    assert!(fifo.success());
+    assert!(fifo.status.success());
     let socket = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
     std::mem::forget(socket);
     outside
@@ -151,7 +152,9 @@ fn a_catalogue_of_hostile_paths_is_refused_without_opening_anything_outside() {
             // Folders inside the root may be listed: their walk must not
             // leave it, which the inotify watch checks.
             Some(Response::Entries(_)) => {
-                while !matches!(raw.recv(), Some(Response::ListEnd { .. })) {}
+                raw.recv_until(&format!("list {path:?}"), |reply| {
+                    matches!(reply, Response::ListEnd { .. }).then_some(())
+                });
             }
             Some(Response::ListEnd { .. }) => {}
             Some(Response::Error(err)) => assert!(
@@ -244,14 +247,14 @@ fn malformed_frames_get_an_error_or_a_close_and_the_server_goes_on() {
                 recursive: false,
                 digests: false,
             })
-            .unwrap()[4..]
+            .unwrap()[LEN_PREFIX..]
                 .to_vec();
             let last = body.len() - 1;
             body[last] = 7;
             frame(&body)
         }),
         ("trailing bytes", true, {
-            let mut body = stat[4..].to_vec();
+            let mut body = stat[LEN_PREFIX..].to_vec();
             body.push(0);
             frame(&body)
         }),
@@ -311,6 +314,7 @@ fn malformed_frames_get_an_error_or_a_close_and_the_server_goes_on() {
         // Half-close: a truncated frame then reads as cut short.
         let _ = raw.stream.shutdown(std::net::Shutdown::Write);
         let mut replies = Vec::new();
+        // Bounded: three replies fail the test, and each read times out.
         while let Some(reply) = raw.recv() {
             replies.push(reply);
             assert!(replies.len() < 3, "{what}: kept answering: {replies:?}");
@@ -404,7 +408,7 @@ fn an_endless_stream_does_not_grow_the_client() {
     }
     let written = fs::metadata(env.work.join("f.bin.part")).map_or(0, |m| m.len());
     signal(child.id(), Signal::SIGKILL);
-    let _ = child.wait();
+    wait_bounded(&mut child, Duration::from_secs(10));
     eprintln!("figures: endless stream: {written} bytes in 3 s, client peak {peak} KiB");
     assert!(written > 20 * MIB, "the stream flowed: {written} bytes");
     assert!(peak < 64 * 1024, "peak {peak} KiB after {written} bytes");

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use ft_protocol::{ErrorCode, Response};
 use ft_tests::{
-    ftget, sha256_hex, signal, spawn_ftget, wait_bounded, wait_until, AfterBudget, Raw, Relay,
-    Server, TestEnv,
+    ftget, read_pipe, sha256_hex, signal, spawn_ftget, wait_bounded, wait_until, AfterBudget, Raw,
+    Relay, Server, TestEnv,
 };
 use nix::sys::signal::Signal;
 
@@ -170,10 +170,7 @@ fn a_transfer_in_flight_finishes_during_shutdown() {
     }));
     signal(server.pid(), Signal::SIGTERM);
     let client = wait_bounded(&mut child, Duration::from_secs(30)).expect("ftget finishes");
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-    }
+    let stderr = child.stderr.take().map(read_pipe).unwrap_or_default();
     assert_eq!(
         client.code(),
         Some(0),
@@ -254,17 +251,17 @@ fn pipelined_requests_are_answered_in_order() {
     let file = |raw: &mut Raw| {
         let mut data = Vec::new();
         assert!(matches!(raw.recv(), Some(Response::Meta(_))));
-        loop {
-            match raw.recv() {
-                Some(Response::Data(piece)) => data.extend_from_slice(&piece),
-                Some(Response::Checkpoint { .. }) => {}
-                Some(Response::End { sha256 }) => {
-                    assert_eq!(ft_protocol::hash::to_hex(&sha256), sha256_hex(&data));
-                    return data;
-                }
-                other => panic!("unexpected {other:?}"),
+        let sha256 = raw.recv_until("a download", |reply| match reply {
+            Response::Data(piece) => {
+                data.extend_from_slice(&piece);
+                None
             }
-        }
+            Response::Checkpoint { .. } => None,
+            Response::End { sha256 } => Some(sha256),
+            other => panic!("unexpected {other:?}"),
+        });
+        assert_eq!(ft_protocol::hash::to_hex(&sha256), sha256_hex(&data));
+        data
     };
     assert_eq!(file(&mut raw), small);
     assert!(matches!(

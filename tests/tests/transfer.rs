@@ -141,14 +141,18 @@ fn one_connection_carries_several_requests_and_warm_stats_carry_the_digest() {
     assert!(matches!(raw.recv(), Some(Response::Meta(_))));
     let mut received = Vec::new();
     let mut checkpoints = 0;
-    let end = loop {
-        match raw.recv().expect("stream continues") {
-            Response::Data(bytes) => received.extend_from_slice(&bytes),
-            Response::Checkpoint { .. } => checkpoints += 1,
-            Response::End { sha256 } => break sha256,
-            other => panic!("unexpected {other:?}"),
+    let end = raw.recv_until("the download of a.bin", |reply| match reply {
+        Response::Data(bytes) => {
+            received.extend_from_slice(&bytes);
+            None
         }
-    };
+        Response::Checkpoint { .. } => {
+            checkpoints += 1;
+            None
+        }
+        Response::End { sha256 } => Some(sha256),
+        other => panic!("unexpected {other:?}"),
+    });
     assert_eq!(received, data);
     assert_eq!(checkpoints, 1);
     assert_eq!(ft_protocol::hash::to_hex(&end), sha256_hex(&data));

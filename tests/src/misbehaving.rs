@@ -1,0 +1,296 @@
+//! `MisbehavingServer`: a protocol server in the test process that serves
+//! one file honestly but for one [`Misbehaviour`], to see how ftget copes.
+
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use ft_protocol::get::piece_len;
+use ft_protocol::{
+    ChainHasher, Entry, EntryKind, FileMeta, Request, Response, ServerHandshake, CHUNK_SIZE,
+    MAX_DATA,
+};
+
+use crate::background::{accept, listen, Stop};
+use crate::process::RUN_TIMEOUT;
+use crate::raw::{read_frame, IO_TIMEOUT};
+
+/// How a [`MisbehavingServer`] departs from the protocol's honest path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Flip a byte in chunk `chunk` of the first `times` downloads it sends.
+    Corrupt { chunk: u64, times: usize },
+    /// Report a new modification time in every `Meta`, as if the file were
+    /// rewritten between any two requests.
+    EverChanging,
+    /// Welcome the client with this protocol version instead of 1.
+    Version(u32),
+    /// Answer every listing with [`HOSTILE_PATHS`], each a file.
+    HostileListing,
+    /// Send the right bytes and checkpoints but a wrong digest at the end.
+    WrongDigest,
+    /// Send one more data frame than the size announced.
+    ExtraBytes,
+    /// End the transfer half-way through the announced size.
+    FewerBytes,
+    /// After `Meta`, a frame length prefix of nearly 4 GiB.
+    OversizedFrame,
+    /// Send `Meta` and one data frame, then nothing, holding the connection open.
+    Stall,
+    /// Announce 1 TiB and stream valid data and checkpoints (zeros) at about
+    /// 50 MiB/s, forever.
+    EndlessData,
+    /// Answer a listing with `Entries` frames of 10,000 files, forever.
+    EndlessListing,
+}
+
+/// What a [`Misbehaviour::HostileListing`] server lists: one honest name,
+/// `good.txt`, among paths that try to leave the output folder.
+pub const HOSTILE_PATHS: &[&str] = &[
+    "good.txt",
+    "../escape.txt",
+    "../../escape2.txt",
+    "sub/../../escape3.txt",
+    "/tmp/ft-absolute-escape.txt",
+    "nul\0name.txt",
+    "back\\..\\slash.txt",
+    "",
+    ".",
+    "good.txt",
+];
+
+/// A test server that serves one file under any path, honestly but for one
+/// [`Misbehaviour`]. It serves one connection at a time, until it is
+/// dropped or [`RUN_TIMEOUT`] has passed ("forever" above means as long).
+pub struct MisbehavingServer {
+    pub addr: SocketAddr,
+    stop: Stop,
+}
+
+impl MisbehavingServer {
+    pub fn start(data: Vec<u8>, misbehaviour: Misbehaviour) -> Self {
+        let (listener, addr) = listen();
+        let stop = Stop::after(RUN_TIMEOUT);
+        let size = match misbehaviour {
+            Misbehaviour::EndlessData => 1 << 40,
+            _ => data.len() as u64,
+        };
+        let mut peer = Peer {
+            data,
+            misbehaviour,
+            meta: FileMeta {
+                size,
+                mtime_secs: 1_700_000_000,
+                mtime_nanos: 0,
+                sha256: None,
+            },
+            corrupt_left: match misbehaviour {
+                Misbehaviour::Corrupt { times, .. } => times,
+                _ => 0,
+            },
+            stop: stop.clone(),
+        };
+        thread::spawn(move || {
+            while let Some(mut stream) = accept(&listener, &peer.stop) {
+                stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+                // Each read waits at most IO_TIMEOUT; the stop ends a client
+                // that keeps sending.
+                while let Some(body) = read_frame(&mut stream) {
+                    let Ok(request) = ft_protocol::codec::decode_request(&body) else {
+                        break;
+                    };
+                    if peer.stop.is_due() || !peer.answer(&mut stream, &request) {
+                        break;
+                    }
+                }
+            }
+        });
+        Self { addr, stop }
+    }
+
+    pub fn target(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for MisbehavingServer {
+    fn drop(&mut self) {
+        self.stop.set();
+    }
+}
+
+/// Sends one response; false once the client is gone.
+fn send(stream: &mut TcpStream, response: &Response) -> bool {
+    let frame = ft_protocol::codec::encode(response).expect("encodes");
+    std::io::Write::write_all(stream, &frame).is_ok()
+}
+
+/// Sends a data frame that ends at byte `end` of the file and, if `end` is
+/// a chunk boundary, the checkpoint there from `hasher`, which has taken
+/// the file up to `end`; false once the client is gone.
+fn send_data(stream: &mut TcpStream, piece: Vec<u8>, end: u64, hasher: &ChainHasher) -> bool {
+    if !send(stream, &Response::Data(piece.into())) {
+        return false;
+    }
+    if !end.is_multiple_of(CHUNK_SIZE) {
+        return true;
+    }
+    let state = hasher.state().expect("boundary");
+    let index = end / CHUNK_SIZE;
+    send(stream, &Response::Checkpoint { index, state })
+}
+
+/// The state of a [`MisbehavingServer`].
+struct Peer {
+    data: Vec<u8>,
+    misbehaviour: Misbehaviour,
+    meta: FileMeta,
+    corrupt_left: usize,
+    /// Ends the endless answers too.
+    stop: Stop,
+}
+
+impl Peer {
+    fn next_meta(&mut self) -> FileMeta {
+        if self.misbehaviour == Misbehaviour::EverChanging {
+            self.meta.mtime_secs += 1;
+        }
+        self.meta
+    }
+
+    /// Answers one request; false when the connection should end.
+    fn answer(&mut self, stream: &mut TcpStream, request: &Request) -> bool {
+        match request {
+            Request::Hello { .. } => {
+                let reply = match self.misbehaviour {
+                    Misbehaviour::Version(version) => Ok(Response::Welcome { version }),
+                    _ => ServerHandshake.receive(request),
+                };
+                match reply {
+                    Ok(welcome) => send(stream, &welcome),
+                    Err(refusal) => {
+                        let _ = send(stream, &Response::Error(refusal));
+                        false
+                    }
+                }
+            }
+            Request::Stat { .. } => {
+                let meta = self.next_meta();
+                send(stream, &Response::Meta(meta))
+            }
+            Request::Checkpoints { .. } => false,
+            Request::List { .. } => self.list(stream),
+            Request::Get { offset, .. } => self.get(stream, *offset),
+        }
+    }
+
+    fn list(&mut self, stream: &mut TcpStream) -> bool {
+        let meta = self.next_meta();
+        let entry = |path: String| Entry {
+            path,
+            kind: EntryKind::File,
+            size: meta.size,
+            mtime_secs: meta.mtime_secs,
+            mtime_nanos: meta.mtime_nanos,
+            sha256: None,
+        };
+        match self.misbehaviour {
+            Misbehaviour::HostileListing => {
+                let entries = HOSTILE_PATHS
+                    .iter()
+                    .map(|p| entry((*p).to_owned()))
+                    .collect();
+                send(stream, &Response::Entries(entries))
+                    && send(stream, &Response::ListEnd { skipped: 0 })
+            }
+            Misbehaviour::EndlessListing => {
+                let mut next = 0u64;
+                while !self.stop.is_due() {
+                    let entries = (next..next + 10_000)
+                        .map(|i| entry(format!("f{i}")))
+                        .collect();
+                    next += 10_000;
+                    if !send(stream, &Response::Entries(entries)) {
+                        return false;
+                    }
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn get(&mut self, stream: &mut TcpStream, offset: u64) -> bool {
+        let meta = self.next_meta();
+        if !send(stream, &Response::Meta(meta)) {
+            return false;
+        }
+        match self.misbehaviour {
+            Misbehaviour::OversizedFrame => {
+                let _ = std::io::Write::write_all(stream, &0xffff_fff0u32.to_be_bytes());
+                thread::sleep(Duration::from_millis(500));
+                return false;
+            }
+            Misbehaviour::Stall => {
+                let first = piece_len(0, self.data.len() as u64);
+                let _ = send(stream, &Response::Data(self.data[..first].to_vec().into()));
+                self.stop.sleep();
+                return false;
+            }
+            Misbehaviour::EndlessData => {
+                let zeros = vec![0u8; MAX_DATA];
+                let mut hasher = ChainHasher::new();
+                let mut pos = 0u64;
+                while !self.stop.is_due() {
+                    hasher.update(&zeros);
+                    pos += MAX_DATA as u64;
+                    if !send_data(stream, zeros.clone(), pos, &hasher) {
+                        return false;
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+                return false;
+            }
+            _ => {}
+        }
+        let corrupt = self.corrupt_left > 0;
+        self.corrupt_left = self.corrupt_left.saturating_sub(1);
+        let bad_chunk = match self.misbehaviour {
+            Misbehaviour::Corrupt { chunk, .. } => Some(chunk),
+            _ => None,
+        };
+        // FewerBytes stops half-way on purpose: the frames are cut as for a
+        // file of that size, the same frames as the whole file's up to there.
+        let end = match self.misbehaviour {
+            Misbehaviour::FewerBytes => self.data.len() as u64 / 2,
+            _ => self.data.len() as u64,
+        };
+        let mut hasher = ChainHasher::new();
+        hasher.update(&self.data[..offset as usize]);
+        let mut pos = offset;
+        while pos < end {
+            let next = pos + piece_len(pos, end) as u64;
+            let honest = &self.data[pos as usize..next as usize];
+            hasher.update(honest);
+            let mut piece = honest.to_vec();
+            // Corrupt flips the first byte of the frame that opens its chunk.
+            if corrupt && Some(pos / CHUNK_SIZE) == bad_chunk && pos.is_multiple_of(CHUNK_SIZE) {
+                piece[0] ^= 0xff;
+            }
+            if !send_data(stream, piece, next, &hasher) {
+                return false;
+            }
+            pos = next;
+        }
+        if self.misbehaviour == Misbehaviour::ExtraBytes
+            && !send(stream, &Response::Data(vec![0u8; 10].into()))
+        {
+            return false;
+        }
+        let sha256 = match self.misbehaviour {
+            Misbehaviour::WrongDigest => [0u8; 32],
+            _ => hasher.finalize(),
+        };
+        send(stream, &Response::End { sha256 })
+    }
+}
