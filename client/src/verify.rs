@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 
 use bytes::Bytes;
 use ft_protocol::{ChainHasher, Digest, CHUNK_SIZE, MAX_DATA};
@@ -30,11 +30,16 @@ const HASH_AHEAD: usize = 8;
 /// Most hashing threads per check.
 const MAX_HASHERS: usize = 4;
 
-/// Threads to hash with: one per core, up to [`MAX_HASHERS`].
+/// Threads to hash with: one per core, up to [`MAX_HASHERS`]. Asked of
+/// the system once: the answer reads cgroup files, which a check of
+/// thousands of small files would otherwise pay for each time.
 pub fn threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, MAX_HASHERS)
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_HASHERS)
+    })
 }
 
 /// Verified progress: the first `offset` bytes hash to `state`.
@@ -85,11 +90,16 @@ enum Job<'f> {
     Start { offset: u64, state: Digest },
     /// Its next bytes.
     Data(Bytes),
-    /// Its next `len` bytes, to be read from `file` at `offset`.
-    Read {
+    /// A whole chunk on disk: `len` bytes of `file` at `offset`, hashed
+    /// from `state` to `until`, read by the hashing thread itself. One job,
+    /// so a thread's queue holds several chunks ahead without holding their
+    /// bytes.
+    Chunk {
         file: &'f File,
         offset: u64,
         len: u64,
+        state: Digest,
+        until: Digest,
     },
     /// The chunk ends on this checkpoint.
     Point(Digest),
@@ -138,12 +148,36 @@ impl<'f> Feeder<'f> {
         self.send(Job::Data(data), false)
     }
 
-    /// The next `len` bytes of the current chunk, read from `file` by the
-    /// hashing thread itself.
-    fn read(&mut self, file: &'f File, len: u64) -> Result<(), Stopped> {
-        let offset = self.pos;
+    /// A whole chunk of `len` bytes at the current position of `file`,
+    /// which must end on the server's checkpoint `until`; the next one
+    /// starts from it. The hashing thread reads it itself.
+    fn chunk(&mut self, file: &'f File, len: u64, until: Digest) -> Result<(), Stopped> {
+        let job = Job::Chunk {
+            file,
+            offset: self.pos,
+            len,
+            state: self.state,
+            until,
+        };
+        // To whichever thread has room first, so that a slow one does not
+        // hold the others up; to the next in turn when none has.
+        let mut job = Some(job);
+        for turn in 0..self.queues.len() {
+            let index = (self.next + turn) % self.queues.len();
+            let Some(pending) = job.take() else { break };
+            job = match self.queues.get(index).map(|queue| queue.try_send(pending)) {
+                Some(Ok(())) => None,
+                Some(Err(TrySendError::Full(back))) => Some(back),
+                Some(Err(TrySendError::Disconnected(_))) | None => return Err(Stopped),
+            };
+        }
+        if let Some(job) = job {
+            self.queue(self.next, job)?;
+        }
+        self.next = (self.next + 1) % self.queues.len();
         self.pos += len;
-        self.send(Job::Read { file, offset, len }, false)
+        self.state = until;
+        Ok(())
     }
 
     /// The current chunk ends on the server's checkpoint `state`; the next
@@ -198,7 +232,7 @@ impl<'f> Feeder<'f> {
 fn job_len(job: &Job<'_>) -> u64 {
     match job {
         Job::Data(data) => data.len() as u64,
-        Job::Read { len, .. } => *len,
+        Job::Chunk { len, .. } => *len,
         _ => 0,
     }
 }
@@ -261,14 +295,11 @@ pub fn check<'f, T>(
 /// and reports whether it reached the claimed end. Stops at a failure.
 fn hash_chunks(jobs: &Receiver<Job<'_>>, findings: &Sender<Finding>, checked: &dyn Fn(u64)) {
     let mut chunk: Option<(u64, ChainHasher)> = None;
-    // A read that failed spoils the chunk it was for.
-    let mut spoiled: Option<Found> = None;
     let mut buf = Vec::new();
     while let Ok(job) = jobs.recv() {
         let end = match job {
             Job::Start { offset, state } => {
                 chunk = ChainHasher::resume(&state, offset).map(|hasher| (offset, hasher));
-                spoiled = None;
                 continue;
             }
             Job::Data(data) => {
@@ -277,9 +308,29 @@ fn hash_chunks(jobs: &Receiver<Job<'_>>, findings: &Sender<Finding>, checked: &d
                 }
                 continue;
             }
-            Job::Read { file, offset, len } => {
-                if let (Some((_, hasher)), None) = (&mut chunk, &spoiled) {
-                    spoiled = read_into(hasher, file, offset, len, &mut buf, checked).err();
+            Job::Chunk {
+                file,
+                offset,
+                len,
+                state,
+                until,
+            } => {
+                let found = match ChainHasher::resume(&state, offset) {
+                    Some(mut hasher) => {
+                        match read_into(&mut hasher, file, offset, len, &mut buf, checked) {
+                            Ok(()) => Until::Point(until).reached(hasher),
+                            Err(spoiled) => spoiled,
+                        }
+                    }
+                    None => Found::Mismatch,
+                };
+                let stop = !matches!(found, Found::Point(_));
+                let finding = Finding {
+                    start: offset,
+                    found,
+                };
+                if findings.send(finding).is_err() || stop {
+                    return;
                 }
                 continue;
             }
@@ -288,10 +339,9 @@ fn hash_chunks(jobs: &Receiver<Job<'_>>, findings: &Sender<Finding>, checked: &d
         };
         // A chunk end without a start cannot be checked: the feeder never
         // sends one, so treat it as the mismatch it would hide.
-        let (start, found) = match (chunk.take(), spoiled.take()) {
-            (Some((start, _)), Some(spoiled)) => (start, spoiled),
-            (Some((start, hasher)), None) => (start, end.reached(hasher)),
-            (None, _) => (u64::MAX, Found::Mismatch),
+        let (start, found) = match chunk.take() {
+            Some((start, hasher)) => (start, end.reached(hasher)),
+            None => (u64::MAX, Found::Mismatch),
         };
         let stop = !matches!(found, Found::Point(_) | Found::End(_));
         if findings.send(Finding { start, found }).is_err() || stop {
@@ -443,10 +493,7 @@ pub fn check_file(
     let ((), checked) = check(Verified::start(), threads, checked, |feeder| {
         for state in &states[..chunks] {
             // Chunks past the first bad one are not worth reading.
-            if feeder.failed()
-                || feeder.read(file, CHUNK_SIZE).is_err()
-                || feeder.point(*state).is_err()
-            {
+            if feeder.failed() || feeder.chunk(file, CHUNK_SIZE, *state).is_err() {
                 return;
             }
         }
@@ -464,15 +511,19 @@ pub fn check_file(
 /// plain SHA-256, on this thread.
 pub fn hash_file(path: &Path, states: &[Digest], threads: usize) -> io::Result<Option<Digest>> {
     let mut file = File::open(path)?;
-    let verified = check_file(&file, states, threads, &|_| {})?;
-    if verified.offset != states.len() as u64 * CHUNK_SIZE {
-        return Ok(None);
+    let mut verified = Verified::start();
+    if !states.is_empty() {
+        verified = check_file(&file, states, threads, &|_| {})?;
+        if verified.offset != states.len() as u64 * CHUNK_SIZE {
+            return Ok(None);
+        }
+        file.seek(SeekFrom::Start(verified.offset))?;
     }
     let Some(mut hasher) = ChainHasher::resume(&verified.state, verified.offset) else {
         return Ok(None);
     };
+    // A small file is read in one piece, into a buffer no larger than it.
     let rest = file.metadata()?.len().saturating_sub(verified.offset);
-    file.seek(SeekFrom::Start(verified.offset))?;
     let mut buf = vec![0u8; rest.clamp(1, MAX_DATA as u64) as usize];
     loop {
         match file.read(&mut buf) {

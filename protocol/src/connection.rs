@@ -29,8 +29,8 @@ use crate::error::{CodecError, ConnectionError};
 use crate::message::{Request, Response};
 use crate::{codec, frame, MAX_FRAME};
 
-/// Room kept free in the read buffer before each read: a read takes what
-/// has arrived, many small frames at once, up to this much.
+/// Room made in a full read buffer before a read: a read takes what has
+/// arrived, many small frames at once, up to this much.
 const READ_ROOM: usize = 64 * 1024;
 
 /// A byte stream a connection can run over. Plain TCP also offers its
@@ -100,7 +100,11 @@ impl<S: Transport> Connection<S> {
                 }
                 Err(err) => return Err(err.into()),
             }
-            self.buf.reserve(READ_ROOM);
+            // `decode` has made room for the rest of a frame whose length it
+            // knows; room is short only between frames.
+            if self.buf.len() == self.buf.capacity() {
+                self.buf.reserve(READ_ROOM);
+            }
             let read = self.stream.read_buf(&mut self.buf).await;
             if read.map_err(|err| self.io_error(err))? == 0 {
                 return match self.buf.is_empty() {
