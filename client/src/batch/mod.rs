@@ -213,17 +213,22 @@ async fn blocking_each<T, R>(
     work: impl Fn(&T) -> R + Send + 'static,
 ) -> Vec<(T, Result<R, Error>)>
 where
-    T: Clone + Send + 'static,
+    T: Clone + Send + Sync + 'static,
     R: Send + 'static,
 {
-    let kept = items.clone();
-    let done = tokio::task::spawn_blocking(move || items.iter().map(work).collect::<Vec<_>>());
-    match done.await {
-        Ok(results) => kept.into_iter().zip(results.into_iter().map(Ok)).collect(),
+    let items = Arc::new(items);
+    let shared = Arc::clone(&items);
+    let done = tokio::task::spawn_blocking(move || shared.iter().map(work).collect::<Vec<_>>());
+    let done = done.await;
+    // The thread's handle on the items ended with it, panic or not: they
+    // are this task's alone again (a copy only if that ever failed).
+    let items = Arc::try_unwrap(items).unwrap_or_else(|items| items.as_ref().clone());
+    match done {
+        Ok(results) => items.into_iter().zip(results.into_iter().map(Ok)).collect(),
         Err(err) => {
             let err = Arc::new(err);
             let failed = |item| (item, Err(Error::Worker(Arc::clone(&err))));
-            kept.into_iter().map(failed).collect()
+            items.into_iter().map(failed).collect()
         }
     }
 }
