@@ -183,6 +183,18 @@ pub struct FileMeta {
 }
 
 impl FileMeta {
+    /// The modification time, when it is one the system can hold.
+    pub fn modified(&self) -> Option<std::time::SystemTime> {
+        use std::time::{Duration, UNIX_EPOCH};
+        let secs = Duration::from_secs(self.mtime_secs.unsigned_abs());
+        let whole = if self.mtime_secs >= 0 {
+            UNIX_EPOCH.checked_add(secs)
+        } else {
+            UNIX_EPOCH.checked_sub(secs)
+        };
+        whole.and_then(|t| t.checked_add(Duration::from_nanos(self.mtime_nanos.into())))
+    }
+
     /// Whether two descriptions name the same version of a file: same size, same
     /// modification time, and no disagreement where both digests are known.
     pub fn same_version(&self, other: &FileMeta) -> bool {
@@ -254,6 +266,26 @@ mod tests {
             mtime_nanos: 5,
             sha256: sha,
         }
+    }
+
+    #[test]
+    fn modification_times_before_and_after_the_epoch() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let at = |secs, nanos| FileMeta {
+            size: 0,
+            mtime_secs: secs,
+            mtime_nanos: nanos,
+            sha256: None,
+        };
+        assert_eq!(
+            at(10, 5).modified(),
+            Some(UNIX_EPOCH + Duration::from_secs(10) + Duration::from_nanos(5))
+        );
+        assert_eq!(
+            at(-10, 0).modified(),
+            UNIX_EPOCH.checked_sub(Duration::from_secs(10))
+        );
+        assert_eq!(at(i64::MAX, 0).modified(), None);
     }
 
     #[test]

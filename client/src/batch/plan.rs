@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ft_protocol::{Entry, EntryKind, RemotePath};
 
-use super::{Batch, FileOutcome};
+use super::outcome::{Batch, FileOutcome};
 use crate::error::{Error, ServerError, UsageError};
 use crate::listing::{entries, not_a_folder};
 use crate::session::{broken, retrying, Link, Server};

@@ -9,7 +9,8 @@ use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
-use super::{present, small, Done, FileOutcome};
+use super::outcome::{Done, FileOutcome};
+use super::{present, small};
 use crate::error::Error;
 use crate::progress::Progress;
 use crate::session::Link;

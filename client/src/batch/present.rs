@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use ft_protocol::{boundaries, Digest, FileMeta};
 
-use super::blocking_each;
+use super::offload::blocking_each;
 use crate::error::Error;
 use crate::session::{Failure, Link};
 use crate::transfer::{Report, Target};

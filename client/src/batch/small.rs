@@ -13,10 +13,10 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use ft_protocol::{Digest, FileMeta, GetEvent, GetReply, RemoteError, Request, MAX_DATA};
 
-use super::blocking_each;
+use super::offload::blocking_each;
 use crate::error::Error;
 use crate::session::{remote, Failure, Link};
-use crate::transfer::{mtime, Partial, Report, Target};
+use crate::transfer::{Partial, Report, Target};
 use crate::verify;
 
 /// Largest file taken this way: one data frame.
@@ -161,7 +161,7 @@ fn place(target: &Target, meta: &FileMeta, data: &[u8], sha256: &Digest) -> Resu
     }
     .map_err(Error::local(&partial.data))?;
     file.write_all(data).map_err(Error::local(&partial.data))?;
-    if let Some(mtime) = mtime(meta) {
+    if let Some(mtime) = meta.modified() {
         let _ = file.set_modified(mtime);
     }
     file.sync_all().map_err(Error::local(&partial.data))?;

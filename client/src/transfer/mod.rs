@@ -8,7 +8,7 @@ mod partial;
 mod sink;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use ft_protocol::{boundaries, Digest, FileMeta, GetError, Request, Response, CHUNK_SIZE};
 use tokio::sync::mpsc;
@@ -340,15 +340,4 @@ async fn prepare(
     .map_err(Failure::Fatal)?;
     tracker.note(target.remote.clone());
     Ok(verified)
-}
-
-/// The server's modification time for a file, when it is one the system can hold.
-pub(crate) fn mtime(meta: &FileMeta) -> Option<SystemTime> {
-    let secs = Duration::from_secs(meta.mtime_secs.unsigned_abs());
-    let whole = if meta.mtime_secs >= 0 {
-        UNIX_EPOCH.checked_add(secs)
-    } else {
-        UNIX_EPOCH.checked_sub(secs)
-    };
-    whole.and_then(|t| t.checked_add(Duration::from_nanos(meta.mtime_nanos.into())))
 }

@@ -76,7 +76,7 @@ impl Sink {
             file,
             reply,
             start: verified,
-            mtime: super::mtime(meta),
+            mtime: meta.modified(),
             received: 0,
             tracker,
             hashers: verify::threads(),

@@ -8,7 +8,7 @@ use ft_protocol::{
     Connection, ConnectionError, ErrorCode, RemoteError, Response, Transport, MAX_CHECKPOINTS,
 };
 
-use super::{log_outcome, open, Context, Next};
+use super::shared::{log_outcome, open, Context, Next};
 use crate::backend::Backend;
 use crate::relay::{blocking, keep_alive};
 

@@ -14,7 +14,7 @@ use ft_protocol::{
     CHUNK_SIZE, MAX_DATA,
 };
 
-use super::{log_outcome, lost, parse_path, Context, Next};
+use super::shared::{log_outcome, lost, parse_path, Context, Next};
 use crate::backend::Backend;
 use crate::cache::Digests;
 use crate::relay::{blocking, relay};

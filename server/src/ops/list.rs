@@ -9,7 +9,7 @@ use ft_protocol::{
     Connection, ConnectionError, Digest, Entry, RemoteError, RemotePath, Response, Transport,
 };
 
-use super::{log_outcome, lost, parse_path, Context, Next};
+use super::shared::{log_outcome, lost, parse_path, Context, Next};
 use crate::backend::{Backend, Listed, Walked};
 use crate::relay::relay;
 use crate::store::Store;

@@ -1,49 +1,20 @@
 //! The requests of a connection, each answered in a module of its own:
-//! `stat`, `checkpoints`, `get`, `list`. What they share is here: the
-//! context, parsing a client's path, opening a file off the async workers,
-//! whether the connection stays open after a reply, and the log line.
+//! `stat`, `checkpoints`, `get`, `list`; what they share is in `shared`.
+//! This module sends each request to its answer.
 
-pub(crate) mod checkpoints;
+mod checkpoints;
 pub(crate) mod get;
-pub(crate) mod list;
-pub(crate) mod stat;
+mod list;
+mod shared;
+mod stat;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ft_protocol::{
-    Connection, ConnectionError, ErrorCode, FileMeta, RemoteError, RemotePath, Request, Transport,
-};
-use tracing::info;
+use ft_protocol::{Connection, ConnectionError, ErrorCode, RemoteError, Request, Transport};
 
 use crate::backend::Backend;
-use crate::limits::Limits;
-use crate::relay::blocking;
-use crate::store::Store;
-
-/// What every connection shares: the files and the limits.
-pub(crate) struct Context<B: Backend> {
-    pub store: Store<B>,
-    pub limits: Limits,
-}
-
-/// Whether the connection stays open after a reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Next {
-    Open,
-    /// After `BadRequest`: the protocol promises the client a close.
-    Close,
-}
-
-impl Next {
-    /// What follows a reply that was `error`, or a success.
-    pub fn after(error: Option<&RemoteError>) -> Self {
-        match error {
-            Some(err) if err.code == ErrorCode::BadRequest => Next::Close,
-            _ => Next::Open,
-        }
-    }
-}
+pub(crate) use shared::{Context, Next};
 
 /// Answers one request other than a run of `Get`s (the connection loop
 /// gathers those). An error means the connection is unusable; failures the
@@ -73,45 +44,4 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
             digests,
         } => list::answer(conn, peer, context, &path, recursive, digests).await,
     }
-}
-
-/// A client's path as the root-relative path it names, or `InvalidPath`.
-pub(crate) fn parse_path(path: &str) -> Result<RemotePath, RemoteError> {
-    RemotePath::parse(path)
-        .map_err(|err| RemoteError::new(ErrorCode::InvalidPath, format!("{path:?}: {err}")))
-}
-
-/// Parses and opens a path on a blocking thread; the file's description
-/// and handle.
-pub(crate) async fn open<B: Backend>(
-    context: &Arc<Context<B>>,
-    path: &str,
-) -> Result<(FileMeta, B::File), RemoteError> {
-    let path = parse_path(path)?;
-    let context = Arc::clone(context);
-    blocking(move || {
-        let file = context.store.open(&path)?;
-        Ok((context.store.meta(&file), file))
-    })
-    .await
-}
-
-/// The one log line per request: who, what, from where, how much, how it ended.
-pub(crate) fn log_outcome(
-    peer: SocketAddr,
-    op: &str,
-    path: &str,
-    offset: u64,
-    bytes: u64,
-    error: Option<&RemoteError>,
-) {
-    match error {
-        None => info!(client = %peer, op, path, offset, bytes, "ok"),
-        Some(err) => info!(client = %peer, op, path, offset, bytes, code = ?err.code, "{err}"),
-    }
-}
-
-/// The outcome to log for a reply cut short because the connection failed.
-pub(crate) fn lost(err: &ConnectionError) -> RemoteError {
-    RemoteError::new(ErrorCode::Internal, format!("connection lost: {err}"))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ft_protocol::{Connection, ConnectionError, Response, Transport};
 
-use super::{log_outcome, open, Context, Next};
+use super::shared::{log_outcome, open, Context, Next};
 use crate::backend::Backend;
 
 /// Answers `Stat { path }` with `Meta`, or an error.
