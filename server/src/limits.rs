@@ -32,6 +32,9 @@ pub struct Limits {
     pub accept_backoff_max: Duration,
     /// How long transfers in flight may finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// How long the binary's runtime then waits for blocking work (a
+    /// hashing pass, a folder walk) to notice that its client is gone.
+    pub blocking_shutdown: Duration,
     /// How often a connection busy with a request (hashing a cold file) and
     /// otherwise silent sends a keep-alive: [`ft_protocol::KEEPALIVE`], well
     /// under any client timeout.
@@ -68,6 +71,7 @@ impl Default for Limits {
             accept_backoff_min: Duration::from_millis(10),
             accept_backoff_max: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
+            blocking_shutdown: Duration::from_secs(1),
             keepalive: ft_protocol::KEEPALIVE,
             read_ahead: 2,
             get_batch: 32,

@@ -13,9 +13,6 @@ use clap::{CommandFactory, FromArgMatches};
 use ft_server::{Config, Limits, Server};
 use tokio::net::TcpListener;
 
-/// How long the runtime waits for blocking reads to notice the shutdown.
-const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
-
 fn main() -> ExitCode {
     // clap exits with 2 on usage errors, 0 for --help and --version.
     let version = ft_protocol::version_text(env!("CARGO_PKG_VERSION"));
@@ -50,6 +47,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             ..Limits::default()
         },
     };
+    let blocking_shutdown = config.limits.blocking_shutdown;
     let server = Server::open(config)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
@@ -76,6 +74,6 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         server.run(listener, shutdown).await;
         Ok(())
     });
-    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    runtime.shutdown_timeout(blocking_shutdown);
     result
 }
