@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use ft_protocol::{ConnectionError, GetError, ListError, PathError, RemoteError, VERSION};
 
 use crate::exit::Exit;
+use crate::verify::Unchecked;
 
 /// A download, a listing or the command line failed.
 #[derive(Debug, thiserror::Error)]
@@ -73,9 +74,26 @@ pub enum Error {
         source: io::Error,
     },
     /// A thread doing the work for these files panicked or was cancelled.
-    /// Shared: one thread may work for several files, and each reports it.
     #[error("a worker thread failed")]
-    Worker(#[source] std::sync::Arc<tokio::task::JoinError>),
+    Worker(#[source] WorkerError),
+}
+
+/// Which thread failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A blocking task panicked or was cancelled. Shared: one task may work
+    /// for several files, and each of them reports it.
+    #[error(transparent)]
+    Task(std::sync::Arc<tokio::task::JoinError>),
+    /// A hashing thread of the verification engine panicked.
+    #[error("a hashing thread panicked")]
+    Hasher,
+}
+
+impl From<tokio::task::JoinError> for WorkerError {
+    fn from(err: tokio::task::JoinError) -> Self {
+        WorkerError::Task(std::sync::Arc::new(err))
+    }
 }
 
 /// What the command line got wrong.
@@ -263,6 +281,15 @@ impl Error {
     pub(crate) fn local(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
         move |source| Error::Local { path, source }
+    }
+
+    /// A check of the local file at `path` that could not be carried out.
+    pub(crate) fn unchecked(path: impl Into<PathBuf>) -> impl FnOnce(Unchecked) -> Error {
+        let path = path.into();
+        move |unchecked| match unchecked {
+            Unchecked::Read(source) => Error::Local { path, source },
+            Unchecked::Panicked => Error::Worker(WorkerError::Hasher),
+        }
     }
 
     /// The same failure, after `retries` retries that all failed: a lost

@@ -9,10 +9,10 @@
 //! | layer | modules | job |
 //! |---|---|---|
 //! | top | `app`, `config`, `output` | settings to a mode, Ctrl-C, exit codes; what is printed, human and JSON |
-//! | batch | `batch` (`plan`, `pool`, `present`, `small`) | many files: plan, connection pool, up-to-date check, pipelining |
+//! | batch | `batch` (`outcome`, `plan`, `pool`, `present`, `small`, `offload`) | many files: what a job is and how it ends, plan, connection pool, up-to-date check, pipelining, blocking work for a batch |
 //! | transfer, listing | `transfer` (`partial`, `sink`), `listing` | one file: resume decision, `Get`, the sink; a `List` |
 //! | session | `session` | the connection, one-reply requests, the retry policy |
-//! | foundation | `verify`, `progress`, `error`, `exit`, `addr` | the verification engine, the bar, typed errors, exit codes |
+//! | foundation | `verify` (`engine`), `progress`, `error`, `exit`, `addr` | the verification engine, the bar, typed errors, exit codes, SERVER arguments |
 //!
 //! The protocol's rules (handshake, the order of a `Get` or `List` reply)
 //! are not here: they are `ft_protocol`'s, fed with the frames.

@@ -81,11 +81,14 @@ impl<'a> Link<'a> {
         })
     }
 
-    /// The next reply on the connection.
+    /// The next reply on the connection; the connection must be open (a new
+    /// one would owe no reply).
     pub async fn read(&mut self) -> Result<Response, Failure> {
         let server = self.server;
-        let reply = self.conn().await?.read_response().await;
-        reply.map_err(|err| {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(lost(server, ConnectionError::Closed));
+        };
+        conn.read_response().await.map_err(|err| {
             self.reset();
             lost(server, err)
         })
@@ -93,8 +96,20 @@ impl<'a> Link<'a> {
 
     /// Sends one request and reads the first frame of its reply.
     pub async fn ask(&mut self, request: &Request) -> Result<Response, Failure> {
-        self.send_all(std::slice::from_ref(request)).await?;
+        let server = self.server;
+        let sent = self.conn().await?.send(request).await;
+        sent.map_err(|err| {
+            self.reset();
+            lost(server, err)
+        })?;
         self.read().await
+    }
+
+    /// A reply that breaks the protocol: the rest of it may still be on the
+    /// way, so the connection goes.
+    fn broken(&mut self, source: ServerError) -> Failure {
+        self.reset();
+        broken(self.server, source)
     }
 
     /// The file's description, with its digest if the server has it.
@@ -105,7 +120,7 @@ impl<'a> Link<'a> {
         match self.ask(&request).await? {
             Response::Meta(meta) => Ok(meta),
             Response::Error(err) => Err(remote(self.server, err)),
-            _ => Err(broken(self.server, ServerError::StatReply)),
+            _ => Err(self.broken(ServerError::StatReply)),
         }
     }
 
@@ -119,7 +134,7 @@ impl<'a> Link<'a> {
         match self.ask(&request).await? {
             Response::Checkpoints { meta, .. } if meta.sha256.is_some() => Ok(meta),
             Response::Error(err) => Err(remote(self.server, err)),
-            _ => Err(broken(self.server, ServerError::CheckpointsReply)),
+            _ => Err(self.broken(ServerError::CheckpointsReply)),
         }
     }
 
@@ -152,7 +167,7 @@ impl<'a> Link<'a> {
                     states.extend(page);
                 }
                 Response::Error(err) => return Err(remote(self.server, err)),
-                _ => return Err(broken(self.server, ServerError::CheckpointsReply)),
+                _ => return Err(self.broken(ServerError::CheckpointsReply)),
             }
         }
         Ok(states)
@@ -284,10 +299,15 @@ impl Retries {
     pub async fn failed(&mut self, err: Error) -> Result<(), Error> {
         self.failures += 1;
         if self.failures > self.allowed {
-            return Err(err.gave_up(self.allowed));
+            return Err(err);
         }
         tokio::time::sleep(backoff(self.failures)).await;
         Ok(())
+    }
+
+    /// The retries allowed, for a message that says they were all spent.
+    pub fn allowed(&self) -> u32 {
+        self.allowed
     }
 }
 
@@ -355,10 +375,10 @@ mod tests {
         assert!(retries.failed(err()).await.is_ok());
         match retries.failed(err()).await {
             Err(Error::Connection {
-                source: ConnectError::GaveUp { retries: 2, .. },
+                source: ConnectError::NoAddress { .. },
                 ..
             }) => {}
-            other => panic!("{other:?}"),
+            other => panic!("the last failure, as it was: {other:?}"),
         }
     }
 

@@ -50,6 +50,7 @@ impl Transport for TcpStream {
     }
 }
 
+/// An in-memory pipe: how tests drive a connection without a socket.
 impl Transport for tokio::io::DuplexStream {}
 
 /// A connection over TCP.
@@ -92,13 +93,8 @@ impl<S: Transport> Connection<S> {
     /// between frames. Cancel-safe: bytes read stay in the buffer.
     async fn next_frame(&mut self) -> Result<Option<Bytes>, ConnectionError> {
         loop {
-            match frame::decode(&mut self.buf) {
-                Ok(Some(body)) => return Ok(Some(body)),
-                Ok(None) => {}
-                Err(CodecError::FrameTooLarge { .. }) => {
-                    return Err(ConnectionError::FrameTooLarge { max: MAX_FRAME })
-                }
-                Err(err) => return Err(err.into()),
+            if let Some(body) = self.take_frame()? {
+                return Ok(Some(body));
             }
             // `decode` has made room for the rest of a frame whose length it
             // knows; room is short only between frames.
@@ -126,14 +122,19 @@ impl<S: Transport> Connection<S> {
     /// The next request if it is already whole in the buffer, without
     /// waiting for the stream: how a server finds requests sent ahead.
     pub fn buffered_request(&mut self) -> Option<Result<Request, ConnectionError>> {
-        match frame::decode(&mut self.buf) {
+        match self.take_frame() {
             Ok(Some(body)) => Some(codec::decode_request(&body).map_err(Into::into)),
             Ok(None) => None,
-            Err(CodecError::FrameTooLarge { .. }) => {
-                Some(Err(ConnectionError::FrameTooLarge { max: MAX_FRAME }))
-            }
-            Err(err) => Some(Err(err.into())),
+            Err(err) => Some(Err(err)),
         }
+    }
+
+    /// The frame at the front of the buffer, if it is whole there.
+    fn take_frame(&mut self) -> Result<Option<Bytes>, ConnectionError> {
+        frame::decode(&mut self.buf).map_err(|err| match err {
+            CodecError::FrameTooLarge { .. } => ConnectionError::FrameTooLarge { max: MAX_FRAME },
+            err => err.into(),
+        })
     }
 
     /// Reads the next response, skipping [`Response::KeepAlive`] frames

@@ -166,7 +166,7 @@ async fn handshake<S: Transport>(conn: &mut Connection<S>) -> Result<(), Handsha
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::files::LocalFiles;
+    use crate::local::LocalFiles;
     use crate::store::Store;
     use ft_protocol::{ChainHasher, ClientHandshake, FileMeta, CHUNK_SIZE};
     use std::time::Duration;

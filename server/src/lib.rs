@@ -4,27 +4,27 @@
 //! until the shutdown future completes, then drains. Tests and the binary
 //! drive it the same way.
 //!
-//! The roles, from the socket inwards; each module uses only those below it:
+//! The roles, from the socket inwards; each module uses only those below it
+//! in this table, and nothing above it:
 //!
 //! | module | role |
 //! |---|---|
 //! | `listener` | accept, the connection limit, the busy refusal, drain on shutdown |
 //! | `handler` | one connection: the handshake, then requests in order |
-//! | `ops` | one module per request: `stat`, `checkpoints`, `get`, `list` |
+//! | `ops` | one module per request (`stat`, `checkpoints`, `get`, `list`), what they share in `shared` |
 //! | `relay` | blocking work beside a connection: produce on a thread, send with keep-alives |
+//! | `local` | the local folder as a backend: `files` (the root jail, reads, versions), `listing` (walks) |
 //! | `store` | files with their digests: the hashing pass, and `cache` (what it remembers) |
 //! | `backend` | the narrow interface to where files live (open, stat, read a range, list) |
-//! | `files`, `listing` | the local folder behind it: the root jail, reads, folder walks |
 //!
 //! Every bound is a field of [`Limits`].
 
 mod backend;
 mod cache;
-mod files;
 mod handler;
 mod limits;
 mod listener;
-mod listing;
+mod local;
 mod ops;
 mod relay;
 mod store;
@@ -61,14 +61,14 @@ pub enum ServerError {
 
 /// A folder ready to be served.
 pub struct Server {
-    context: Arc<ops::Context<files::LocalFiles>>,
+    context: Arc<ops::Context<local::LocalFiles>>,
 }
 
 impl Server {
     /// Opens the folder named in `config`.
     pub fn open(config: Config) -> Result<Self, ServerError> {
         let files =
-            files::LocalFiles::open_root(&config.root).map_err(|source| ServerError::Root {
+            local::LocalFiles::open_root(&config.root).map_err(|source| ServerError::Root {
                 path: config.root.clone(),
                 source,
             })?;

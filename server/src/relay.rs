@@ -27,29 +27,56 @@ pub async fn keep_alive<S: Transport, T>(
     }
 }
 
+/// How a relayed reply ended.
+pub struct Relayed {
+    /// Whether the connection is still usable.
+    pub result: Result<(), ConnectionError>,
+    /// The `Error` the reply ended with, if it did.
+    pub failure: Option<RemoteError>,
+}
+
+impl Relayed {
+    /// What the request's log line says of it: the error the client was
+    /// sent, or the connection's failure.
+    pub fn outcome(&self) -> Option<RemoteError> {
+        match &self.result {
+            Err(err) => Some(lost(err)),
+            Ok(()) => self.failure.clone(),
+        }
+    }
+}
+
 /// Runs `produce` on a blocking thread with a channel of `ahead` slots, and
 /// sends the response `reply` makes of each item it hands over, keeping the
 /// client informed while it works. Ends when the producer is done or a send
 /// fails; either way the producer has stopped (its channel closed) before
-/// this returns.
+/// this returns. A producer that panics ends the reply with `Internal`,
+/// so the client is told rather than left waiting.
 pub async fn relay<S, T>(
     conn: &mut Connection<S>,
     interval: Duration,
     ahead: usize,
     produce: impl FnOnce(mpsc::Sender<T>) + Send + 'static,
     mut reply: impl FnMut(T) -> Response,
-) -> Result<(), ConnectionError>
+) -> Relayed
 where
     S: Transport,
     T: Send + 'static,
 {
     let (tx, mut rx) = mpsc::channel(ahead.max(1));
     let producer = tokio::task::spawn_blocking(move || produce(tx));
+    let mut failure = None;
     let mut result = Ok(());
     loop {
         let step = match keep_alive(conn, interval, rx.recv()).await {
             Ok(None) => break,
-            Ok(Some(item)) => conn.send_response(reply(item)).await,
+            Ok(Some(item)) => {
+                let response = reply(item);
+                if let Response::Error(err) = &response {
+                    failure = Some(err.clone());
+                }
+                conn.send_response(response).await
+            }
             Err(err) => Err(err),
         };
         if let Err(err) = step {
@@ -59,8 +86,19 @@ where
     }
     // Dropping the receiver stops the producer at its next item.
     drop(rx);
-    let _ = producer.await;
-    result
+    if let Err(panicked) = producer.await {
+        if result.is_ok() && failure.is_none() {
+            let err = RemoteError::new(ErrorCode::Internal, format!("worker failed: {panicked}"));
+            result = conn.send(&Response::Error(err.clone())).await;
+            failure = Some(err);
+        }
+    }
+    Relayed { result, failure }
+}
+
+/// The outcome to log for a reply cut short because the connection failed.
+pub fn lost(err: &ConnectionError) -> RemoteError {
+    RemoteError::new(ErrorCode::Internal, format!("connection lost: {err}"))
 }
 
 /// Runs blocking work off the async workers; a worker that panics is an
@@ -76,4 +114,42 @@ pub async fn blocking<T: Send + 'static>(
                 format!("worker failed: {err}"),
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ft_protocol::connection::Connection;
+
+    #[tokio::test]
+    async fn a_producer_that_panics_ends_the_reply_with_an_error() {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let mut conn = Connection::new(ours, Duration::from_secs(5));
+        let mut client = Connection::new(theirs, Duration::from_secs(5));
+        let relayed = relay(
+            &mut conn,
+            Duration::from_secs(5),
+            1,
+            |tx: mpsc::Sender<u64>| {
+                let _ = tx.blocking_send(7);
+                panic!("a producer that breaks");
+            },
+            |skipped| Response::ListEnd { skipped },
+        )
+        .await;
+        assert!(relayed.result.is_ok());
+        let failure = relayed.outcome().map(|err| err.code);
+        assert_eq!(failure, Some(ErrorCode::Internal), "logged as a failure");
+        assert_eq!(
+            client.read_response().await.ok(),
+            Some(Response::ListEnd { skipped: 7 })
+        );
+        match client.read_response().await {
+            Ok(Response::Error(err)) => {
+                assert_eq!(err.code, ErrorCode::Internal);
+                assert!(err.message.contains("worker failed"), "{}", err.message);
+            }
+            other => panic!("the client is told: {other:?}"),
+        }
+    }
 }

@@ -185,14 +185,13 @@ impl<B: Backend> Store<B> {
     /// A cold pass for a transfer from `offset`: from the start, or from the
     /// last checkpoint at or before `offset` that an abandoned pass recorded.
     fn resume_pass(&self, version: &B::Version, offset: u64) -> (HashPass, u64) {
-        let known = self.caches.prefix(version);
-        let usable = known.len().min((offset / CHUNK_SIZE) as usize);
-        if usable > 0 {
-            if let Some(pass) = HashPass::resume(known[..usable].to_vec()) {
-                return (pass, usable as u64 * CHUNK_SIZE);
-            }
+        let mut known = self.caches.prefix(version);
+        known.truncate((offset / CHUNK_SIZE) as usize);
+        let usable = known.len() as u64;
+        match HashPass::resume(known) {
+            Some(pass) => (pass, usable * CHUNK_SIZE),
+            None => (HashPass::new(None), 0),
         }
-        (HashPass::new(None), 0)
     }
 
     fn remember(&self, file: &B::File, digests: Digests) -> Arc<Digests> {
@@ -265,7 +264,7 @@ impl HashPass {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::files::LocalFiles;
+    use crate::local::LocalFiles;
     use std::fs;
 
     fn store_in(dir: &tempfile::TempDir) -> Store<LocalFiles> {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::error::Error;
+use crate::error::{Error, WorkerError};
 
 /// Runs `work` on each item, in order, on one blocking thread: one trip
 /// for a batch of small files. If that thread panics, every item fails with
@@ -28,7 +28,12 @@ where
         Ok(results) => items.into_iter().zip(results.into_iter().map(Ok)).collect(),
         Err(err) => {
             let err = Arc::new(err);
-            let failed = |item| (item, Err(Error::Worker(Arc::clone(&err))));
+            let failed = |item| {
+                (
+                    item,
+                    Err(Error::Worker(WorkerError::Task(Arc::clone(&err)))),
+                )
+            };
             items.into_iter().map(failed).collect()
         }
     }

@@ -50,14 +50,7 @@ pub(super) async fn sort(link: &mut Link<'_>, targets: Vec<Target>) -> Sorted {
         match result {
             Ok(Ok(Some(report))) => sorted.same.push(report),
             Ok(Ok(None)) => sorted.rest.push(target),
-            Ok(Err(source)) => {
-                let err = Error::Local {
-                    path: target.output.clone(),
-                    source,
-                };
-                sorted.failed.push((target, err));
-            }
-            Err(err) => sorted.failed.push((target, err)),
+            Ok(Err(err)) | Err(err) => sorted.failed.push((target, err)),
         }
     }
     sorted
@@ -93,6 +86,11 @@ async fn evidence(
             Err(_) => return Ok(None),
         },
     };
+    // Of another size, it is not the server's; and the size a server
+    // claims must not decide how many checkpoints are asked for.
+    if meta.size != local.len() {
+        return Ok(None);
+    }
     // A file of several chunks is checked against the server's checkpoints,
     // its chunks on one thread per core, rather than hashed in one pass.
     let chunks = boundaries(meta.size);
@@ -114,7 +112,7 @@ fn already_there(
     meta: &FileMeta,
     states: Option<&[Digest]>,
     started: Instant,
-) -> std::io::Result<Option<Report>> {
+) -> Result<Option<Report>, Error> {
     let Some(remote) = meta.sha256 else {
         return Ok(None);
     };
@@ -122,7 +120,8 @@ fn already_there(
         Ok(local) if local.is_file() && local.len() == meta.size => {}
         _ => return Ok(None),
     }
-    let local = verify::hash_file(&target.output, states.unwrap_or(&[]), verify::threads())?;
+    let local = verify::hash_file(&target.output, states.unwrap_or(&[]), verify::threads())
+        .map_err(Error::unchecked(&target.output))?;
     if local != Some(remote) {
         return Ok(None);
     }

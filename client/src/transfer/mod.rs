@@ -13,7 +13,7 @@ use std::time::Instant;
 use ft_protocol::{boundaries, Digest, FileMeta, GetError, Request, Response, CHUNK_SIZE};
 use tokio::sync::mpsc;
 
-use crate::error::{Error, ServerError};
+use crate::error::{Error, ServerError, WorkerError};
 use crate::progress::{Progress, Tracker};
 use crate::session::{broken, lost, remote, Failure, Link, Retries, Server};
 use crate::verify::{self, Verified};
@@ -196,7 +196,13 @@ pub(crate) async fn fetch(
                 err
             }
         };
-        retries.failed(retry_error).await?;
+        // A download that gives up says how hard it tried (a listing, as
+        // before, gives its last failure alone).
+        let allowed = retries.allowed();
+        retries
+            .failed(retry_error)
+            .await
+            .map_err(|err| err.gave_up(allowed))?;
     }
 }
 
@@ -271,6 +277,7 @@ async fn attempt(
         Err(SinkError::Remote(err)) => Err(remote(server, err)),
         Err(SinkError::Protocol(err)) => Err(broken(server, err.into())),
         Err(SinkError::Local(err)) => Err(Failure::Fatal(Error::local(&partial.data)(err))),
+        Err(SinkError::Hasher) => Err(Failure::Fatal(Error::Worker(WorkerError::Hasher))),
     }
 }
 

@@ -125,7 +125,7 @@ impl Partial {
         checked: &(dyn Fn(u64) + Sync),
     ) -> Result<Verified, Error> {
         let file = File::open(&self.data).map_err(Error::local(&self.data))?;
-        verify::check_file(&file, states, threads, checked).map_err(Error::local(&self.data))
+        verify::check_file(&file, states, threads, checked).map_err(Error::unchecked(&self.data))
     }
 
     /// Gives the verified partial its final name, in one atomic rename, and

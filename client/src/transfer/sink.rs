@@ -12,7 +12,7 @@ use ft_protocol::{Digest, FileMeta, GetError, GetEvent, GetReply, RemoteError, R
 use tokio::sync::mpsc;
 
 use crate::progress::Tracker;
-use crate::verify::{self, Feeder, Stop, Verified};
+use crate::verify::{self, Feeder, Stop, Unchecked, Verified};
 
 /// Why a transfer stopped short of a verified file.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,9 @@ pub enum SinkError {
     /// Writing the partial failed.
     #[error("cannot write the partial")]
     Local(#[source] io::Error),
+    /// A hashing thread panicked.
+    #[error("a hashing thread panicked")]
+    Hasher,
     /// The stream ended before the transfer did (the connection was lost).
     #[error("the transfer was cut short")]
     Incomplete,
@@ -108,7 +111,8 @@ impl Sink {
         // A failed chunk explains whatever stopped the writer.
         let result = match (written, checked.outcome) {
             (_, Some(Err(Stop::Mismatch { offset }))) => Err(SinkError::Mismatch { offset }),
-            (_, Some(Err(Stop::Read(err)))) => Err(SinkError::Local(err)),
+            (_, Some(Err(Stop::Failed(Unchecked::Read(err))))) => Err(SinkError::Local(err)),
+            (_, Some(Err(Stop::Failed(Unchecked::Panicked)))) => Err(SinkError::Hasher),
             (Err(err), _) => Err(err),
             (Ok(()), Some(Ok(sha256))) => self.settle().map(|()| sha256),
             (Ok(()), None) => Err(SinkError::Incomplete),

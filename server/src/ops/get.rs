@@ -14,10 +14,10 @@ use ft_protocol::{
     CHUNK_SIZE, MAX_DATA,
 };
 
-use super::shared::{log_outcome, lost, parse_path, Context, Next};
+use super::shared::{log_outcome, parse_path, Context, Next};
 use crate::backend::Backend;
 use crate::cache::Digests;
-use crate::relay::{blocking, relay};
+use crate::relay::{blocking, lost, relay};
 use crate::store::{Piece, Store};
 
 /// How a `Get` goes on once the file is open.
@@ -38,15 +38,29 @@ pub(crate) async fn batch<S: Transport, B: Backend>(
     gets: Vec<(String, u64)>,
 ) -> Result<Next, ConnectionError> {
     let opener = Arc::clone(context);
-    let requests = gets.clone();
+    let count = gets.len();
+    // The requests go to the blocking thread and come back with what it opened.
     let opened = blocking(move || {
-        Ok(requests
+        let opened = gets
             .iter()
-            .map(|(path, offset)| open(&opener.store, path, *offset))
-            .collect::<Vec<_>>())
+            .map(|(path, offset)| prepare(&opener.store, path, *offset))
+            .collect::<Vec<_>>();
+        Ok((gets, opened))
     })
-    .await
-    .unwrap_or_else(|failed| gets.iter().map(|_| Err(failed.clone())).collect());
+    .await;
+    let (gets, opened) = match opened {
+        Ok(both) => both,
+        Err(failed) => {
+            // The thread is gone with the requests: each is answered with why.
+            let mut replies = Vec::with_capacity(count);
+            for _ in 0..count {
+                log_outcome(peer, "get", "?", 0, 0, Some(&failed));
+                replies.push(Response::Error(failed.clone()));
+            }
+            conn.send_all(&replies).await?;
+            return Ok(Next::Open);
+        }
+    };
     let mut replies = Vec::new();
     for ((path, offset), opened) in gets.iter().zip(opened) {
         match opened {
@@ -79,7 +93,7 @@ pub(crate) async fn batch<S: Transport, B: Backend>(
 
 /// Opens one requested file, checks the offset and, for a small file, reads
 /// and hashes it. Blocks.
-fn open<B: Backend>(
+fn prepare<B: Backend>(
     store: &Store<B>,
     path: &str,
     offset: u64,
@@ -113,17 +127,15 @@ async fn stream<S: Transport, B: Backend>(
     file: B::File,
 ) -> Result<(), ConnectionError> {
     conn.send(&Response::Meta(meta)).await?;
-    if let Some(digests) = context.store.cached(&file) {
-        if context.store.backend().local_file(&file).is_some() {
-            return send_warm(conn, peer, context, path, offset, file, &digests).await;
-        }
+    let sendable = context.store.backend().local_file(&file).is_some();
+    if let Some(digests) = context.store.cached(&file).filter(|_| sendable) {
+        return send_warm(conn, peer, context, path, offset, file, &digests).await;
     }
     let producer = Arc::clone(context);
     let mut sent = 0u64;
-    let mut failure = None;
     // A cold pass from an offset hashes the bytes before it first: the
     // relay keeps the client informed meanwhile.
-    let result = relay(
+    let relayed = relay(
         conn,
         context.limits.keepalive,
         context.limits.read_ahead,
@@ -135,19 +147,12 @@ async fn stream<S: Transport, B: Backend>(
             }
             Piece::Checkpoint { index, state } => Response::Checkpoint { index, state },
             Piece::End(sha256) => Response::End { sha256 },
-            Piece::Failed(err) => {
-                failure = Some(err.clone());
-                Response::Error(err)
-            }
+            Piece::Failed(err) => Response::Error(err),
         },
     )
     .await;
-    let outcome = match &result {
-        Err(err) => Some(lost(err)),
-        Ok(()) => failure,
-    };
-    log_outcome(peer, "get", path, offset, sent, outcome.as_ref());
-    result
+    log_outcome(peer, "get", path, offset, sent, relayed.outcome().as_ref());
+    relayed.result
 }
 
 /// Sends a file whose digests are known from a local file: each piece goes
@@ -164,46 +169,49 @@ async fn send_warm<S: Transport, B: Backend>(
     file: B::File,
     digests: &Digests,
 ) -> Result<(), ConnectionError> {
-    let size = context.store.meta(&file).size;
+    let size = context.store.backend().stat(&file).meta.size;
+    let cannot = || RemoteError::new(ErrorCode::Internal, format!("cannot send {path} warm"));
     let mut pos = offset;
-    let mut result = Ok(());
-    if let Some(local) = context.store.backend().local_file(&file) {
+    let local = context.store.backend().local_file(&file);
+    // Ok(Some(err)): the pieces stopped short, for a reason to tell the client.
+    let sending = async {
+        let Some(local) = local else {
+            return Ok(Some(cannot()));
+        };
         while pos < size {
             let len = piece_len(pos, size);
-            if let Err(err) = conn.send_file_data(local, pos, len).await {
-                result = Err(err);
-                break;
-            }
+            conn.send_file_data(local, pos, len).await?;
             pos += len as u64;
             if pos.is_multiple_of(CHUNK_SIZE) {
                 let index = pos / CHUNK_SIZE;
                 let Some(state) = digests.checkpoint(index) else {
-                    break;
+                    return Ok(Some(cannot()));
                 };
-                if let Err(err) = conn.send(&Response::Checkpoint { index, state }).await {
-                    result = Err(err);
-                    break;
-                }
+                conn.send(&Response::Checkpoint { index, state }).await?;
             }
         }
+        Ok(None)
     }
+    .await;
     let sent = pos - offset;
-    if let Err(err) = result {
-        log_outcome(peer, "get", path, offset, sent, Some(&lost(&err)));
-        return Err(err);
-    }
+    let stopped = match sending {
+        Ok(stopped) => stopped,
+        Err(err) => {
+            log_outcome(peer, "get", path, offset, sent, Some(&lost(&err)));
+            return Err(err);
+        }
+    };
     let checker = Arc::clone(context);
-    let unchanged = blocking(move || checker.store.unchanged(&file)).await;
-    let last = match &unchanged {
-        Ok(()) if pos == size => Response::End {
+    let outcome = match stopped {
+        Some(err) => Err(err),
+        None => blocking(move || checker.store.unchanged(&file)).await,
+    };
+    log_outcome(peer, "get", path, offset, sent, outcome.as_ref().err());
+    let last = match outcome {
+        Ok(()) => Response::End {
             sha256: digests.sha256,
         },
-        Ok(()) => Response::Error(RemoteError::new(
-            ErrorCode::Internal,
-            format!("the digests of {path} do not cover it"),
-        )),
-        Err(err) => Response::Error(err.clone()),
+        Err(err) => Response::Error(err),
     };
-    log_outcome(peer, "get", path, offset, sent, unchanged.as_ref().err());
     conn.send(&last).await
 }

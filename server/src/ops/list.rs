@@ -9,7 +9,7 @@ use ft_protocol::{
     Connection, ConnectionError, Digest, Entry, RemoteError, RemotePath, Response, Transport,
 };
 
-use super::shared::{log_outcome, lost, parse_path, Context, Next};
+use super::shared::{log_outcome, parse_path, Context, Next};
 use crate::backend::{Backend, Listed, Walked};
 use crate::relay::relay;
 use crate::store::Store;
@@ -43,10 +43,9 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
     };
     let walker = Arc::clone(context);
     let mut entries = 0u64;
-    let mut failure = None;
     // With digests, the walk hashes every file not hashed before: the relay
     // keeps the client informed meanwhile.
-    let result = relay(
+    let relayed = relay(
         conn,
         context.limits.keepalive,
         context.limits.read_ahead,
@@ -82,19 +81,12 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
                 Response::Entries(batch)
             }
             Batch::End { skipped } => Response::ListEnd { skipped },
-            Batch::Failed(err) => {
-                failure = Some(err.clone());
-                Response::Error(err)
-            }
+            Batch::Failed(err) => Response::Error(err),
         },
     )
     .await;
-    let outcome = match &result {
-        Err(err) => Some(lost(err)),
-        Ok(()) => failure,
-    };
-    log_outcome(peer, op, path, 0, entries, outcome.as_ref());
-    result.map(|()| Next::Open)
+    log_outcome(peer, op, path, 0, entries, relayed.outcome().as_ref());
+    relayed.result.map(|()| Next::Open)
 }
 
 /// Walks the folder at `path`, handing each entry to `emit` with its file's

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ft_protocol::{ConnectionError, ErrorCode, FileMeta, RemoteError, RemotePath};
+use ft_protocol::{ErrorCode, FileMeta, RemoteError, RemotePath};
 use tracing::info;
 
 use crate::backend::Backend;
@@ -71,9 +71,4 @@ pub(crate) fn log_outcome(
         None => info!(client = %peer, op, path, offset, bytes, "ok"),
         Some(err) => info!(client = %peer, op, path, offset, bytes, code = ?err.code, "{err}"),
     }
-}
-
-/// The outcome to log for a reply cut short because the connection failed.
-pub(crate) fn lost(err: &ConnectionError) -> RemoteError {
-    RemoteError::new(ErrorCode::Internal, format!("connection lost: {err}"))
 }

@@ -1,26 +1,15 @@
-//! The verification engine: a file's chunks checked against the server's
-//! checkpoint chain on several threads, and accepted in file order only.
-//! It checks chunks as they arrive during a download, a partial on disk
-//! before a resume, and a file already present before a re-run leaves it
-//! alone.
-//!
-//! SHA-256 is sequential, but the server's checkpoints make it parallel to
-//! *check*: chunk `k` is hashed starting from checkpoint `k` as the server
-//! claimed it, and must end on checkpoint `k + 1` (or, for the last chunk,
-//! on the digest of the whole file). Chunks are accepted in order only,
-//! starting from a state this client computed or verified itself, so each
-//! accepted chunk's starting state has been checked by the one before: the
-//! accepted bytes hash to exactly what one sequential pass would give.
+//! The engine under the verification: hashing threads fed chunks by a
+//! [`Feeder`] (bytes as they arrive, or ranges of a file each thread reads
+//! itself), and a tally that accepts their findings in file order only.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 
 use bytes::Bytes;
-use ft_protocol::{ChainHasher, Digest, CHUNK_SIZE, MAX_DATA};
+use ft_protocol::{ChainHasher, Digest, MAX_DATA};
 
 /// Frames queued for hashing, across all hashing threads: up to this many
 /// jobs (a MiB of data each, at most) in flight between the feeder and the
@@ -70,9 +59,20 @@ pub enum Stop {
         /// Where the chunk starts.
         offset: u64,
     },
+    /// The check could not be carried out.
+    #[error(transparent)]
+    Failed(#[from] Unchecked),
+}
+
+/// A check that could not be carried out (a mismatch is an answer, not this).
+#[derive(Debug, thiserror::Error)]
+pub enum Unchecked {
     /// Reading the file being checked failed.
     #[error("cannot read the file being checked")]
     Read(#[source] io::Error),
+    /// A hashing thread panicked.
+    #[error("a hashing thread panicked")]
+    Panicked,
 }
 
 /// How a check ended.
@@ -137,13 +137,14 @@ pub struct Feeder<'f> {
     tally: Tally,
 }
 
-/// A hashing thread stopped (it found a mismatch): feed no more.
+/// The hashing thread a job was for has stopped (it found a failure):
+/// feed no more, the findings say why.
 #[derive(Debug)]
-pub struct Stopped;
+pub struct HashersGone;
 
 impl<'f> Feeder<'f> {
     /// The next bytes of the current chunk.
-    pub fn data(&mut self, data: Bytes) -> Result<(), Stopped> {
+    pub fn data(&mut self, data: Bytes) -> Result<(), HashersGone> {
         self.pos += data.len() as u64;
         self.send(Job::Data(data), false)
     }
@@ -151,7 +152,12 @@ impl<'f> Feeder<'f> {
     /// A whole chunk of `len` bytes at the current position of `file`,
     /// which must end on the server's checkpoint `until`; the next one
     /// starts from it. The hashing thread reads it itself.
-    fn chunk(&mut self, file: &'f File, len: u64, until: Digest) -> Result<(), Stopped> {
+    pub(super) fn chunk(
+        &mut self,
+        file: &'f File,
+        len: u64,
+        until: Digest,
+    ) -> Result<(), HashersGone> {
         let job = Job::Chunk {
             file,
             offset: self.pos,
@@ -168,7 +174,7 @@ impl<'f> Feeder<'f> {
             job = match self.queues.get(index).map(|queue| queue.try_send(pending)) {
                 Some(Ok(())) => None,
                 Some(Err(TrySendError::Full(back))) => Some(back),
-                Some(Err(TrySendError::Disconnected(_))) | None => return Err(Stopped),
+                Some(Err(TrySendError::Disconnected(_))) | None => return Err(HashersGone),
             };
         }
         if let Some(job) = job {
@@ -182,14 +188,14 @@ impl<'f> Feeder<'f> {
 
     /// The current chunk ends on the server's checkpoint `state`; the next
     /// one starts from it.
-    pub fn point(&mut self, state: Digest) -> Result<(), Stopped> {
+    pub fn point(&mut self, state: Digest) -> Result<(), HashersGone> {
         self.send(Job::Point(state), true)?;
         self.state = state;
         Ok(())
     }
 
     /// The current chunk ends the file, whose digest the server gave.
-    pub fn end(&mut self, sha256: Digest) -> Result<(), Stopped> {
+    pub fn end(&mut self, sha256: Digest) -> Result<(), HashersGone> {
         self.send(Job::End(sha256), true)
     }
 
@@ -201,7 +207,7 @@ impl<'f> Feeder<'f> {
         self.tally.failed()
     }
 
-    fn send(&mut self, job: Job<'f>, closes: bool) -> Result<(), Stopped> {
+    fn send(&mut self, job: Job<'f>, closes: bool) -> Result<(), HashersGone> {
         let index = match self.open {
             Some(index) => index,
             None => {
@@ -222,9 +228,9 @@ impl<'f> Feeder<'f> {
         self.queue(index, job)
     }
 
-    fn queue(&self, index: usize, job: Job<'f>) -> Result<(), Stopped> {
-        let queue = self.queues.get(index).ok_or(Stopped)?;
-        queue.send(job).map_err(|_| Stopped)
+    fn queue(&self, index: usize, job: Job<'f>) -> Result<(), HashersGone> {
+        let queue = self.queues.get(index).ok_or(HashersGone)?;
+        queue.send(job).map_err(|_| HashersGone)
     }
 }
 
@@ -284,8 +290,7 @@ pub fn check<'f, T>(
             tally.add(finding);
         }
         if panicked && tally.settled.is_none() {
-            let lost = io::Error::other("a hashing thread failed");
-            tally.settled = Some(Err(Stop::Read(lost)));
+            tally.settled = Some(Err(Unchecked::Panicked.into()));
         }
         (fed, tally.finish())
     })
@@ -432,7 +437,7 @@ impl Tally {
                 Found::Mismatch => Some(Err(Stop::Mismatch {
                     offset: self.verified.offset,
                 })),
-                Found::Read(err) => Some(Err(Stop::Read(err))),
+                Found::Read(err) => Some(Err(Unchecked::Read(err).into())),
             };
         }
     }
@@ -460,7 +465,7 @@ impl Tally {
                 .map(|(start, _)| *start);
             if let Some(start) = failed {
                 self.settled = Some(Err(match self.waiting.remove(&start) {
-                    Some(Found::Read(err)) => Stop::Read(err),
+                    Some(Found::Read(err)) => Unchecked::Read(err).into(),
                     _ => Stop::Mismatch {
                         offset: self.verified.offset,
                     },
@@ -474,72 +479,11 @@ impl Tally {
     }
 }
 
-/// How much of `file` checks out against a server's checkpoint `states`
-/// (boundaries 1, 2, …): the longest run of whole chunks from the start
-/// that each hash from the state before them to the state after, checked
-/// on `threads` threads that read the file themselves. `checked` hears of
-/// the bytes as they are read.
-pub fn check_file(
-    file: &File,
-    states: &[Digest],
-    threads: usize,
-    checked: &(dyn Fn(u64) + Sync),
-) -> io::Result<Verified> {
-    let on_disk = file.metadata()?.len();
-    let chunks = states.len().min((on_disk / CHUNK_SIZE) as usize);
-    if chunks == 0 {
-        return Ok(Verified::start());
-    }
-    let ((), checked) = check(Verified::start(), threads, checked, |feeder| {
-        for state in &states[..chunks] {
-            // Chunks past the first bad one are not worth reading.
-            if feeder.failed() || feeder.chunk(file, CHUNK_SIZE, *state).is_err() {
-                return;
-            }
-        }
-    });
-    match checked.outcome {
-        Some(Err(Stop::Read(err))) => Err(err),
-        _ => Ok(checked.verified),
-    }
-}
-
-/// The SHA-256 of the file at `path`, checked chunk by chunk against a
-/// server's checkpoint `states` on `threads` threads, and only the bytes
-/// after the last of them hashed in one pass. `None` as soon as a chunk
-/// disagrees: the file is not the server's. With no states, the file's
-/// plain SHA-256, on this thread.
-pub fn hash_file(path: &Path, states: &[Digest], threads: usize) -> io::Result<Option<Digest>> {
-    let mut file = File::open(path)?;
-    let mut verified = Verified::start();
-    if !states.is_empty() {
-        verified = check_file(&file, states, threads, &|_| {})?;
-        if verified.offset != states.len() as u64 * CHUNK_SIZE {
-            return Ok(None);
-        }
-        file.seek(SeekFrom::Start(verified.offset))?;
-    }
-    let Some(mut hasher) = ChainHasher::resume(&verified.state, verified.offset) else {
-        return Ok(None);
-    };
-    // A small file is read in one piece, into a buffer no larger than it.
-    let rest = file.metadata()?.len().saturating_sub(verified.offset);
-    let mut buf = vec![0u8; rest.clamp(1, MAX_DATA as u64) as usize];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => return Ok(Some(hasher.finalize())),
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-}
-
 /// The checkpoint states an honest server gives for `data`: for tests.
 #[cfg(test)]
 pub(crate) fn states_of(data: &[u8]) -> Vec<Digest> {
     let mut hasher = ChainHasher::new();
-    data.chunks_exact(CHUNK_SIZE as usize)
+    data.chunks_exact(ft_protocol::CHUNK_SIZE as usize)
         .filter_map(|chunk| {
             hasher.update(chunk);
             hasher.state()
@@ -547,17 +491,10 @@ pub(crate) fn states_of(data: &[u8]) -> Vec<Digest> {
         .collect()
 }
 
-/// Whether `data` is, whole, what `sha256` says.
-pub fn matches(data: &[u8], sha256: &Digest) -> bool {
-    let mut hasher = ChainHasher::new();
-    hasher.update(data);
-    hasher.finalize() == *sha256
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use ft_protocol::CHUNK_SIZE;
 
     fn data(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i % 253) as u8).collect()
@@ -571,12 +508,6 @@ mod tests {
         let mut hasher = ChainHasher::new();
         hasher.update(data);
         hasher.finalize()
-    }
-
-    fn file_with(data: &[u8]) -> File {
-        let mut file = tempfile::tempfile().expect("tempfile");
-        std::io::Write::write_all(&mut file, data).expect("write");
-        file
     }
 
     /// Feeds `data` as a download would: 1 MiB frames, each chunk's claimed
@@ -633,88 +564,5 @@ mod tests {
         let checked = stream(&data, &states(&data), [0; 32], 2);
         assert!(matches!(checked.outcome, Some(Err(Stop::Mismatch { .. }))));
         assert_eq!(checked.verified.offset, 4 * CHUNK_SIZE);
-    }
-
-    #[test]
-    fn a_file_on_disk_keeps_its_good_chunks_up_to_the_first_bad_one() {
-        let chunk = CHUNK_SIZE as usize;
-        let data = data(5 * chunk + 10);
-        let server = states(&data);
-        for threads in 1..=3 {
-            let read = AtomicUsize::new(0);
-            let count = |bytes: u64| {
-                read.fetch_add(bytes as usize, Ordering::Relaxed);
-            };
-            let all = check_file(&file_with(&data), &server, threads, &count).expect("reads");
-            assert_eq!(all.offset, 5 * CHUNK_SIZE, "{threads} threads");
-            assert_eq!(all.state, server[4]);
-            assert_eq!(read.into_inner(), 5 * chunk, "every whole chunk read once");
-
-            // Bad chunks at 1 and 3: only chunk 0 is kept.
-            let mut corrupt = data.clone();
-            corrupt[chunk + 5] ^= 1;
-            corrupt[3 * chunk + 5] ^= 1;
-            let upto = check_file(&file_with(&corrupt), &server, threads, &|_| {}).expect("reads");
-            assert_eq!(upto.offset, CHUNK_SIZE, "{threads} threads");
-            assert_eq!(upto.state, server[0]);
-
-            let short = &data[..2 * chunk + 100];
-            let kept = check_file(&file_with(short), &server, threads, &|_| {}).expect("reads");
-            assert_eq!(
-                kept.offset,
-                2 * CHUNK_SIZE,
-                "a short file keeps its whole chunks"
-            );
-
-            corrupt[0] ^= 1;
-            let none = check_file(&file_with(&corrupt), &server, threads, &|_| {}).expect("reads");
-            assert_eq!(none, Verified::start());
-        }
-    }
-
-    #[test]
-    fn a_file_on_disk_accepts_no_chunk_after_a_false_state() {
-        let data = data(4 * CHUNK_SIZE as usize);
-        let mut server = states(&data);
-        server[1][0] ^= 1;
-        for threads in 1..=3 {
-            let verified = check_file(&file_with(&data), &server, threads, &|_| {}).expect("reads");
-            assert_eq!(verified.offset, CHUNK_SIZE, "{threads} threads");
-        }
-    }
-
-    #[test]
-    fn a_hashed_file_is_its_sha256_or_nothing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("f");
-        let chunk = CHUNK_SIZE as usize;
-        let data = data(3 * chunk + 100);
-        let server = states(&data);
-        let digest = sha256(&data);
-        for threads in 1..=3 {
-            std::fs::write(&path, &data).expect("write");
-            assert_eq!(
-                hash_file(&path, &server, threads).expect("reads"),
-                Some(digest)
-            );
-            assert_eq!(hash_file(&path, &[], threads).expect("reads"), Some(digest));
-
-            let mut changed = data.clone();
-            changed[2 * chunk + 1] ^= 1;
-            std::fs::write(&path, &changed).expect("write");
-            assert_eq!(hash_file(&path, &server, threads).expect("reads"), None);
-
-            let mut changed = data.clone();
-            changed[3 * chunk + 50] ^= 1;
-            std::fs::write(&path, &changed).expect("write");
-            let other = hash_file(&path, &server, threads).expect("reads");
-            assert!(
-                other.is_some() && other != Some(digest),
-                "{threads} threads"
-            );
-        }
-        std::fs::write(&path, b"").expect("write");
-        assert_eq!(hash_file(&path, &[], 1).expect("reads"), Some(sha256(b"")));
-        assert!(matches(b"abc", &sha256(b"abc")) && !matches(b"abd", &sha256(b"abc")));
     }
 }

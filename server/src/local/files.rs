@@ -1,18 +1,16 @@
-//! The local folder as a [`Backend`]: files opened beneath the root and
-//! nowhere else (the jail), read with `pread`, and versions told apart by
-//! device, inode, size and modification time. Its folder walks are in
-//! `listing.rs`. Everything here blocks.
+//! Files of the local folder: opened beneath the root and nowhere else (the
+//! jail), read by range, and their versions told apart by device, inode,
+//! size and modification time. Everything here blocks.
 
 use std::io;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use bytes::Bytes;
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use ft_protocol::{ErrorCode, FileMeta, RemoteError, RemotePath};
 
-use crate::backend::{Backend, Listed, Stat, Walked};
+use crate::backend::Stat;
 
 /// What identifies one version of a local file: replacing the file, or
 /// writing to it, changes at least one of these.
@@ -56,69 +54,55 @@ pub struct OpenFile {
     path: RemotePath,
 }
 
-/// The served folder.
-pub struct LocalFiles {
-    pub(crate) root: Dir,
+/// Opens a regular file under `root`. Resolution never leaves the root:
+/// cap-std resolves every component beneath it (openat2 with
+/// RESOLVE_BENEATH where the kernel has it), refusing `..` and symlinks
+/// that lead out, absolute ones included.
+pub fn open(root: &Dir, path: &RemotePath) -> Result<OpenFile, RemoteError> {
+    let mut options = OpenOptions::new();
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+    // writer; on regular files it changes nothing.
+    options.read(true).custom_flags(libc::O_NONBLOCK);
+    let file = root
+        .open_with(path.to_relative(), &options)
+        .map_err(|err| open_error(&err, path))?
+        .into_std();
+    let metadata = file.metadata().map_err(|err| open_error(&err, path))?;
+    if !metadata.is_file() {
+        return Err(RemoteError::new(
+            ErrorCode::NotAFile,
+            format!("not a regular file: {path}"),
+        ));
+    }
+    Ok(OpenFile {
+        file,
+        id: file_id(&metadata),
+        path: path.clone(),
+    })
 }
 
-impl LocalFiles {
-    /// Opens the folder to serve.
-    pub fn open_root(path: &Path) -> io::Result<Self> {
-        let root = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
-        Ok(Self { root })
-    }
-}
-
-impl Backend for LocalFiles {
-    type File = OpenFile;
-    type Version = FileId;
-
-    /// Resolution never leaves the root: cap-std resolves every component
-    /// beneath it (openat2 with RESOLVE_BENEATH where the kernel has it),
-    /// refusing `..` and symlinks that lead out, absolute ones included.
-    fn open(&self, path: &RemotePath) -> Result<OpenFile, RemoteError> {
-        let mut options = OpenOptions::new();
-        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
-        // writer; on regular files it changes nothing.
-        options.read(true).custom_flags(libc::O_NONBLOCK);
-        let file = self
-            .root
-            .open_with(path.to_relative(), &options)
-            .map_err(|err| open_error(&err, path))?
-            .into_std();
-        let metadata = file.metadata().map_err(|err| open_error(&err, path))?;
-        if !metadata.is_file() {
-            return Err(RemoteError::new(
-                ErrorCode::NotAFile,
-                format!("not a regular file: {path}"),
-            ));
-        }
-        Ok(OpenFile {
-            file,
-            id: file_id(&metadata),
-            path: path.clone(),
-        })
-    }
-
-    fn stat(&self, file: &OpenFile) -> Stat<FileId> {
+impl OpenFile {
+    /// The version it was opened at.
+    pub fn stat(&self) -> Stat<FileId> {
         Stat {
-            version: file.id,
-            meta: file.id.meta(),
+            version: self.id,
+            meta: self.id.meta(),
         }
     }
 
-    /// Fills the buffer straight from the file, without zeroing it first
-    /// (`read_to_end` reads into spare room; `read_exact_at` would need the
-    /// buffer zeroed). It moves the file's offset: an open file is read by
-    /// one thread at a time.
-    fn read(&self, file: &OpenFile, pos: u64, len: usize) -> Result<Bytes, RemoteError> {
+    /// The `len` bytes at `pos`, filled straight from the file without
+    /// zeroing the buffer first (`read_to_end` reads into spare room;
+    /// `read_exact_at` would need it zeroed). It moves the file's offset: an
+    /// open file is read by one thread at a time. Fewer bytes than asked:
+    /// the file shrank.
+    pub fn read(&self, pos: u64, len: usize) -> Result<Bytes, RemoteError> {
         let failed = |err: io::Error| {
             RemoteError::new(
                 ErrorCode::Internal,
-                format!("cannot read {}: {err}", file.path),
+                format!("cannot read {}: {err}", self.path),
             )
         };
-        let mut reader = &file.file;
+        let mut reader = &self.file;
         reader.seek(SeekFrom::Start(pos)).map_err(failed)?;
         let mut buf = Vec::with_capacity(len);
         reader
@@ -126,29 +110,22 @@ impl Backend for LocalFiles {
             .read_to_end(&mut buf)
             .map_err(failed)?;
         if buf.len() != len {
-            return Err(changed(file));
+            return Err(changed(self));
         }
         Ok(Bytes::from(buf))
     }
 
-    fn unchanged(&self, file: &OpenFile) -> Result<(), RemoteError> {
-        match file.file.metadata() {
-            Ok(now) if file_id(&now) == file.id => Ok(()),
-            _ => Err(changed(file)),
+    /// `FileChanged` unless the file is still the version it was opened at.
+    pub fn unchanged(&self) -> Result<(), RemoteError> {
+        match self.file.metadata() {
+            Ok(now) if file_id(&now) == self.id => Ok(()),
+            _ => Err(changed(self)),
         }
     }
 
-    fn local_file<'a>(&self, file: &'a OpenFile) -> Option<&'a std::fs::File> {
-        Some(&file.file)
-    }
-
-    fn list(
-        &self,
-        path: &RemotePath,
-        recursive: bool,
-        emit: &mut dyn FnMut(Listed<FileId>) -> bool,
-    ) -> Result<Walked, RemoteError> {
-        self.walk(path, recursive, emit)
+    /// The open file, for the kernel to send from.
+    pub fn std(&self) -> &std::fs::File {
+        &self.file
     }
 }
 
@@ -203,6 +180,10 @@ mod tests {
     use super::*;
     use std::fs;
 
+    fn root_of(dir: &tempfile::TempDir) -> Dir {
+        Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).expect("root opens")
+    }
+
     fn code(result: Result<OpenFile, RemoteError>) -> ErrorCode {
         match result {
             Ok(_) => panic!("expected an error"),
@@ -234,46 +215,40 @@ mod tests {
             .status()
             .expect("mkfifo runs");
         assert!(fifo.success());
-        let files = LocalFiles::open_root(dir.path()).expect("root opens");
+        let root = root_of(&dir);
+        let open = |text: &str| open(&root, &path(text));
 
-        assert_eq!(files.open(&path("a.txt")).expect("opens").id.size, 5);
-        assert_eq!(
-            files.open(&path("in")).expect("inner link opens").id.size,
-            5
-        );
-        assert_eq!(code(files.open(&path("missing"))), ErrorCode::NotFound);
-        assert_eq!(code(files.open(&path("a.txt/x"))), ErrorCode::NotFound);
-        assert_eq!(code(files.open(&path("sub"))), ErrorCode::NotAFile);
-        assert_eq!(code(files.open(&path(""))), ErrorCode::NotAFile);
-        assert_eq!(code(files.open(&path("out"))), ErrorCode::InvalidPath);
+        assert_eq!(open("a.txt").expect("opens").id.size, 5);
+        assert_eq!(open("in").expect("inner link opens").id.size, 5);
+        assert_eq!(code(open("missing")), ErrorCode::NotFound);
+        assert_eq!(code(open("a.txt/x")), ErrorCode::NotFound);
+        assert_eq!(code(open("sub")), ErrorCode::NotAFile);
+        assert_eq!(code(open("")), ErrorCode::NotAFile);
+        assert_eq!(code(open("out")), ErrorCode::InvalidPath);
         // Absolute links are refused even when they point inside the root.
-        assert_eq!(code(files.open(&path("abs-in"))), ErrorCode::InvalidPath);
-        assert_eq!(code(files.open(&path("loop"))), ErrorCode::InvalidPath);
+        assert_eq!(code(open("abs-in")), ErrorCode::InvalidPath);
+        assert_eq!(code(open("loop")), ErrorCode::InvalidPath);
         // Opening a FIFO with no writer must not block.
-        assert_eq!(code(files.open(&path("fifo"))), ErrorCode::NotAFile);
-        assert_eq!(
-            code(files.open(&path("sub/up/a.txt"))),
-            ErrorCode::InvalidPath
-        );
+        assert_eq!(code(open("fifo")), ErrorCode::NotAFile);
+        assert_eq!(code(open("sub/up/a.txt")), ErrorCode::InvalidPath);
     }
 
     #[test]
     fn reads_ranges_and_notices_changes() {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join("f"), b"0123456789").expect("write");
-        let files = LocalFiles::open_root(dir.path()).expect("root opens");
-        let file = files.open(&path("f")).expect("opens");
-        assert_eq!(files.read(&file, 2, 3).expect("reads"), &b"234"[..]);
-        assert_eq!(files.stat(&file).meta.size, 10);
-        assert!(files.unchanged(&file).is_ok());
+        let file = open(&root_of(&dir), &path("f")).expect("opens");
+        assert_eq!(file.read(2, 3).expect("reads"), &b"234"[..]);
+        assert_eq!(file.stat().meta.size, 10);
+        assert!(file.unchanged().is_ok());
         assert_eq!(
-            files.read(&file, 8, 5).map_err(|err| err.code).err(),
+            file.read(8, 5).map_err(|err| err.code).err(),
             Some(ErrorCode::FileChanged),
             "a short read is a file that shrank"
         );
         fs::write(dir.path().join("f"), b"0123").expect("rewrite");
         assert_eq!(
-            files.unchanged(&file).map_err(|err| err.code).err(),
+            file.unchanged().map_err(|err| err.code).err(),
             Some(ErrorCode::FileChanged)
         );
     }
