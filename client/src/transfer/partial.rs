@@ -192,7 +192,7 @@ mod tests {
         let partial = Partial::for_output(&dir.path().join("f"));
         let chunk = CHUNK_SIZE as usize;
         let data: Vec<u8> = (0..3 * chunk + 10).map(|i| (i % 253) as u8).collect();
-        let server = crate::verify::states_of(&data);
+        let server = crate::verify::testing::states(&data);
         fs::write(&partial.data, &data[..2 * chunk + 100]).expect("write");
         let read = AtomicUsize::new(0);
         let count = |bytes: u64| {

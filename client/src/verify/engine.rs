@@ -479,36 +479,41 @@ impl Tally {
     }
 }
 
-/// The checkpoint states an honest server gives for `data`: for tests.
+/// What tests of the verification need: data, and what an honest server
+/// claims of it.
 #[cfg(test)]
-pub(crate) fn states_of(data: &[u8]) -> Vec<Digest> {
-    let mut hasher = ChainHasher::new();
-    data.chunks_exact(ft_protocol::CHUNK_SIZE as usize)
-        .filter_map(|chunk| {
-            hasher.update(chunk);
-            hasher.state()
-        })
-        .collect()
-}
+pub(crate) mod testing {
+    use ft_protocol::{ChainHasher, Digest, CHUNK_SIZE};
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ft_protocol::CHUNK_SIZE;
-
-    fn data(len: usize) -> Vec<u8> {
+    /// `len` bytes of a pattern.
+    pub fn data(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i % 253) as u8).collect()
     }
 
-    fn states(data: &[u8]) -> Vec<Digest> {
-        states_of(data)
+    /// The checkpoint states an honest server gives for `data`.
+    pub fn states(data: &[u8]) -> Vec<Digest> {
+        let mut hasher = ChainHasher::new();
+        data.chunks_exact(CHUNK_SIZE as usize)
+            .filter_map(|chunk| {
+                hasher.update(chunk);
+                hasher.state()
+            })
+            .collect()
     }
 
-    fn sha256(data: &[u8]) -> Digest {
+    /// The SHA-256 of `data`.
+    pub fn sha256(data: &[u8]) -> Digest {
         let mut hasher = ChainHasher::new();
         hasher.update(data);
         hasher.finalize()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{data, sha256, states};
+    use super::*;
+    use ft_protocol::CHUNK_SIZE;
 
     /// Feeds `data` as a download would: 1 MiB frames, each chunk's claimed
     /// end from `claims`, then the claimed digest.

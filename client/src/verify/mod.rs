@@ -21,7 +21,7 @@ use std::path::Path;
 use ft_protocol::{ChainHasher, Digest, CHUNK_SIZE, MAX_DATA};
 
 #[cfg(test)]
-pub(crate) use engine::states_of;
+pub(crate) use engine::testing;
 pub use engine::{check, threads, Feeder, Stop, Unchecked, Verified};
 
 /// How much of `file` checks out against a server's checkpoint `states`
@@ -100,22 +100,9 @@ pub fn matches(data: &[u8], sha256: &Digest) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::testing::{data, sha256, states};
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-
-    fn data(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i % 253) as u8).collect()
-    }
-
-    fn states(data: &[u8]) -> Vec<Digest> {
-        states_of(data)
-    }
-
-    fn sha256(data: &[u8]) -> Digest {
-        let mut hasher = ChainHasher::new();
-        hasher.update(data);
-        hasher.finalize()
-    }
 
     fn file_with(data: &[u8]) -> File {
         let mut file = tempfile::tempfile().expect("tempfile");
