@@ -145,8 +145,10 @@ pub struct HashersGone;
 impl<'f> Feeder<'f> {
     /// The next bytes of the current chunk.
     pub fn data(&mut self, data: Bytes) -> Result<(), HashersGone> {
-        self.pos += data.len() as u64;
-        self.send(Job::Data(data), false)
+        let len = data.len() as u64;
+        self.send(Job::Data(data), false)?;
+        self.pos += len;
+        Ok(())
     }
 
     /// A whole chunk of `len` bytes at the current position of `file`,
@@ -167,20 +169,20 @@ impl<'f> Feeder<'f> {
         };
         // To whichever thread has room first, so that a slow one does not
         // hold the others up; to the next in turn when none has.
-        let mut job = Some(job);
-        for turn in 0..self.queues.len() {
-            let index = (self.next + turn) % self.queues.len();
-            let Some(pending) = job.take() else { break };
-            job = match self.queues.get(index).map(|queue| queue.try_send(pending)) {
-                Some(Ok(())) => None,
-                Some(Err(TrySendError::Full(back))) => Some(back),
-                Some(Err(TrySendError::Disconnected(_))) | None => return Err(HashersGone),
-            };
+        let threads = self.queues.len();
+        let mut pending = Some(job);
+        for queue in self.queues.iter().cycle().skip(self.next).take(threads) {
+            let Some(job) = pending.take() else { break };
+            match queue.try_send(job) {
+                Ok(()) => {}
+                Err(TrySendError::Full(back)) => pending = Some(back),
+                Err(TrySendError::Disconnected(_)) => return Err(HashersGone),
+            }
         }
-        if let Some(job) = job {
+        if let Some(job) = pending {
             self.queue(self.next, job)?;
         }
-        self.next = (self.next + 1) % self.queues.len();
+        self.next = (self.next + 1) % threads;
         self.pos += len;
         self.state = until;
         Ok(())
@@ -214,7 +216,7 @@ impl<'f> Feeder<'f> {
                 let index = self.next;
                 self.next = (index + 1) % self.queues.len();
                 let start = Job::Start {
-                    offset: self.pos - job_len(&job),
+                    offset: self.pos,
                     state: self.state,
                 };
                 self.queue(index, start)?;
@@ -231,15 +233,6 @@ impl<'f> Feeder<'f> {
     fn queue(&self, index: usize, job: Job<'f>) -> Result<(), HashersGone> {
         let queue = self.queues.get(index).ok_or(HashersGone)?;
         queue.send(job).map_err(|_| HashersGone)
-    }
-}
-
-/// Bytes a job adds to its chunk.
-fn job_len(job: &Job<'_>) -> u64 {
-    match job {
-        Job::Data(data) => data.len() as u64,
-        Job::Chunk { len, .. } => *len,
-        _ => 0,
     }
 }
 
