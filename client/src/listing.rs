@@ -4,7 +4,7 @@
 
 use ft_protocol::{Entry, ErrorCode, FileMeta, ListEvent, ListReply, Request};
 
-use crate::error::{Error, ServerError};
+use crate::error::Error;
 use crate::session::{broken, remote, retrying, Failure, Link, Server};
 
 /// What `--list PATH` found.
@@ -30,28 +30,20 @@ pub async fn list(
     mut each: impl FnMut(Entry),
 ) -> Result<Listed, Error> {
     let mut link = Link::new(server);
-    let listed = retrying(
-        &mut link,
-        retries,
-        || ServerError::ListingChanged,
-        async |link: &mut Link<'_>| {
-            entries(link, path, recursive, false, |entry| {
-                each(entry);
-                Ok(())
-            })
-            .await
-        },
-    )
+    let listed = retrying(&mut link, retries, async |link: &mut Link<'_>| {
+        entries(link, path, recursive, false, |entry| {
+            each(entry);
+            Ok(())
+        })
+        .await
+    })
     .await;
     match listed {
         Ok(skipped) => Ok(Listed::Folder { skipped }),
         Err(err) if not_a_folder(&err) => {
-            let meta = retrying(
-                &mut link,
-                retries,
-                || ServerError::ListingChanged,
-                async |link: &mut Link<'_>| link.stat(path).await,
-            )
+            let meta = retrying(&mut link, retries, async |link: &mut Link<'_>| {
+                link.stat(path).await
+            })
             .await?;
             Ok(Listed::File(meta))
         }

@@ -319,11 +319,11 @@ fn backoff(failures: u32) -> Duration {
 
 /// Runs a request `step` on `link` until it succeeds, fails for good, or
 /// the retries run out; the connection is dropped after each failure. A
-/// step that finds its subject changing fails with `changed`.
+/// step that finds what it reads changing (a listing) fails with
+/// `ListingChanged`.
 pub(crate) async fn retrying<'s, T>(
     link: &mut Link<'s>,
     retries: u32,
-    changed: impl Fn() -> ServerError,
     mut step: impl AsyncFnMut(&mut Link<'s>) -> Result<T, Failure>,
 ) -> Result<T, Error> {
     let mut policy = Retries::new(retries);
@@ -334,7 +334,7 @@ pub(crate) async fn retrying<'s, T>(
             Err(Failure::Retry(err)) => err,
             Err(Failure::Changed | Failure::Mismatch(_)) => Error::Server {
                 server: link.server.label.clone(),
-                source: changed(),
+                source: ServerError::ListingChanged,
             },
         };
         link.reset();

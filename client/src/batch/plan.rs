@@ -72,22 +72,17 @@ pub(super) async fn plan(link: &mut Link<'_>, batch: &Batch) -> Plan {
             folder: folder.clone(),
             max: MAX_ENTRIES,
         };
-        let walked = retrying(
-            link,
-            batch.policy.retries,
-            || ServerError::ListingChanged,
-            async |link: &mut Link<'_>| {
-                listed.clear();
-                entries(link, &folder, true, digests, |entry| {
-                    if listed.len() >= MAX_ENTRIES {
-                        return Err(broken(&batch.server, too_many()));
-                    }
-                    listed.push(entry);
-                    Ok(())
-                })
-                .await
-            },
-        )
+        let walked = retrying(link, batch.policy.retries, async |link: &mut Link<'_>| {
+            listed.clear();
+            entries(link, &folder, true, digests, |entry| {
+                if listed.len() >= MAX_ENTRIES {
+                    return Err(broken(&batch.server, too_many()));
+                }
+                listed.push(entry);
+                Ok(())
+            })
+            .await
+        })
         .await;
         match walked {
             Ok(skipped) => {
