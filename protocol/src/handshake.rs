@@ -80,12 +80,6 @@ impl ServerHandshake {
             )),
         }
     }
-
-    /// The refusal owed to a client whose first frame could not be read as
-    /// a request at all (malformed, or over the frame cap).
-    pub fn unreadable(&self, reason: impl std::fmt::Display) -> RemoteError {
-        RemoteError::new(ErrorCode::BadRequest, reason.to_string())
-    }
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ fn unreadable(err: &ConnectionError) -> Option<RemoteError> {
         err,
         ConnectionError::Codec(_) | ConnectionError::FrameTooLarge { .. }
     )
-    .then(|| ServerHandshake.unreadable(err))
+    .then(|| RemoteError::new(ErrorCode::BadRequest, err.to_string()))
 }
 
 /// Tells a client over the connection limit that the server is busy: the
