@@ -38,29 +38,17 @@ pub(crate) async fn batch<S: Transport, B: Backend>(
     gets: Vec<(String, u64)>,
 ) -> Result<Next, ConnectionError> {
     let opener = Arc::clone(context);
-    let count = gets.len();
-    // The requests go to the blocking thread and come back with what it opened.
+    // A copy for the blocking thread, so that if it fails each request is
+    // still answered, and logged, by its path.
+    let requests = gets.clone();
     let opened = blocking(move || {
-        let opened = gets
+        Ok(requests
             .iter()
             .map(|(path, offset)| prepare(&opener.store, path, *offset))
-            .collect::<Vec<_>>();
-        Ok((gets, opened))
+            .collect::<Vec<_>>())
     })
-    .await;
-    let (gets, opened) = match opened {
-        Ok(both) => both,
-        Err(failed) => {
-            // The thread is gone with the requests: each is answered with why.
-            let mut replies = Vec::with_capacity(count);
-            for _ in 0..count {
-                log_outcome(peer, "get", "?", 0, 0, Some(&failed));
-                replies.push(Response::Error(failed.clone()));
-            }
-            conn.send_all(&replies).await?;
-            return Ok(Next::Open);
-        }
-    };
+    .await
+    .unwrap_or_else(|failed| gets.iter().map(|_| Err(failed.clone())).collect());
     let mut replies = Vec::new();
     for ((path, offset), opened) in gets.iter().zip(opened) {
         match opened {
