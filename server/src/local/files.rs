@@ -4,12 +4,15 @@
 
 use std::io;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt as _};
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use ft_protocol::{ErrorCode, FileMeta, RemoteError, RemotePath};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use crate::backend::Stat;
 
@@ -75,8 +78,8 @@ pub fn open(root: &Dir, path: &RemotePath) -> Result<OpenFile, RemoteError> {
         ));
     }
     let file = match reopen(&node) {
-        Err(err) if err.kind() == io::ErrorKind::NotFound => reopen_by_path(root, path),
-        opened => opened,
+        Some(opened) => opened,
+        None => reopen_by_path(root, path),
     }
     .map_err(failed)?;
     let metadata = file.metadata().map_err(failed)?;
@@ -101,15 +104,33 @@ fn locate(root: &Dir, path: &RemotePath) -> io::Result<std::fs::File> {
     open_beneath(root, path, libc::O_PATH)
 }
 
-/// The regular file `node` holds, opened for reading through its
-/// `/proc/self/fd` link: the kernel reopens that very inode, so nothing
-/// swapped in at the path meanwhile can be opened. `NotFound` without
-/// procfs.
-fn reopen(node: &std::fs::File) -> io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open(format!("/proc/self/fd/{}", node.as_raw_fd()))
+/// The regular file `node` holds, opened for reading through its entry in
+/// `/proc/self/fd`: the kernel reopens that very inode, so nothing swapped
+/// in at the path meanwhile can be opened. `None` without procfs.
+fn reopen(node: &std::fs::File) -> Option<io::Result<std::fs::File>> {
+    let reopened = nix::fcntl::openat(
+        fd_folder()?,
+        node.as_raw_fd().to_string().as_str(),
+        OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    );
+    Some(reopened.map(std::fs::File::from).map_err(io::Error::from))
+}
+
+/// This process's `/proc/self/fd`, opened once: resolving it for every
+/// file would double what reopening costs. `None` without procfs.
+fn fd_folder() -> Option<&'static OwnedFd> {
+    static FOLDER: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    FOLDER
+        .get_or_init(|| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                .open("/proc/self/fd")
+                .ok()
+                .map(OwnedFd::from)
+        })
+        .as_ref()
 }
 
 /// Without procfs: `path` resolved and opened again, never blocking
@@ -285,17 +306,19 @@ mod tests {
     }
 
     #[test]
-    fn without_procfs_the_path_is_reopened_never_blocking() {
+    fn the_located_inode_is_reopened_with_procfs_or_without() {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join("f"), b"data").expect("write");
         mkfifo(&dir.path().join("fifo"));
         let root = root_of(&dir);
         let located = locate(&root, &path("f")).expect("locates");
-        let reopened = reopen_by_path(&root, &path("f")).expect("reopens");
         let inode = |file: &std::fs::File| file.metadata().expect("fstat").ino();
-        assert_eq!(inode(&located), inode(&reopened));
-        // A FIFO swapped in would be opened at once, then refused by `open`
-        // as another inode.
+        let through_proc = reopen(&located).expect("procfs is mounted here");
+        assert_eq!(inode(&through_proc.expect("reopens")), inode(&located));
+        let by_path = reopen_by_path(&root, &path("f")).expect("reopens");
+        assert_eq!(inode(&by_path), inode(&located));
+        // Without procfs, a FIFO swapped in would be opened at once (no
+        // writer awaited), then refused by `open` as another inode.
         assert!(reopen_by_path(&root, &path("fifo")).is_ok());
     }
 
