@@ -275,10 +275,12 @@ fn a_fifo_is_refused_without_ever_being_opened() {
         let err = nonblocking(&fifo, true).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(nix::libc::ENXIO), "{request:?}");
     }
-    download_works(&env, &server);
+    still_serves(&env, &server);
 }
 
-fn download_works(env: &TestEnv, server: &Server) {
+/// The server still answers: a `Stat` of a regular file on a new
+/// connection.
+fn still_serves(env: &TestEnv, server: &Server) {
     fs::write(env.root.join("a.txt"), b"served").unwrap();
     let mut raw = Raw::greeted(server.addr);
     raw.send(&Request::Stat {
@@ -305,49 +307,88 @@ fn controlling_tty(pid: u32) -> u64 {
         .unwrap()
 }
 
-#[test]
-fn a_terminal_in_the_root_never_becomes_the_servers() {
-    let env = TestEnv::new();
+/// A new pseudo-terminal with ISIG (^C sends SIGINT to its foreground
+/// process group) and ECHOCTL (^C echoes as `^C`) on, and the path of its
+/// slave in devpts.
+fn terminal() -> (nix::pty::OpenptyResult, String) {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
     let pty = nix::pty::openpty(None, None).unwrap();
-    let mut termios = nix::sys::termios::tcgetattr(&pty.slave).unwrap();
-    termios.local_flags |= nix::sys::termios::LocalFlags::ISIG
-        | nix::sys::termios::LocalFlags::ECHO
-        | nix::sys::termios::LocalFlags::ECHOCTL;
-    nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &termios).unwrap();
+    let mut termios = tcgetattr(&pty.slave).unwrap();
+    termios.local_flags |= LocalFlags::ISIG | LocalFlags::ECHO | LocalFlags::ECHOCTL;
+    tcsetattr(&pty.slave, SetArg::TCSANOW, &termios).unwrap();
     let slave = fs::read_link(format!("/proc/self/fd/{}", pty.slave.as_raw_fd())).unwrap();
-    // A terminal node inside the root. mknod will not do: the kernel opens
-    // a pty's slave only through its devpts entry (`devpts_get_priv`), so
-    // that entry is bind-mounted over `root/tty`, in a mount namespace of
-    // the server's own, which ends with it. `setsid` leaves ftserve a
-    // session leader with no controlling terminal: the one a terminal
-    // opened without O_NOCTTY would become its own.
-    let tty = env.root.join("tty");
+    (pty, slave.to_str().unwrap().to_owned())
+}
+
+/// ftserve serving `root`, where the terminal `slave` appears as `tty`,
+/// with no controlling terminal of its own.
+///
+/// mknod will not do: the kernel opens a pty's slave only through its
+/// devpts entry (`devpts_get_priv`), so that entry is bind-mounted over
+/// `root/tty`, in a mount namespace of the server's own that ends with it
+/// (and, when the tests do not run as root, in a user namespace that lets
+/// them mount). `setsid` leaves ftserve a session leader without a
+/// controlling terminal: the first terminal it opened without O_NOCTTY
+/// would become its own.
+fn serve_with_a_terminal_inside(root: &Path, slave: &str) -> Server {
+    let tty = root.join("tty");
     fs::write(&tty, b"").unwrap();
-    fs::write(env.root.join("a.txt"), b"served").unwrap();
-    let (slave, tty) = (slave.to_str().unwrap(), tty.to_str().unwrap());
-    let mut server = Server::start_wrapped(
-        &[
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            r#"mount --bind -- "$1" "$2" && shift 2 && exec "$@""#,
-            "sh",
-            slave,
-            tty,
-            "setsid",
-        ],
-        &env.root,
-        &[],
-    );
+    let mut wrapper = vec!["unshare"];
+    if !nix::unistd::geteuid().is_root() {
+        wrapper.extend(["--user", "--map-root-user"]);
+    }
+    wrapper.extend([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        r#"mount --bind -- "$1" "$2" && shift 2 && exec "$@""#,
+        "sh",
+        slave,
+        tty.to_str().unwrap(),
+        "setsid",
+    ]);
+    let server = Server::start_wrapped(&wrapper, root, &[]);
     let pid = server.pid();
     assert_eq!(
         fs::read_to_string(format!("/proc/{pid}/comm")).unwrap(),
-        "ftserve\n"
+        "ftserve\n",
+        "the wrappers exec'd in place"
     );
+    server
+}
+
+/// Types ^C on the terminal and waits until the line discipline has taken
+/// it: it echoes `^C` after it has signalled the foreground process group.
+fn type_ctrl_c(master: std::os::fd::OwnedFd) {
+    let mut master = fs::File::from(master);
+    master.write_all(&[0x03]).unwrap();
+    let echoed = within(IO_TIMEOUT, move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 64];
+        while !seen.windows(2).any(|w| w == b"^C") {
+            match master.read(&mut buf) {
+                Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        seen
+    });
+    let echoed = echoed.unwrap_or_default();
+    assert!(
+        echoed.windows(2).any(|w| w == b"^C"),
+        "no ^C echoed: {echoed:?}"
+    );
+}
+
+#[test]
+fn a_terminal_in_the_root_never_becomes_the_servers() {
+    let env = TestEnv::new();
+    let (pty, slave) = terminal();
+    let mut server = serve_with_a_terminal_inside(&env.root, &slave);
+    let pid = server.pid();
     assert_eq!(
         controlling_tty(pid),
         0,
@@ -355,54 +396,43 @@ fn a_terminal_in_the_root_never_becomes_the_servers() {
     );
 
     let mut raw = Raw::greeted(server.addr);
-    raw.send(&Request::Stat { path: "tty".into() });
+    let tty = || "tty".to_owned();
+    raw.send(&Request::Stat { path: tty() });
     assert_eq!(
         raw.error_code(),
         ErrorCode::NotAFile,
         "the server sees the terminal"
     );
     raw.send(&Request::Get {
-        path: "tty".into(),
+        path: tty(),
         offset: 0,
     });
     assert_eq!(raw.error_code(), ErrorCode::NotAFile);
+    raw.send(&Request::Checkpoints {
+        path: tty(),
+        first: 1,
+        count: 1,
+    });
+    assert_eq!(raw.error_code(), ErrorCode::NotAFile);
+    // Seen through the bind mount, the terminal may even be listed as a
+    // file (the folder's entry is the file beneath the mount).
     raw.send(&Request::List {
         path: String::new(),
         recursive: true,
         digests: false,
     });
-    // Seen through the bind mount, the terminal may even be listed as a
-    // file (the folder entry is the file beneath the mount).
     raw.recv_until("list", |response| match response {
         Response::ListEnd { .. } => Some(()),
         _ => None,
     });
     assert_eq!(controlling_tty(pid), 0, "no request gave it a terminal");
 
-    // ^C on the terminal: had the server taken it, SIGINT would stop it.
-    let mut master = fs::File::from(pty.master);
-    master.write_all(&[0x03]).unwrap();
-    let mut echo = master.try_clone().unwrap();
-    let echoed = within(IO_TIMEOUT, move || {
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 64];
-        while !seen.windows(2).any(|w| w == b"^C") {
-            let n = echo.read(&mut buf).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            seen.extend_from_slice(&buf[..n]);
-        }
-        seen
-    });
-    assert!(
-        echoed.is_some_and(|seen| seen.windows(2).any(|w| w == b"^C")),
-        "the line discipline took the ^C (and signalled before echoing it)"
-    );
+    // Had the server taken the terminal, SIGINT would now stop it.
+    type_ctrl_c(pty.master);
     assert!(
         !wait_until(Duration::from_secs(2), || !server.is_running()),
         "^C on a terminal in the root stopped the server:\n{}",
         server.logs()
     );
-    download_works(&env, &server);
+    still_serves(&env, &server);
 }
