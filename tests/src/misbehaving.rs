@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ft_protocol::get::piece_len;
 use ft_protocol::{
-    ChainHasher, Entry, EntryKind, FileMeta, Request, Response, ServerHandshake, CHUNK_SIZE,
-    MAX_DATA,
+    ChainHasher, Entry, EntryKind, ErrorCode, FileMeta, RemoteError, Request, Response,
+    ServerHandshake, CHUNK_SIZE, MAX_DATA,
 };
 
 use crate::background::{accept, listen, Stop};
@@ -42,7 +42,13 @@ pub enum Misbehaviour {
     EndlessData,
     /// Answer a listing with `Entries` frames of 10,000 files, forever.
     EndlessListing,
+    /// List one file, [`LISTED_THEN_GONE`], then answer every `Stat`, `Get`
+    /// and `Checkpoints` with NotFound, as if it had just been removed.
+    ListedThenGone,
 }
+
+/// The one file a [`Misbehaviour::ListedThenGone`] server lists.
+pub const LISTED_THEN_GONE: &str = "notes.txt";
 
 /// What a [`Misbehaviour::HostileListing`] server lists: one honest name,
 /// `good.txt`, among paths that try to leave the output folder.
@@ -160,6 +166,11 @@ impl Peer {
 
     /// Answers one request; false when the connection should end.
     fn answer(&mut self, stream: &mut TcpStream, request: &Request) -> bool {
+        let asks_for_file = !matches!(request, Request::Hello { .. } | Request::List { .. });
+        if self.misbehaviour == Misbehaviour::ListedThenGone && asks_for_file {
+            let gone = RemoteError::new(ErrorCode::NotFound, "no such file");
+            return send(stream, &Response::Error(gone));
+        }
         match request {
             Request::Hello { .. } => {
                 let reply = match self.misbehaviour {
@@ -200,6 +211,11 @@ impl Peer {
                     .iter()
                     .map(|p| entry((*p).to_owned()))
                     .collect();
+                send(stream, &Response::Entries(entries))
+                    && send(stream, &Response::ListEnd { skipped: 0 })
+            }
+            Misbehaviour::ListedThenGone => {
+                let entries = vec![entry(LISTED_THEN_GONE.to_owned())];
                 send(stream, &Response::Entries(entries))
                     && send(stream, &Response::ListEnd { skipped: 0 })
             }

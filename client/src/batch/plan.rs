@@ -2,26 +2,28 @@
 //! the server names checked as hostile before anything is written, and
 //! outputs that would clash refused. Nothing here writes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ft_protocol::{Entry, EntryKind, RemotePath};
 
 use super::outcome::{Batch, FileOutcome};
 use crate::error::{Error, ServerError, UsageError};
+use crate::folder::{Folder, Output};
 use crate::listing::{entries, not_a_folder};
 use crate::session::{broken, retrying, Link, Server};
-use crate::transfer::Target;
+use crate::transfer::{partial_names, Target};
 
 /// Most entries one `-r` PATH may list: what the plan holds in memory for
 /// them (a few hundred bytes each) stays bounded whatever a server sends.
 pub const MAX_ENTRIES: usize = 1_000_000;
 
-/// What the planning found: folders to create, files to fetch, and paths
-/// that failed already.
-#[derive(Default)]
+/// What the planning found: folders to create (beneath `folder`), files to
+/// fetch, and paths that failed already.
 pub(super) struct Plan {
+    pub folder: Arc<Folder>,
     pub dirs: Vec<PathBuf>,
     pub targets: Vec<Target>,
     pub failed: Vec<FileOutcome>,
@@ -30,7 +32,12 @@ pub(super) struct Plan {
 
 /// Lists or notes every PATH; failures are recorded, not fatal to the rest.
 pub(super) async fn plan(link: &mut Link<'_>, batch: &Batch) -> Plan {
-    let mut plan = Plan::default();
+    // `docs`, not `./docs`, in what the user reads.
+    let outdir = match batch.outdir == Path::new(".") {
+        true => PathBuf::new(),
+        false => batch.outdir.clone(),
+    };
+    let mut plan = Plan::new(Arc::new(Folder::new(outdir, true)));
     for path in &batch.paths {
         let failed = |err: Error| FileOutcome {
             path: path.clone(),
@@ -47,15 +54,11 @@ pub(super) async fn plan(link: &mut Link<'_>, batch: &Batch) -> Plan {
                 continue;
             }
         };
-        let base = match remote.file_name() {
-            // `docs`, not `./docs`, in what the user reads.
-            Some(name) if batch.outdir == Path::new(".") => PathBuf::from(name),
-            Some(name) => batch.outdir.join(name),
-            None => batch.outdir.clone(),
-        };
+        // Beneath the output folder.
+        let base = remote.file_name().map(PathBuf::from).unwrap_or_default();
         let single = Target {
             remote: remote.to_string(),
-            output: base.clone(),
+            output: Output::new(&plan.folder, &base),
             listed: None,
         };
         if !batch.recursive {
@@ -65,7 +68,8 @@ pub(super) async fn plan(link: &mut Link<'_>, batch: &Batch) -> Plan {
         // Digests are worth asking for only where local files may match: a
         // cold server hashes every file it lists with them before it sends
         // the listing, and a first run into an empty folder needs none.
-        let digests = fs::read_dir(&base).is_ok_and(|mut entries| entries.next().is_some());
+        let local = plan.folder.shown(&base);
+        let digests = fs::read_dir(&local).is_ok_and(|mut entries| entries.next().is_some());
         let mut listed = Vec::new();
         let folder = remote.to_string();
         let too_many = || ServerError::TooManyEntries {
@@ -145,7 +149,7 @@ fn add_entries(
             EntryKind::Dir => plan.dirs.push(output),
             EntryKind::File => plan.targets.push(Target {
                 remote: remote.join(&relative).to_string(),
-                output,
+                output: Output::new(&plan.folder, output),
                 listed: Some(entry.meta()),
             }),
         }
@@ -153,76 +157,108 @@ fn add_entries(
 }
 
 /// Two targets with one output (`a/x` and `b/x` given as PATHs) would
-/// write over each other, and a file named as another's partial (`NAME.part`,
-/// `NAME.part.json`) would be overwritten by that download: the later ones
-/// fail instead, explicitly.
+/// write over each other, and a file named as another's partial or sidecar
+/// (`NAME.part`, `NAME.part.json`, or the hidden names of a long `NAME`)
+/// would be overwritten by that download: the later ones fail instead,
+/// explicitly.
 fn refuse_clashes(plan: &mut Plan) {
-    let outputs: HashSet<PathBuf> = plan.targets.iter().map(|t| t.output.clone()).collect();
-    let partial_of = |output: &Path| {
-        let name = output.to_str()?;
-        let owner = name
-            .strip_suffix(".part")
-            .or_else(|| name.strip_suffix(".part.json"))?;
-        outputs
-            .contains(Path::new(owner))
-            .then(|| PathBuf::from(owner))
-    };
+    let mut partial_of = HashMap::new();
+    for target in &plan.targets {
+        let name = target.output.name();
+        let (data, sidecar, _) = partial_names(name.file_name().unwrap_or_default());
+        partial_of.insert(name.with_file_name(data), name);
+        partial_of.insert(name.with_file_name(sidecar), name);
+    }
     let mut taken = HashSet::new();
+    let mut failed = Vec::new();
     let mut kept = Vec::new();
-    for target in std::mem::take(&mut plan.targets) {
-        let why = if let Some(owner) = partial_of(&target.output) {
+    for target in &plan.targets {
+        let output = &target.output;
+        let why = if let Some(owner) = partial_of.get(output.name()) {
             UsageError::PartialName {
-                output: target.output.clone(),
-                owner,
+                output: output.shown(),
+                owner: output.folder().shown(owner),
             }
-        } else if !taken.insert(target.output.clone()) {
-            UsageError::SameOutput(target.output.clone())
+        } else if !taken.insert(output.name()) {
+            UsageError::SameOutput(output.shown())
         } else {
-            kept.push(target);
+            kept.push(target.clone());
             continue;
         };
-        plan.failed.push(FileOutcome {
+        failed.push(FileOutcome {
             path: target.remote.clone(),
             result: Err(why.into()),
         });
     }
+    plan.failed.extend(failed);
     plan.targets = kept;
+}
+
+impl Plan {
+    fn new(folder: Arc<Folder>) -> Self {
+        Self {
+            folder,
+            dirs: Vec::new(),
+            targets: Vec::new(),
+            failed: Vec::new(),
+            skipped: 0,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn folder() -> Arc<Folder> {
+        Arc::new(Folder::new("out", true))
+    }
+
     fn target(remote: &str, output: &str) -> Target {
         Target {
             remote: remote.into(),
-            output: output.into(),
+            output: Output::new(&folder(), output),
             listed: None,
         }
     }
 
     #[test]
     fn clashing_outputs_fail_instead_of_overwriting() {
-        let mut plan = Plan {
-            targets: vec![
-                target("d/x", "out/x"),
-                target("d/x.part", "out/x.part"),
-                target("d/x.part.json", "out/x.part.json"),
-                target("a/y", "out/y"),
-                target("b/y", "out/y"),
-                target("d/z.part", "out/z.part"),
-            ],
-            ..Plan::default()
-        };
+        let long = "l".repeat(250);
+        let (hidden, _, _) = partial_names(std::ffi::OsStr::new(&long));
+        let hidden = hidden.to_string_lossy().into_owned();
+        let mut plan = Plan::new(folder());
+        plan.targets = vec![
+            target("d/x", "x"),
+            target("d/x.part", "x.part"),
+            target("d/x.part.json", "x.part.json"),
+            target("a/y", "y"),
+            target("b/y", "y"),
+            target("d/z.part", "z.part"),
+            target("d/long", &long),
+            target("d/hidden", &hidden),
+            target("d/sub/x.part", "sub/x.part"),
+        ];
         refuse_clashes(&mut plan);
         let kept: Vec<&str> = plan.targets.iter().map(|t| t.remote.as_str()).collect();
-        assert_eq!(kept, ["d/x", "a/y", "d/z.part"]);
+        assert_eq!(kept, ["d/x", "a/y", "d/z.part", "d/long", "d/sub/x.part"]);
         let failed: Vec<&str> = plan.failed.iter().map(|f| f.path.as_str()).collect();
-        assert_eq!(failed, ["d/x.part", "d/x.part.json", "b/y"]);
+        assert_eq!(failed, ["d/x.part", "d/x.part.json", "b/y", "d/hidden"]);
         assert!(plan
             .failed
             .iter()
             .all(|f| matches!(f.result, Err(Error::Usage(_)))));
+        let said = plan.failed[0]
+            .result
+            .as_ref()
+            .err()
+            .map(ToString::to_string);
+        assert_eq!(
+            said.as_deref(),
+            Some(
+                "out/x.part is the partial-download name of out/x; download it on its own with -o"
+            )
+        );
     }
 
     #[test]
@@ -244,12 +280,15 @@ mod tests {
         let entries = ["ok.txt", "../up", "", "ok.txt", "/abs", "sub/fine"]
             .map(file)
             .to_vec();
-        let mut plan = Plan::default();
+        let mut plan = Plan::new(folder());
         let remote = RemotePath::parse("docs").expect("valid");
-        add_entries(&mut plan, &server, &remote, Path::new("out/docs"), entries);
+        add_entries(&mut plan, &server, &remote, Path::new("docs"), entries);
         let kept: Vec<&str> = plan.targets.iter().map(|t| t.remote.as_str()).collect();
         assert_eq!(kept, ["docs/ok.txt", "docs/sub/fine"]);
-        assert_eq!(plan.targets[1].output, Path::new("out/docs/sub/fine"));
+        assert_eq!(
+            plan.targets[1].output.shown(),
+            Path::new("out/docs/sub/fine")
+        );
         let why: Vec<String> = plan
             .failed
             .iter()
