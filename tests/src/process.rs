@@ -222,4 +222,3 @@ pub fn bytes_read(pid: u32) -> Option<u64> {
         .find_map(|line| line.strip_prefix("rchar:"))
         .and_then(|rest| rest.trim().parse().ok())
 }
-

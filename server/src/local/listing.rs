@@ -2,8 +2,10 @@
 //! call stack, never through a link to a folder (so never into a loop) and
 //! never out of the root. Everything here blocks.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use cap_std::fs::{Dir, Metadata, MetadataExt};
 use ft_protocol::{Entry, EntryKind, ErrorCode, RemoteError, RemotePath, MAX_PATH_BYTES};
@@ -31,18 +33,107 @@ enum Kind {
     Link,
 }
 
-/// The entries of one folder, sorted by name, their names in one string.
+/// The entries of one folder, sorted by name, their names in one string,
+/// and how many were left out; or why it could not be read.
 struct Folder {
     names: String,
     items: Vec<Item>,
+    skipped: u64,
+    failed: Option<io::Error>,
 }
 
 impl Folder {
+    fn failed(err: io::Error) -> Self {
+        Self {
+            names: String::new(),
+            items: Vec::new(),
+            skipped: 0,
+            failed: Some(err),
+        }
+    }
+
     fn name(&self, item: &Item) -> &str {
         let start = item.start as usize;
         self.names
             .get(start..start + item.len as usize)
             .unwrap_or_default()
+    }
+
+    fn result(self: Arc<Self>) -> io::Result<Arc<Self>> {
+        match &self.failed {
+            Some(err) => Err(io::Error::new(err.kind(), err.to_string())),
+            None => Ok(self),
+        }
+    }
+}
+
+/// What identifies one version of a folder: adding, removing or renaming
+/// an entry changes its modification time.
+type FolderKey = (u64, u64, i64, i64);
+
+/// The folders walks are in, shared: a folder's entries are read once per
+/// version however many clients list it at once (the first reads, the
+/// others wait for it), so what listings hold is bounded by the folders on
+/// disk, not by the number of connections.
+#[derive(Default)]
+pub struct Folders {
+    read: Mutex<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    folders: HashMap<FolderKey, Arc<Slot>>,
+    /// Entries past which the map is swept of folders no walk holds.
+    sweep_at: usize,
+}
+
+/// One folder version: read by the first walk that needs it, held by the
+/// walks in it, gone when the last leaves.
+#[derive(Default)]
+struct Slot {
+    read: OnceLock<Weak<Folder>>,
+}
+
+impl Folders {
+    /// The entries of the folder `dir` (at `path`), read now, or shared
+    /// with a walk that read (or is reading) this version of it.
+    fn entries(&self, dir: &Dir, path: &Path) -> io::Result<Arc<Folder>> {
+        let m = dir.dir_metadata()?;
+        let key = (m.dev(), m.ino(), m.mtime(), m.mtime_nsec());
+        let slot = {
+            let mut shared = self.read.lock().unwrap_or_else(PoisonError::into_inner);
+            if shared.folders.len() > shared.sweep_at {
+                shared.folders.retain(|_, slot| {
+                    slot.read
+                        .get()
+                        .is_none_or(|folder| folder.strong_count() > 0)
+                });
+                shared.sweep_at = (2 * shared.folders.len()).max(64);
+            }
+            let slot = shared.folders.entry(key).or_default();
+            if slot
+                .read
+                .get()
+                .is_some_and(|folder| folder.strong_count() == 0)
+            {
+                *slot = Arc::default();
+            }
+            Arc::clone(slot)
+        };
+        let mut mine = None;
+        let shared = slot.read.get_or_init(|| match read_entries(dir, path) {
+            Ok(folder) => Arc::downgrade(mine.insert(Arc::new(folder))),
+            Err(err) => {
+                mine = Some(Arc::new(Folder::failed(err)));
+                Weak::new()
+            }
+        });
+        match (mine, shared.upgrade()) {
+            (Some(folder), _) => folder.result(),
+            (None, Some(folder)) => Ok(folder),
+            // Its reader failed, or every walk left it: read it alone.
+            (None, None) => read_entries(dir, path).map(Arc::new),
+        }
     }
 }
 
@@ -53,7 +144,7 @@ impl Folder {
 struct Level {
     path: PathBuf,
     prefix: String,
-    folder: Folder,
+    folder: Arc<Folder>,
     next: usize,
     dir: Option<Dir>,
 }
@@ -69,6 +160,7 @@ struct Level {
 /// than a request may carry.
 pub fn walk(
     root: &Dir,
+    folders: &Folders,
     path: &RemotePath,
     recursive: bool,
     emit: &mut dyn FnMut(Listed<FileId>) -> bool,
@@ -83,7 +175,7 @@ pub fn walk(
     }
     let mut skipped = 0u64;
     let (dir, folder) =
-        read_folder(root, &top, &mut skipped).map_err(|err| open_error(&err, path))?;
+        read_folder(root, folders, &top, &mut skipped).map_err(|err| open_error(&err, path))?;
     let mut stack = vec![Level {
         path: top,
         prefix: String::new(),
@@ -129,7 +221,7 @@ pub fn walk(
             return Ok(Walked::Abandoned);
         }
         if recursive && kind == EntryKind::Dir {
-            match read_folder(root, &full, &mut skipped) {
+            match read_folder(root, folders, &full, &mut skipped) {
                 Ok((dir, folder)) => {
                     level.dir = None;
                     stack.push(Level {
@@ -185,13 +277,28 @@ fn describe(
     None
 }
 
-/// Opens one folder (relative to the root) and reads its entries, sorted by
-/// name.
-fn read_folder(root: &Dir, folder: &Path, skipped: &mut u64) -> io::Result<(Dir, Folder)> {
+/// Opens one folder (relative to the root) and its entries, sorted by name,
+/// counting those left out.
+fn read_folder(
+    root: &Dir,
+    folders: &Folders,
+    folder: &Path,
+    skipped: &mut u64,
+) -> io::Result<(Dir, Arc<Folder>)> {
     let dir = root.open_dir(folder)?;
+    let entries = folders.entries(&dir, folder)?;
+    *skipped += entries.skipped;
+    Ok((dir, entries))
+}
+
+/// Reads the entries of the folder `dir` (at `folder`), sorted by name.
+fn read_entries(dir: &Dir, folder: &Path) -> io::Result<Folder> {
+    let skipped = &mut 0;
     let mut read = Folder {
         names: String::new(),
         items: Vec::new(),
+        skipped: 0,
+        failed: None,
     };
     for entry in dir.entries()? {
         let entry = entry?;
@@ -222,10 +329,13 @@ fn read_folder(root: &Dir, folder: &Path, skipped: &mut u64) -> io::Result<(Dir,
         read.names.push_str(&name);
         read.items.push(Item { start, len, kind });
     }
-    let Folder { names, items } = &mut read;
+    let Folder { names, items, .. } = &mut read;
     let name = |item: &Item| &names[item.start as usize..item.start as usize + item.len as usize];
     items.sort_unstable_by(|a, b| name(a).cmp(name(b)));
-    Ok((dir, read))
+    read.skipped = *skipped;
+    read.names.shrink_to_fit();
+    read.items.shrink_to_fit();
+    Ok(read)
 }
 
 fn left_out(path: &Path, why: &str, skipped: &mut u64) {
@@ -242,7 +352,7 @@ mod tests {
     fn listing(root: &Dir, path: &str, recursive: bool) -> (Vec<(String, EntryKind)>, u64) {
         let mut out = Vec::new();
         let path = RemotePath::parse(path).expect("valid");
-        let listed = walk(root, &path, recursive, &mut |listed| {
+        let listed = walk(root, &Folders::default(), &path, recursive, &mut |listed| {
             assert_eq!(
                 listed.version.is_some(),
                 listed.entry.kind == EntryKind::File
@@ -302,6 +412,7 @@ mod tests {
         let code = |path: &str| {
             walk(
                 &files,
+                &Folders::default(),
                 &RemotePath::parse(path).expect("valid"),
                 false,
                 &mut |_| true,
@@ -312,5 +423,29 @@ mod tests {
         assert_eq!(code("a.txt"), Some(ErrorCode::NotADirectory));
         assert_eq!(code("missing"), Some(ErrorCode::NotFound));
         assert_eq!(code("out"), Some(ErrorCode::InvalidPath));
+    }
+
+    #[test]
+    fn walks_in_one_folder_share_its_entries_until_it_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("a"), b"").expect("write");
+        fs::write(dir.path().join("b"), b"").expect("write");
+        let root = Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).expect("opens");
+        let folders = Folders::default();
+        let read = || {
+            let here = root.open_dir(".").expect("opens");
+            folders.entries(&here, Path::new(".")).expect("reads")
+        };
+        let (first, second) = (read(), read());
+        assert!(Arc::ptr_eq(&first, &second), "read once, shared");
+        fs::write(dir.path().join("c"), b"").expect("write");
+        let third = read();
+        assert!(
+            !Arc::ptr_eq(&first, &third),
+            "a changed folder is read again"
+        );
+        assert_eq!((first.items.len(), third.items.len()), (2, 3));
+        drop((first, second, third));
+        assert!(read().items.len() == 3);
     }
 }
