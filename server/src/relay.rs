@@ -1,7 +1,7 @@
 //! Work that blocks, next to a connection that must not: run it on a
 //! blocking thread, and while waiting for it, tell the client the server is
-//! alive. [`relay`] streams what a blocking producer makes (file pieces,
-//! listing batches) to the socket; [`keep_alive`] waits for one result;
+//! alive. [`relay`] streams what a blocking producer makes (listing batches)
+//! to the socket; [`keep_alive`] waits for one result (a hashing pass's);
 //! [`blocking`] runs one job.
 
 use std::future::Future;
