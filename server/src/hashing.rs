@@ -7,15 +7,24 @@
 //! that many cores at most however many clients ask; a pass waiting for its
 //! turn holds no thread. A request waits through a [`Digesting`]: dropping
 //! it (its client left) withdraws its own interest and nobody else's.
+//!
+//! The `Get` that starts a pass rides it: the pass hands it each chunk it
+//! has just read and hashed, so a file's first download reads it once.
+//! What riders hold is bounded server-wide (a budget of bytes); a chunk
+//! past the budget, or a rider that falls behind while others wait on the
+//! pass, is sent from the file instead, and the pass never waits on a rider
+//! for more than [`RIDE_PATIENCE`].
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use ft_protocol::{ChainHasher, Digest, ErrorCode, RemoteError, CHUNK_SIZE};
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::cache::{Caches, Digests};
 
@@ -38,6 +47,28 @@ enum Progress {
     Failed(RemoteError),
 }
 
+/// Longest a pass waits for its one rider to take a chunk when nobody else
+/// waits on it: a rider slower than that (a slow link) is sent from the
+/// file from then on.
+pub const RIDE_PATIENCE: Duration = ft_protocol::KEEPALIVE;
+
+/// Units of the riding budget: a chunk takes one per MiB.
+const RIDE_UNIT: usize = 1 << 20;
+
+/// What a pass hands its rider for one chunk.
+enum Ridden {
+    /// The chunk's bytes, with their share of the riding budget.
+    Data(Bytes, OwnedSemaphorePermit),
+    /// Past the budget: send this chunk from the file.
+    FromFile,
+}
+
+/// The request a pass hands its chunks to, from chunk `first` on.
+struct Rider {
+    first: u64,
+    chunks: mpsc::Sender<(u64, Ridden)>,
+}
+
 /// One pass over one file version.
 struct Pass {
     /// Requests waiting on it; changed under the passes' lock when it grows.
@@ -48,11 +79,17 @@ struct Pass {
     progress: watch::Sender<Progress>,
     /// The states at boundaries 1, 2, … reached so far.
     states: Mutex<Vec<Digest>>,
+    /// The request that started the pass, while it rides it.
+    rider: Mutex<Option<Rider>>,
 }
 
 impl Pass {
     fn states(&self) -> MutexGuard<'_, Vec<Digest>> {
         self.states.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn rider(&self) -> MutexGuard<'_, Option<Rider>> {
+        self.rider.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn wanted(&self) -> bool {
@@ -64,16 +101,20 @@ impl Pass {
 pub struct Passes<V> {
     running: Mutex<HashMap<V, Arc<Pass>>>,
     permits: Arc<Semaphore>,
+    /// The riding budget, in [`RIDE_UNIT`]s.
+    riding: Arc<Semaphore>,
     caches: Arc<Caches<V>>,
 }
 
 impl<V: Copy + Eq + Hash + Send + Sync + 'static> Passes<V> {
-    /// No passes yet; at most `max_hashing` chunks hashed at once, results
-    /// kept in `caches`.
-    pub fn new(max_hashing: usize, caches: Arc<Caches<V>>) -> Self {
+    /// No passes yet; at most `max_hashing` chunks hashed at once and
+    /// `ride_bytes` of chunks held by riders, results kept in `caches`.
+    pub fn new(max_hashing: usize, ride_bytes: u64, caches: Arc<Caches<V>>) -> Self {
+        let units = usize::try_from(ride_bytes).unwrap_or(usize::MAX) / RIDE_UNIT;
         Self {
             running: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max_hashing.max(1))),
+            riding: Arc::new(Semaphore::new(units.min(Semaphore::MAX_PERMITS))),
             caches,
         }
     }
@@ -89,9 +130,16 @@ impl<V: Copy + Eq + Hash + Send + Sync + 'static> Passes<V> {
     }
 
     /// Waits on the pass over `version` (`size` bytes), starting one if none
-    /// runs; `open` gives a new pass its source, on a blocking thread. Must
-    /// be called within the runtime.
-    pub fn join<S, O>(self: &Arc<Self>, version: V, size: u64, open: O) -> Digesting
+    /// runs; `open` gives a new pass its source, on a blocking thread. A
+    /// request that starts a pass rides it from chunk `ride_from`, if given.
+    /// Must be called within the runtime.
+    pub fn join<S, O>(
+        self: &Arc<Self>,
+        version: V,
+        size: u64,
+        ride_from: Option<u64>,
+        open: O,
+    ) -> Digesting
     where
         S: Source,
         O: FnOnce() -> Result<S, RemoteError> + Send + 'static,
@@ -99,8 +147,15 @@ impl<V: Copy + Eq + Hash + Send + Sync + 'static> Passes<V> {
         let mut running = self.lock();
         if let Some(pass) = running.get(&version) {
             pass.interest.fetch_add(1, Ordering::SeqCst);
-            return Digesting::waiting(Arc::clone(pass));
+            return Digesting::waiting(Arc::clone(pass), None);
         }
+        let (rider, ride) = match ride_from {
+            Some(first) => {
+                let (chunks, ride) = mpsc::channel(1);
+                (Some(Rider { first, chunks }), Some(ride))
+            }
+            None => (None, None),
+        };
         let known = self.caches.prefix(&version);
         let (progress, _) = watch::channel(Progress::Hashed(known.len() as u64));
         let pass = Arc::new(Pass {
@@ -108,11 +163,12 @@ impl<V: Copy + Eq + Hash + Send + Sync + 'static> Passes<V> {
             idle: Notify::new(),
             progress,
             states: Mutex::new(known),
+            rider: Mutex::new(rider),
         });
         running.insert(version, Arc::clone(&pass));
         drop(running);
         let passes = Arc::clone(self);
-        let waiter = Digesting::waiting(Arc::clone(&pass));
+        let waiter = Digesting::waiting(Arc::clone(&pass), ride);
         tokio::spawn(async move { passes.run(version, size, pass, open).await });
         waiter
     }
@@ -154,15 +210,17 @@ impl<V: Copy + Eq + Hash + Send + Sync + 'static> Passes<V> {
             };
             cursor = next;
             match step {
-                Ok(Step::Chunk(None)) => {}
-                Ok(Step::Chunk(Some(state))) => {
-                    let index = {
-                        let mut states = pass.states();
-                        states.push(state);
-                        states.len() as u64
-                    };
-                    self.caches.note_prefix(version, size, index, state);
-                    pass.progress.send_replace(Progress::Hashed(index));
+                Ok(Step::Chunk { at, data, state }) => {
+                    if let Some(state) = state {
+                        let index = {
+                            let mut states = pass.states();
+                            states.push(state);
+                            states.len() as u64
+                        };
+                        self.caches.note_prefix(version, size, index, state);
+                        pass.progress.send_replace(Progress::Hashed(index));
+                    }
+                    self.hand(&pass, at, data).await;
                 }
                 Ok(Step::Finished(sha256)) => {
                     let checkpoints = pass.states().clone();
@@ -176,7 +234,34 @@ impl<V: Copy + Eq + Hash + Send + Sync + 'static> Passes<V> {
             }
         };
         self.lock().remove(&version);
+        pass.rider().take();
         pass.progress.send_replace(last);
+    }
+
+    /// Hands chunk `at` to the pass's rider, if it rides from there: the
+    /// bytes if the budget has room, else word to send it from the file. A
+    /// rider that does not take it in time (at once when others wait on the
+    /// pass) rides no more.
+    async fn hand(&self, pass: &Pass, at: u64, data: Bytes) {
+        let chunks = match &*pass.rider() {
+            Some(rider) if at >= rider.first => rider.chunks.clone(),
+            _ => return,
+        };
+        let units = u32::try_from(data.len().div_ceil(RIDE_UNIT)).unwrap_or(u32::MAX);
+        let ridden = match Arc::clone(&self.riding).try_acquire_many_owned(units) {
+            Ok(budget) => Ridden::Data(data, budget),
+            Err(_) => Ridden::FromFile,
+        };
+        let taken = match pass.interest.load(Ordering::SeqCst) {
+            1 => matches!(
+                tokio::time::timeout(RIDE_PATIENCE, chunks.send((at, ridden))).await,
+                Ok(Ok(()))
+            ),
+            _ => chunks.try_send((at, ridden)).is_ok(),
+        };
+        if !taken {
+            pass.rider().take();
+        }
     }
 
     /// A permit to hash one chunk, once it is this pass's turn; `None` as
@@ -201,6 +286,8 @@ impl<V: Copy + Eq + Hash + Send + Sync + 'static> Passes<V> {
             return false;
         }
         running.remove(version);
+        drop(running);
+        pass.rider().take();
         true
     }
 }
@@ -215,8 +302,13 @@ struct Cursor<S> {
 
 /// What one step did.
 enum Step {
-    /// Hashed one more chunk; the state at its end if that is a boundary.
-    Chunk(Option<Digest>),
+    /// Hashed one more chunk, chunk `at` (from 0): its bytes, and the state
+    /// at its end if that is a boundary.
+    Chunk {
+        at: u64,
+        data: Bytes,
+        state: Option<Digest>,
+    },
     /// Hashed the whole file, and it is still the version it was: its SHA-256.
     Finished(Digest),
 }
@@ -267,18 +359,21 @@ impl<S: Source> Cursor<S> {
             let hasher = std::mem::replace(&mut self.hasher, ChainHasher::new());
             return Ok(Step::Finished(hasher.finalize()));
         }
+        let at = self.pos / CHUNK_SIZE;
         let len = CHUNK_SIZE.min(self.size - self.pos) as usize;
         let data = source.read(self.pos, len)?;
         self.hasher.update(&data);
         self.pos += len as u64;
-        if !self.pos.is_multiple_of(CHUNK_SIZE) {
-            return Ok(Step::Chunk(None));
-        }
-        // A boundary is a multiple of 64, where the state always exists.
-        let state = self.hasher.state();
-        state
-            .map(|state| Step::Chunk(Some(state)))
-            .ok_or_else(|| internal("no hash state at a chunk boundary"))
+        let state = match self.pos.is_multiple_of(CHUNK_SIZE) {
+            // A boundary is a multiple of 64, where the state always exists.
+            true => Some(
+                self.hasher
+                    .state()
+                    .ok_or_else(|| internal("no hash state at a chunk boundary"))?,
+            ),
+            false => None,
+        };
+        Ok(Step::Chunk { at, data, state })
     }
 }
 
@@ -290,6 +385,8 @@ fn internal(message: impl Into<String>) -> RemoteError {
 /// on. Dropping it withdraws this request's interest only.
 pub struct Digesting {
     inner: Inner,
+    /// The chunks of the pass this request rides, while it does.
+    ride: Option<mpsc::Receiver<(u64, Ridden)>>,
 }
 
 enum Inner {
@@ -305,13 +402,37 @@ impl Digesting {
     pub fn known(digests: Arc<Digests>) -> Self {
         Self {
             inner: Inner::Known(digests),
+            ride: None,
         }
     }
 
-    fn waiting(pass: Arc<Pass>) -> Self {
+    fn waiting(pass: Arc<Pass>, ride: Option<mpsc::Receiver<(u64, Ridden)>>) -> Self {
         let progress = pass.progress.subscribe();
         Self {
             inner: Inner::Waiting { pass, progress },
+            ride,
+        }
+    }
+
+    /// Whether this request rides its pass, so that [`Self::chunk`] is worth
+    /// waiting for.
+    pub fn rides(&self) -> bool {
+        self.ride.is_some()
+    }
+
+    /// Chunk `at` (from 0) as the pass read it, with its share of the
+    /// riding budget (hold it until the bytes are sent); `None` when it is
+    /// to be sent from the file. Chunks are asked for in order; out of step,
+    /// or once the pass has let this request go, it rides no more.
+    pub async fn chunk(&mut self, at: u64) -> Option<(Bytes, OwnedSemaphorePermit)> {
+        let ride = self.ride.as_mut()?;
+        match ride.recv().await {
+            Some((got, Ridden::Data(data, budget))) if got == at => Some((data, budget)),
+            Some((got, Ridden::FromFile)) if got == at => None,
+            _ => {
+                self.ride = None;
+                None
+            }
         }
     }
 
@@ -403,7 +524,11 @@ mod tests {
     }
 
     fn passes(max: usize) -> Arc<Passes<u64>> {
-        Arc::new(Passes::new(max, Arc::new(Caches::new(1 << 20, 1 << 20))))
+        Arc::new(Passes::new(
+            max,
+            64 << 20,
+            Arc::new(Caches::new(1 << 20, 1 << 20)),
+        ))
     }
 
     fn join(
@@ -414,7 +539,7 @@ mod tests {
         delay: Duration,
     ) -> Digesting {
         let meter = Arc::clone(meter);
-        passes.join(version, chunks * CHUNK_SIZE, move || {
+        passes.join(version, chunks * CHUNK_SIZE, None, move || {
             Ok(Fake { meter, delay })
         })
     }
@@ -519,8 +644,8 @@ mod tests {
             }
         }
         let passes = passes(1);
-        let mut a = passes.join(9, CHUNK_SIZE, || Ok(Broken));
-        let mut b = passes.join(9, CHUNK_SIZE, || Ok(Broken));
+        let mut a = passes.join(9, CHUNK_SIZE, None, || Ok(Broken));
+        let mut b = passes.join(9, CHUNK_SIZE, None, || Ok(Broken));
         assert_eq!(
             a.state(1).await.map_err(|e| e.code),
             Err(ErrorCode::FileChanged)
@@ -530,5 +655,41 @@ mod tests {
             Err(ErrorCode::FileChanged)
         );
         assert_eq!(passes.running(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_request_that_starts_a_pass_rides_it_within_the_budget() {
+        let size = 3 * CHUNK_SIZE + 10;
+        let expected: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        // Room for one chunk at a time, then none at all.
+        for (budget, rides) in [(4 << 20, true), (0, false)] {
+            let caches = Arc::new(Caches::new(1 << 20, 1 << 20));
+            let passes = Arc::new(Passes::new(1, budget, caches));
+            let meter = Arc::new(Meter::default());
+            let fake = Arc::clone(&meter);
+            let mut rider = passes.join(1, size, Some(1), move || {
+                Ok(Fake {
+                    meter: fake,
+                    delay: Duration::ZERO,
+                })
+            });
+            assert!(rider.rides());
+            for at in 1..4 {
+                match rider.chunk(at).await {
+                    Some((data, budget)) => {
+                        assert!(rides, "no budget, yet chunk {at} handed over");
+                        let start = (at * CHUNK_SIZE) as usize;
+                        assert_eq!(&data[..], &expected[start..start + data.len()]);
+                        drop(budget);
+                    }
+                    None => assert!(!rides, "chunk {at} not handed over"),
+                }
+            }
+            let digests = rider.digests().await.expect("hashed");
+            let mut hasher = ChainHasher::new();
+            hasher.update(&expected);
+            assert_eq!(digests.sha256, hasher.finalize());
+            assert_eq!(meter.read.load(Ordering::SeqCst), size, "read once");
+        }
     }
 }

@@ -58,6 +58,11 @@ pub struct Limits {
     /// files: the cores cold hashing may take however many clients ask.
     /// Passes take turns a chunk at a time; the rest wait, with keep-alives.
     pub max_hashing: usize,
+    /// Bytes of cold files' chunks held, server-wide, on their way from a
+    /// hashing pass to the `Get` that started it, so that a file's first
+    /// download reads it once: 64 MiB is 8 such downloads at full speed.
+    /// Past it, chunks go from the page cache by `sendfile(2)` instead.
+    pub ride_bytes: u64,
     /// Bytes of whole-file digests and checkpoint states kept: 64 MiB covers
     /// 8 TiB of files at one 32-byte state per 4 MiB chunk.
     pub digest_cache_bytes: u64,
@@ -85,6 +90,7 @@ impl Default for Limits {
             get_batch_bytes: 128 * 1024,
             list_batch_bytes: 32 * 1024,
             max_hashing: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ride_bytes: 64 * 1024 * 1024,
             digest_cache_bytes: 64 * 1024 * 1024,
             prefix_cache_bytes: 16 * 1024 * 1024,
         }

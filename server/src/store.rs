@@ -31,7 +31,11 @@ impl<B: Backend> Store<B> {
         ));
         Self {
             backend: Arc::new(backend),
-            passes: Arc::new(Passes::new(limits.max_hashing, Arc::clone(&caches))),
+            passes: Arc::new(Passes::new(
+                limits.max_hashing,
+                limits.ride_bytes,
+                Arc::clone(&caches),
+            )),
             caches,
         }
     }
@@ -61,16 +65,23 @@ impl<B: Backend> Store<B> {
     }
 
     /// The digests of the file at `path` as it was at `stat`: known, or
-    /// from the pass over that version (joined, or started here). Must be
-    /// called within the runtime; waiting on it is async.
-    pub fn digesting(&self, path: &RemotePath, stat: Stat<B::Version>) -> Digesting {
+    /// from the pass over that version (joined, or started here, and then
+    /// ridden from chunk `ride_from` if given). Must be called within the
+    /// runtime; waiting on it is async.
+    pub fn digesting(
+        &self,
+        path: &RemotePath,
+        stat: Stat<B::Version>,
+        ride_from: Option<u64>,
+    ) -> Digesting {
         if let Some(digests) = self.caches.digests(&stat.version) {
             return Digesting::known(digests);
         }
         let backend = Arc::clone(&self.backend);
         let path = path.clone();
         let open = move || FileSource::open(backend, &path, stat.version);
-        self.passes.join(stat.version, stat.meta.size, open)
+        self.passes
+            .join(stat.version, stat.meta.size, ride_from, open)
     }
 
     /// Hashing passes running now.
@@ -176,7 +187,7 @@ mod tests {
         let store = store_in(&dir);
         let file = store.open(&path("f")).expect("opens");
         assert_eq!(store.meta(&file).sha256, None, "cold");
-        let mut digesting = store.digesting(&path("f"), store.backend().stat(&file));
+        let mut digesting = store.digesting(&path("f"), store.backend().stat(&file), None);
         let first = digesting.state(1).await.expect("boundary 1");
         let digests = digesting.digests().await.expect("hashes");
         assert_eq!(digests.sha256, sha256(&data));
@@ -198,7 +209,7 @@ mod tests {
         let (data, digest) = store.read_whole(&file).expect("reads");
         assert!(data.is_empty());
         assert_eq!(digest, sha256(b""));
-        let mut digesting = store.digesting(&path("empty"), store.backend().stat(&file));
+        let mut digesting = store.digesting(&path("empty"), store.backend().stat(&file), None);
         let digests = digesting.digests().await.expect("known");
         assert!(digests.checkpoints.is_empty(), "{:?}", digests.checkpoints);
         assert_eq!(digests.sha256, digest);
@@ -213,7 +224,7 @@ mod tests {
         let stat = store.backend().stat(&file);
         fs::remove_file(dir.path().join("f")).expect("remove");
         fs::write(dir.path().join("f"), vec![2u8; 1001]).expect("write");
-        let mut digesting = store.digesting(&path("f"), stat);
+        let mut digesting = store.digesting(&path("f"), stat, None);
         let err = digesting.digests().await.expect_err("changed");
         assert_eq!(err.code, ErrorCode::FileChanged);
     }

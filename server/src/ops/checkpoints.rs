@@ -50,7 +50,7 @@ async fn states<B: Backend>(
     let stat = context.store.backend().stat(&opened.file);
     let digests = context
         .store
-        .digesting(&opened.path, stat)
+        .digesting(&opened.path, stat, None)
         .digests()
         .await?;
     let meta = FileMeta {

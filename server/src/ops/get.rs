@@ -4,8 +4,11 @@
 //! file is streamed from itself (by `sendfile(2)` over plain TCP), each
 //! checkpoint sent once the file's digests reach it: at once for a warm
 //! file, as the shared hashing pass gets there for a cold one (with
-//! keep-alives meanwhile). What a connection holds is bounded whatever its
-//! client does: the budget, one frame of replies, nothing of a stream.
+//! keep-alives meanwhile). The `Get` that starts a pass rides it, sending
+//! the chunks the pass read rather than reading them again. What a
+//! connection holds is bounded whatever its client does: the budget, one
+//! frame of replies, of a stream at most what the server-wide riding budget
+//! grants it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -140,8 +143,10 @@ async fn stream<S: Transport, B: Backend>(
     let store = &context.store;
     let keepalive = context.limits.keepalive;
     // Dropped when this reply ends, however it ends: a client that leaves
-    // withdraws its interest in the hashing pass, and nobody else's.
-    let mut digesting = store.digesting(parsed, store.backend().stat(&file));
+    // withdraws its interest in the hashing pass, and nobody else's. A Get
+    // that starts a pass rides it: the pass hands over each chunk it read.
+    let ride_from = Some(offset / CHUNK_SIZE);
+    let mut digesting = store.digesting(parsed, store.backend().stat(&file), ride_from);
     let mut pos = offset;
     let local = store.backend().local_file(&file);
     // Ok(Err(err)): the reply stopped short, for a reason to tell the client.
@@ -150,9 +155,30 @@ async fn stream<S: Transport, B: Backend>(
             return Ok(Err(not_local(path)));
         };
         while pos < size {
-            let len = piece_len(pos, size);
-            conn.send_file_data(local, pos, len).await?;
-            pos += len as u64;
+            let chunk = pos / CHUNK_SIZE;
+            let end = ((chunk + 1) * CHUNK_SIZE).min(size);
+            let ridden = match digesting.rides() {
+                true => keep_alive(conn, keepalive, digesting.chunk(chunk)).await?,
+                false => None,
+            };
+            match ridden {
+                // Held until its bytes are sent: its share of the budget.
+                Some((data, _budget)) => {
+                    while pos < end {
+                        let from = (pos - chunk * CHUNK_SIZE) as usize;
+                        let len = piece_len(pos, size);
+                        conn.send_data(data.slice(from..from + len)).await?;
+                        pos += len as u64;
+                    }
+                }
+                None => {
+                    while pos < end {
+                        let len = piece_len(pos, size);
+                        conn.send_file_data(local, pos, len).await?;
+                        pos += len as u64;
+                    }
+                }
+            }
             if pos.is_multiple_of(CHUNK_SIZE) {
                 let index = pos / CHUNK_SIZE;
                 match keep_alive(conn, keepalive, digesting.state(index)).await? {

@@ -158,7 +158,7 @@ fn digest<B: Backend>(
         mtime_nanos: entry.mtime_nanos,
         sha256: None,
     };
-    let mut digesting = store.digesting(&path, Stat { version, meta });
+    let mut digesting = store.digesting(&path, Stat { version, meta }, None);
     tokio::runtime::Handle::current().block_on(async {
         tokio::select! {
             digests = digesting.digests() => Ok(digests.ok().map(|digests| digests.sha256)),
