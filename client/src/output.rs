@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::batch::{Done, FileOutcome, Summary};
 use crate::error::Chain;
-use crate::printable::{printable, printable_json};
+use crate::printable::{printable, PrintableJson};
 use crate::progress::Progress;
 use crate::transfer::Report;
 
@@ -168,10 +168,12 @@ fn write_line(out: &mut impl Write, line: &str) -> std::io::Result<()> {
 }
 
 /// The edge to stdout for JSON: one object a line, made printable as JSON
-/// (the same value, with what would act on a terminal as `\uXXXX`).
+/// (the same value, with what would act on a terminal as `\uXXXX`), and
+/// written as it is serialized.
 fn write_json(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
-    let json = serde_json::to_string(value).map_err(std::io::Error::from)?;
-    writeln!(out, "{}", printable_json(json))
+    let mut json = serde_json::Serializer::with_formatter(&mut *out, PrintableJson);
+    value.serialize(&mut json).map_err(std::io::Error::from)?;
+    writeln!(out)
 }
 
 /// What `--list --json` prints for an entry.

@@ -5,7 +5,8 @@
 //! reorder what the reader sees.
 
 use std::borrow::Cow;
-use std::fmt::Write;
+use std::fmt::Write as _;
+use std::io;
 
 /// Whether `c` acts on the terminal or on the reader instead of showing:
 /// C0 and C1 controls and DEL (a line is one line, so newlines too), and
@@ -37,24 +38,26 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(shown)
 }
 
-/// JSON text with each character that would act written as a JSON `\uXXXX`
-/// escape: the same JSON value, safe on a terminal. (serde_json escapes the
-/// C0 controls itself, but not DEL, C1 or the bidi controls.)
-pub fn printable_json(json: String) -> String {
-    if !json.chars().any(acts) {
-        return json;
-    }
-    let mut shown = String::with_capacity(json.len() + 16);
-    for c in json.chars() {
-        // serde_json writes nothing but ASCII outside strings, so whatever
-        // acts is inside one, where `\uXXXX` is the same character.
-        let _ = match c {
-            c if !acts(c) => write!(shown, "{c}"),
+/// A JSON formatter that writes each character that would act, inside
+/// strings, as a JSON `\uXXXX` escape: the same JSON value, safe on a
+/// terminal, written as it is serialized. (serde_json escapes the C0
+/// controls itself, but not DEL, C1 or the bidi controls.)
+pub struct PrintableJson;
+
+impl serde_json::ser::Formatter for PrintableJson {
+    fn write_string_fragment<W>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()>
+    where
+        W: ?Sized + io::Write,
+    {
+        let mut rest = fragment;
+        while let Some((at, c)) = rest.char_indices().find(|&(_, c)| acts(c)) {
+            writer.write_all(&rest.as_bytes()[..at])?;
             // Every character that acts is in the Basic Multilingual Plane.
-            c => write!(shown, "\\u{:04x}", u32::from(c)),
-        };
+            write!(writer, "\\u{:04x}", u32::from(c))?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        writer.write_all(rest.as_bytes())
     }
-    shown
 }
 
 #[cfg(test)]
@@ -81,11 +84,13 @@ mod tests {
     #[test]
     fn json_stays_the_same_value_and_becomes_printable() {
         let name = "é\u{1b}[2J\u{9b}\u{7f}\u{202e}x";
-        let json = serde_json::to_string(&serde_json::json!({ "name": name })).expect("json");
-        let shown = printable_json(json);
+        let mut out = Vec::new();
+        let mut json = serde_json::Serializer::with_formatter(&mut out, PrintableJson);
+        serde::Serialize::serialize(&serde_json::json!({ name: name }), &mut json).expect("json");
+        let shown = String::from_utf8(out).expect("UTF-8");
         assert!(!shown.chars().any(acts), "{shown}");
         assert!(shown.contains('é'), "UTF-8 stays readable: {shown}");
         let back: serde_json::Value = serde_json::from_str(&shown).expect("still JSON");
-        assert_eq!(back["name"], name);
+        assert_eq!(back[name], name, "keys too");
     }
 }
