@@ -52,12 +52,14 @@ pub enum Misbehaviour {
     /// one file), forever.
     EndlessCheckpoints,
     /// Answer a listing with `entries` files (empty, listed with a digest)
-    /// whose paths are `path_len` bytes long, in frames under 1 MiB; and
-    /// every `Get` with NotFound, its message `message_len` bytes long.
+    /// whose paths are `path_len` bytes long (absolute, so refused, when
+    /// `absolute`), in frames under 1 MiB; and every `Get` with NotFound,
+    /// its message `message_len` bytes long.
     HugeListing {
         entries: usize,
         path_len: usize,
         message_len: usize,
+        absolute: bool,
     },
 }
 
@@ -303,13 +305,20 @@ impl Peer {
                     && send(stream, &Response::ListEnd { skipped: 0 })
             }
             Misbehaviour::HugeListing {
-                entries, path_len, ..
+                entries,
+                path_len,
+                absolute,
+                ..
             } => {
                 let per_frame = (LIST_BATCH_BYTES / (path_len + 64)).max(1);
+                let path = |i| match absolute {
+                    true => format!("/{}", long_path(i, path_len.saturating_sub(1))),
+                    false => long_path(i, path_len),
+                };
                 let mut next = 0;
                 while next < entries && !self.stop.is_due() {
                     let end = (next + per_frame).min(entries);
-                    let frame = (next..end).map(|i| entry(long_path(i, path_len))).collect();
+                    let frame = (next..end).map(|i| entry(path(i))).collect();
                     if !send(stream, &Response::Entries(frame)) {
                         return false;
                     }

@@ -94,6 +94,13 @@ fn next_batch(queue: &Mutex<VecDeque<Target>>) -> Vec<Target> {
             _ => break,
         }
     }
+    // A queue that has given out most of its targets gives their room back:
+    // the failures a large batch gathers as it goes then take the place of
+    // the targets they were, rather than add to it.
+    if queue.capacity() > 4 * queue.len() + 1024 {
+        let keep = 2 * queue.len();
+        queue.shrink_to(keep);
+    }
     batch
 }
 
