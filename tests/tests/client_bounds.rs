@@ -9,8 +9,8 @@
 use std::fs;
 
 use ft_tests::{
-    escape_names, ftget_with_cap, sha256_hex, MisbehavingServer, Misbehaviour, Run, TestEnv,
-    ESCAPES,
+    escape_names, ftget_with_cap, sha256_hex, MisbehavingServer, Misbehaviour, Run, Server,
+    TestEnv, ESCAPES,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -250,4 +250,35 @@ fn the_client_peak_has_a_ceiling_whatever_the_server_sends() {
         assert_eq!(run.code, Some(if case.3 { 1 } else { 3 }), "{case:?}");
         assert!(peak < 512 * 1024, "{case:?}: peak {peak} KiB");
     }
+}
+
+#[test]
+fn small_files_in_flight_are_bounded_per_connection() {
+    let env = TestEnv::new();
+    for i in 0..128 {
+        env.random_file(&format!("tree/f{i:03}"), MIB as usize, i);
+    }
+    let server = Server::start(&env.root, &[]);
+    let target = server.target();
+    let args = [
+        &target,
+        "-r",
+        "tree",
+        "-o",
+        "out",
+        "-q",
+        "--connections",
+        "4",
+    ];
+    let (run, peak) = ftget_with_cap(&env.work, &args, 1024 * 1024);
+    eprintln!(
+        "figures: 128 files of 1 MiB over 4 connections: exit {:?}, client peak {peak} KiB",
+        run.code
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        fs::read_dir(env.work.join("out/tree")).unwrap().count(),
+        128
+    );
+    assert!(peak < 80 * 1024, "peak {peak} KiB");
 }
