@@ -70,7 +70,7 @@ fn one(runtime: &Runtime, show: Show, job: &Job) -> Exit {
             err.exit()
         }
         None => {
-            output::interrupted(&job.target.output.display().to_string());
+            output::interrupted(&job.target.output.shown().display().to_string());
             Exit::Interrupted
         }
     }

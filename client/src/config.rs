@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::batch::Batch;
 use crate::error::{Error, UsageError};
+use crate::folder::Output;
 use crate::output::Show;
 use crate::session::Server;
 use crate::transfer::{Job, Policy, Target};
@@ -68,7 +69,8 @@ pub fn resolve(config: Config) -> Result<Mode, Error> {
             server,
             target: Target {
                 remote: remote.clone(),
-                output: output_path(remote, config.output.as_deref())?,
+                output: Output::at(&output_path(remote, config.output.as_deref())?)
+                    .ok_or_else(|| UsageError::NoFileName(remote.clone()))?,
                 listed: None,
             },
             policy,

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use ft_protocol::{ConnectionError, GetError, ListError, PathError, RemoteError, VERSION};
 
 use crate::exit::Exit;
+use crate::folder::{FolderError, Obstacle};
 use crate::verify::Unchecked;
 
 /// A download, a listing or the command line failed.
@@ -63,6 +64,14 @@ pub enum Error {
         /// The failure.
         #[source]
         source: io::Error,
+    },
+    /// Something stands where ftget would write, and it is left alone.
+    #[error("{}: {what}", path.display())]
+    InTheWay {
+        /// Where.
+        path: PathBuf,
+        /// What it is.
+        what: Obstacle,
     },
     /// A folder of the output could not be made.
     #[error("cannot create folder {}", path.display())]
@@ -294,6 +303,7 @@ impl Error {
             Error::Connection { .. } => Exit::Connection,
             Error::Server { .. }
             | Error::Local { .. }
+            | Error::InTheWay { .. }
             | Error::Folder { .. }
             | Error::Worker(_) => Exit::Failure,
         }
@@ -303,6 +313,15 @@ impl Error {
     pub(crate) fn local(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
         move |source| Error::Local { path, source }
+    }
+
+    /// A folder of the output that could not be made, or what stands in
+    /// its way.
+    pub(crate) fn folder(err: FolderError) -> Error {
+        match err {
+            FolderError::Io { path, source } => Error::Folder { path, source },
+            other => other.into(),
+        }
     }
 
     /// A check of the local file at `path` that could not be carried out.
@@ -326,6 +345,15 @@ impl Error {
                 },
             },
             other => other,
+        }
+    }
+}
+
+impl From<FolderError> for Error {
+    fn from(err: FolderError) -> Self {
+        match err {
+            FolderError::InTheWay { path, what } => Error::InTheWay { path, what },
+            FolderError::Io { path, source } => Error::Local { path, source },
         }
     }
 }

@@ -12,7 +12,7 @@
 //! | batch | `batch` (`outcome`, `plan`, `pool`, `present`, `small`, `offload`) | many files: what a job is and how it ends, plan, connection pool, up-to-date check, pipelining, blocking work for a batch |
 //! | transfer, listing | `transfer` (`partial`, `sink`), `listing` | one file: resume decision, `Get`, the sink; a `List` |
 //! | session | `session` | the connection, one-reply requests, the retry policy |
-//! | foundation | `verify` (`engine`), `progress`, `printable`, `error`, `exit`, `addr` | the verification engine, the bar, text made safe to print, typed errors, exit codes, SERVER arguments |
+//! | foundation | `verify` (`engine`), `folder`, `progress`, `printable`, `error`, `exit`, `addr` | the verification engine, the output folder (every write beneath it, never through a link), the bar, text made safe to print, typed errors, exit codes, SERVER arguments |
 //!
 //! The protocol's rules (handshake, the order of a `Get` or `List` reply)
 //! are not here: they are `ft_protocol`'s, fed with the frames.
@@ -23,6 +23,7 @@ mod batch;
 mod config;
 mod error;
 pub mod exit;
+mod folder;
 mod listing;
 mod output;
 mod printable;
@@ -36,6 +37,7 @@ pub use batch::{Batch, Done, FailureReport, FileOutcome, Summary, MAX_ENTRIES};
 pub use config::{resolve, server, Config, Mode};
 pub use error::{Chain, ConnectError, Error, ServerError, UsageError};
 pub use exit::Exit;
+pub use folder::{Folder, Kind, Obstacle, Output};
 pub use listing::{list, Listed};
 pub use output::Show;
 pub use progress::Progress;

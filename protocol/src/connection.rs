@@ -63,6 +63,8 @@ pub struct Connection<S> {
     buf: BytesMut,
     timeout: Duration,
     keepalives: u64,
+    /// Longest frame body read: [`MAX_FRAME`] unless capped.
+    max_frame: usize,
 }
 
 impl TcpConnection {
@@ -86,7 +88,17 @@ impl<S: Transport> Connection<S> {
             buf: BytesMut::new(),
             timeout,
             keepalives: 0,
+            max_frame: MAX_FRAME,
         }
+    }
+
+    /// Caps the frames this side reads at `max` bytes (at most
+    /// [`MAX_FRAME`]): a server reads requests only, and caps them at
+    /// [`crate::MAX_REQUEST`], so that a client cannot make it reserve more
+    /// for one frame.
+    pub fn cap_frames(mut self, max: usize) -> Self {
+        self.max_frame = max.min(MAX_FRAME);
+        self
     }
 
     /// The next frame body, or `None` if the peer closed the stream cleanly
@@ -131,8 +143,9 @@ impl<S: Transport> Connection<S> {
 
     /// The frame at the front of the buffer, if it is whole there.
     fn take_frame(&mut self) -> Result<Option<Bytes>, ConnectionError> {
-        frame::decode(&mut self.buf).map_err(|err| match err {
-            CodecError::FrameTooLarge { .. } => ConnectionError::FrameTooLarge { max: MAX_FRAME },
+        let max = self.max_frame;
+        frame::decode_within(&mut self.buf, max).map_err(|err| match err {
+            CodecError::FrameTooLarge { .. } => ConnectionError::FrameTooLarge { max },
             err => err.into(),
         })
     }

@@ -34,22 +34,31 @@ pub enum Split<'a> {
 
 /// The body length a length prefix announces, refused past [`MAX_FRAME`].
 pub fn body_len(prefix: [u8; LEN_PREFIX]) -> Result<usize, CodecError> {
+    body_len_within(prefix, MAX_FRAME)
+}
+
+/// The body length a length prefix announces, refused past `max` (a reader
+/// may cap frames below [`MAX_FRAME`]: a server caps requests at
+/// [`crate::MAX_REQUEST`]).
+pub fn body_len_within(prefix: [u8; LEN_PREFIX], max: usize) -> Result<usize, CodecError> {
     let len = u32::from_be_bytes(prefix) as usize;
-    if len > MAX_FRAME {
-        return Err(CodecError::FrameTooLarge {
-            len,
-            max: MAX_FRAME,
-        });
+    if len > max {
+        return Err(CodecError::FrameTooLarge { len, max });
     }
     Ok(len)
 }
 
 /// Splits the frame at the front of `input`, if it is all there.
 pub fn split(input: &[u8]) -> Result<Split<'_>, CodecError> {
+    split_within(input, MAX_FRAME)
+}
+
+/// [`split`], with frames capped at `max` bytes.
+pub fn split_within(input: &[u8], max: usize) -> Result<Split<'_>, CodecError> {
     let Some((prefix, rest)) = input.split_first_chunk::<LEN_PREFIX>() else {
         return Ok(Split::NeedMore { total: None });
     };
-    let len = body_len(*prefix)?;
+    let len = body_len_within(*prefix, max)?;
     match rest.get(..len) {
         Some(body) => Ok(Split::Frame {
             body,
@@ -65,7 +74,12 @@ pub fn split(input: &[u8]) -> Result<Split<'_>, CodecError> {
 /// `buf`'s memory; `None` if it is not all there yet, in which case `buf` has
 /// room reserved for the rest of it (never past the cap).
 pub fn decode(buf: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
-    match split(buf)? {
+    decode_within(buf, MAX_FRAME)
+}
+
+/// [`decode`], with frames capped at `max` bytes.
+pub fn decode_within(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, CodecError> {
+    match split_within(buf, max)? {
         Split::Frame { len, .. } => {
             buf.advance(LEN_PREFIX);
             Ok(Some(buf.split_to(len - LEN_PREFIX).freeze()))

@@ -66,6 +66,12 @@ pub const DEFAULT_PORT: u16 = 7878;
 /// holds a [`MAX_DATA`] data frame or a [`MAX_CHECKPOINTS`] reply with room to spare.
 pub const MAX_FRAME: usize = 2 * 1024 * 1024;
 
+/// Largest request frame body a server accepts, in bytes: a request is a
+/// path and a few numbers, and a path longer than [`MAX_PATH_BYTES`] is
+/// refused by name (`InvalidPath`) up to this size; past it the frame is
+/// `BadRequest`, and a client cannot make a server hold more of one frame.
+pub const MAX_REQUEST: usize = 128 * 1024;
+
 /// Checkpoint interval: the server sends the hash state after every this many
 /// bytes. A multiple of 64 (the SHA-256 block), large enough that checkpoints
 /// cost nothing, small enough that a bad byte costs little to fetch again.

@@ -39,18 +39,25 @@ pub struct Limits {
     /// otherwise silent sends a keep-alive: [`ft_protocol::KEEPALIVE`], well
     /// under any client timeout.
     pub keepalive: Duration,
-    /// Pieces (1 MiB each) or listing batches produced ahead of the socket
-    /// per request: keeps the disk and the socket both busy while holding a
-    /// few MiB at most.
+    /// Listing batches produced ahead of the socket per request: keeps the
+    /// walk and the socket both busy while holding little.
     pub read_ahead: usize,
     /// Most pipelined `Get`s answered together: bounds what one trip to a
-    /// blocking thread opens and what one reply holds (32 MiB at most, a few
-    /// KiB per small file in practice).
+    /// blocking thread opens.
     pub get_batch: usize,
-    /// Bytes of entries in one `Entries` frame, at most
-    /// ([`ft_protocol::LIST_BATCH_BYTES`]): any listing goes out in frames
-    /// well under the frame cap, even with the longest paths.
+    /// Bytes of small files a run of pipelined `Get`s reads whole into memory
+    /// (the rest are streamed from the file): with the replies' one copy on
+    /// their way out, what one connection may hold of them. 128 KiB answers
+    /// 32 files of 4 KiB in one write.
+    pub get_batch_bytes: u64,
+    /// Bytes of entries in one `Entries` frame, at most (and at most
+    /// [`ft_protocol::LIST_BATCH_BYTES`]): what a listing holds per batch,
+    /// on its way to a client that may not read.
     pub list_batch_bytes: usize,
+    /// Chunks (4 MiB) hashed at once, server-wide, by the passes over cold
+    /// files: the cores cold hashing may take however many clients ask.
+    /// Passes take turns a chunk at a time; the rest wait, with keep-alives.
+    pub max_hashing: usize,
     /// Bytes of whole-file digests and checkpoint states kept: 64 MiB covers
     /// 8 TiB of files at one 32-byte state per 4 MiB chunk.
     pub digest_cache_bytes: u64,
@@ -75,7 +82,9 @@ impl Default for Limits {
             keepalive: ft_protocol::KEEPALIVE,
             read_ahead: 2,
             get_batch: 32,
-            list_batch_bytes: ft_protocol::LIST_BATCH_BYTES,
+            get_batch_bytes: 128 * 1024,
+            list_batch_bytes: 32 * 1024,
+            max_hashing: std::thread::available_parallelism().map_or(1, |n| n.get()),
             digest_cache_bytes: 64 * 1024 * 1024,
             prefix_cache_bytes: 16 * 1024 * 1024,
         }

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use ft_protocol::connection::TcpConnection;
+use ft_protocol::MAX_REQUEST;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -50,7 +51,7 @@ pub(crate) async fn run<B: Backend>(
             }
         };
         if let Ok(permit) = Arc::clone(&permits).try_acquire_owned() {
-            let conn = TcpConnection::tcp(stream, limits.idle_timeout);
+            let conn = TcpConnection::tcp(stream, limits.idle_timeout).cap_frames(MAX_REQUEST);
             tracker.spawn(handler::serve(
                 conn,
                 peer,
@@ -59,7 +60,8 @@ pub(crate) async fn run<B: Backend>(
                 Some(permit),
             ));
         } else if let Ok(refusal) = Arc::clone(&refusals).try_acquire_owned() {
-            let conn = TcpConnection::tcp(stream, limits.busy_hello_timeout);
+            let conn =
+                TcpConnection::tcp(stream, limits.busy_hello_timeout).cap_frames(MAX_REQUEST);
             let limits = limits.clone();
             tracker.spawn(async move {
                 handler::refuse_busy(conn, peer, &limits).await;

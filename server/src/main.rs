@@ -2,6 +2,7 @@
 //! a `Config`, the listener and the signals, the banner, the exit code.
 
 mod cli;
+mod printable;
 mod setup;
 
 use std::io::Write;

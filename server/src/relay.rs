@@ -1,7 +1,7 @@
 //! Work that blocks, next to a connection that must not: run it on a
 //! blocking thread, and while waiting for it, tell the client the server is
-//! alive. [`relay`] streams what a blocking producer makes (file pieces,
-//! listing batches) to the socket; [`keep_alive`] waits for one result;
+//! alive. [`relay`] streams what a blocking producer makes (listing batches)
+//! to the socket; [`keep_alive`] waits for one result (a hashing pass's);
 //! [`blocking`] runs one job.
 
 use std::future::Future;
@@ -48,9 +48,9 @@ impl Relayed {
 
 /// Runs `produce` on a blocking thread with a channel of `ahead` slots, and
 /// sends the response `reply` makes of each item it hands over, keeping the
-/// client informed while it works. Ends when the producer is done or a send
-/// fails; either way the producer has stopped (its channel closed) before
-/// this returns. A producer that panics ends the reply with `Internal`,
+/// client informed while it works. Ends when the producer is done, or at
+/// once when a send fails (the producer, its channel closed, stops on its
+/// own at its next item). A producer that panics ends the reply with `Internal`,
 /// so the client is told rather than left waiting.
 pub async fn relay<S, T>(
     conn: &mut Connection<S>,
@@ -84,8 +84,12 @@ where
             break;
         }
     }
-    // Dropping the receiver stops the producer at its next item.
+    // Dropping the receiver stops the producer at its next item. A lost
+    // connection gives its slot back now rather than wait for that.
     drop(rx);
+    if result.is_err() {
+        return Relayed { result, failure };
+    }
     if let Err(panicked) = producer.await {
         if result.is_ok() && failure.is_none() {
             let err = RemoteError::new(ErrorCode::Internal, format!("worker failed: {panicked}"));

@@ -7,24 +7,31 @@ use std::net::SocketAddr;
 use anyhow::Context;
 
 use crate::cli::LogFormat;
+use crate::printable::{PrintableFields, PrintableWriter};
 
 /// Human lines or JSON lines on stderr, filtered by RUST_LOG (default
-/// `info`). Colour only on a terminal; there, tracing-subscriber leaves it
-/// off when NO_COLOR is set.
+/// `info`), every string in them made printable (see `printable`). Colour
+/// only on a terminal; there, tracing-subscriber leaves it off when NO_COLOR
+/// is set.
 pub fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
     let logs = if std::io::stderr().is_terminal() {
         logs
     } else {
         logs.with_ansi(false)
     };
     match format {
-        LogFormat::Human => logs.init(),
-        LogFormat::Json => logs.json().with_ansi(false).init(),
+        LogFormat::Human => logs
+            .fmt_fields(PrintableFields::default())
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Json => logs
+            .json()
+            .with_ansi(false)
+            .with_writer(PrintableWriter(std::io::stderr))
+            .init(),
     }
 }
 

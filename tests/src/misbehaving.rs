@@ -42,6 +42,9 @@ pub enum Misbehaviour {
     EndlessData,
     /// Answer a listing with `Entries` frames of 10,000 files, forever.
     EndlessListing,
+    /// List one file, [`LISTED_THEN_GONE`], then answer every `Stat`, `Get`
+    /// and `Checkpoints` with NotFound, as if it had just been removed.
+    ListedThenGone,
     /// Put [`ESCAPES`] in every error message and listed name: `Stat` and
     /// `Get` are refused, a listing of `dir` or the root names
     /// [`escape_names`], any other listing is refused. With `at_hello`, the
@@ -79,6 +82,9 @@ pub fn escape_names() -> Vec<String> {
         format!("sub/{ESCAPES}evil\r\nftget: forged line"),
     ]
 }
+
+/// The one file a [`Misbehaviour::ListedThenGone`] server lists.
+pub const LISTED_THEN_GONE: &str = "notes.txt";
 
 /// What a [`Misbehaviour::HostileListing`] server lists: one honest name,
 /// `good.txt`, among paths that try to leave the output folder.
@@ -225,6 +231,11 @@ impl Peer {
 
     /// Answers one request; false when the connection should end.
     fn answer(&mut self, stream: &mut TcpStream, request: &Request) -> bool {
+        let asks_for_file = !matches!(request, Request::Hello { .. } | Request::List { .. });
+        if self.misbehaviour == Misbehaviour::ListedThenGone && asks_for_file {
+            let gone = RemoteError::new(ErrorCode::NotFound, "no such file");
+            return send(stream, &Response::Error(gone));
+        }
         match request {
             Request::Hello { .. } => {
                 let reply = match self.misbehaviour {
@@ -331,6 +342,11 @@ impl Peer {
                     .iter()
                     .map(|p| entry((*p).to_owned()))
                     .collect();
+                send(stream, &Response::Entries(entries))
+                    && send(stream, &Response::ListEnd { skipped: 0 })
+            }
+            Misbehaviour::ListedThenGone => {
+                let entries = vec![entry(LISTED_THEN_GONE.to_owned())];
                 send(stream, &Response::Entries(entries))
                     && send(stream, &Response::ListEnd { skipped: 0 })
             }

@@ -54,6 +54,16 @@ impl Server {
         Self::launch(command, "127.0.0.1:0", root, &[], &[])
     }
 
+    /// Starts `WRAPPER... ftserve --listen 127.0.0.1:0 EXTRA... ROOT`: ftserve
+    /// under commands that each change something and exec the next (such
+    /// as `setsid` or `unshare`), so the PID is still ftserve's.
+    pub fn start_wrapped(wrapper: &[&str], root: &Path, extra: &[&str]) -> Self {
+        let (program, args) = wrapper.split_first().expect("a wrapper command");
+        let mut command = Command::new(program);
+        command.args(args).arg(bin("ftserve"));
+        Self::launch(command, "127.0.0.1:0", root, extra, &[])
+    }
+
     fn spawn(listen: &str, root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         Self::launch(Command::new(bin("ftserve")), listen, root, extra, env)
     }

@@ -160,3 +160,101 @@ fn past_the_limit_clients_hear_busy_at_once_even_under_a_flood() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The peak RSS README and RELIABILITY.md promise for the server with every
+/// one of its default 512 connections doing the worst it can.
+const WORST_PEAK_KIB: u64 = 512 * 1024;
+
+#[test]
+#[ignore = "load: run with --ignored (see the file's doc)"]
+fn every_connection_doing_its_worst_keeps_the_server_under_its_stated_peak() {
+    use ft_protocol::{codec::encode, ClientHandshake, Request, CHUNK_SIZE, MAX_REQUEST};
+    use std::io::Write;
+    const CONNECTIONS: usize = 512;
+    raise_file_limit();
+    let env = TestEnv::new();
+    env.random_file("one.bin", 1 << 20, 3);
+    let huge = 1u64 << 40;
+    fs::File::create(env.root.join("huge.bin"))
+        .and_then(|file| file.set_len(huge))
+        .unwrap();
+    fs::create_dir(env.root.join("many")).unwrap();
+    for i in 0..200_000 {
+        fs::File::create(env.root.join(format!("many/file-{i:07}"))).unwrap();
+    }
+    let server = Server::start(&env.root, &[]);
+    let idle = peak_rss_kib(server.pid()).unwrap();
+    // Five ways to make a server hold things, in turn; none of them reads.
+    let worst = |i: usize| -> Vec<u8> {
+        let hello = encode(&ClientHandshake.hello()).unwrap();
+        let requests: Vec<Request> = match i % 5 {
+            0 => (0..32)
+                .map(|_| Request::Get {
+                    path: "one.bin".into(),
+                    offset: 0,
+                })
+                .collect(),
+            1 => vec![Request::List {
+                path: "many".into(),
+                recursive: true,
+                digests: true,
+            }],
+            2 => vec![Request::Get {
+                path: "huge.bin".into(),
+                offset: huge - CHUNK_SIZE,
+            }],
+            3 => vec![Request::Checkpoints {
+                path: "huge.bin".into(),
+                first: 1,
+                count: u32::MAX,
+            }],
+            _ => {
+                // The largest request frame, all but its last byte.
+                let mut partial = hello;
+                partial.extend_from_slice(&(MAX_REQUEST as u32).to_be_bytes());
+                partial.extend(std::iter::repeat_n(0u8, MAX_REQUEST - 1));
+                return partial;
+            }
+        };
+        let mut bytes = hello;
+        for request in &requests {
+            bytes.extend_from_slice(&encode(request).unwrap());
+        }
+        bytes
+    };
+    let started = Instant::now();
+    let held: Vec<TcpStream> = (0..CONNECTIONS)
+        .map(|i| {
+            let mut stream = TcpStream::connect(server.addr).unwrap();
+            stream.write_all(&worst(i)).unwrap();
+            stream
+        })
+        .collect();
+    // Let every reply fill what it can: sample until the peak stops growing.
+    let mut peak = 0;
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = peak_rss_kib(server.pid()).unwrap();
+        if now == peak && started.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        peak = now;
+    }
+    let threads = fs::read_to_string(format!("/proc/{}/status", server.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:").map(|n| n.trim().to_owned()))
+        .unwrap();
+    eprintln!(
+        "figures: {CONNECTIONS} connections each doing its worst (32 pipelined Gets, a \
+         200,000-entry listing with digests, a cold Get at the end of 1 TiB, Checkpoints \
+         of 1 TiB, a 128 KiB request frame one byte short), none reading: server peak RSS \
+         {idle} KiB idle -> {peak} KiB, {threads} threads, after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        peak < WORST_PEAK_KIB,
+        "peak RSS {peak} KiB over the stated {WORST_PEAK_KIB} KiB"
+    );
+    drop(held);
+}

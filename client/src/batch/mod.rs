@@ -13,7 +13,6 @@ mod present;
 mod small;
 
 use std::collections::VecDeque;
-use std::fs;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -58,12 +57,9 @@ pub async fn run(
         take(outcome, &mut summary);
     }
     for dir in &plan.dirs {
-        if let Err(source) = fs::create_dir_all(dir) {
-            let err = Error::Folder {
-                path: dir.clone(),
-                source,
-            };
-            summary.fail(dir.display().to_string(), &err);
+        if let Err(err) = plan.folder.make_dirs(dir) {
+            let shown = plan.folder.shown(dir).display().to_string();
+            summary.fail(shown, &Error::folder(err));
         }
     }
 

@@ -6,17 +6,20 @@
 //! [`MAX_REFUSED`] refused entries.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ft_protocol::{Entry, EntryKind, RemotePath};
 
 use super::outcome::{Batch, FileOutcome};
 use crate::error::{Error, ServerError, UsageError};
+use crate::folder::{Folder, Output};
 use crate::listing::{entries, not_a_folder};
 use crate::session::{broken, retrying, Link, Server};
-use crate::transfer::Target;
+use crate::transfer::{partial_names, suffixed_owner, Target};
 
 /// Most entries one `-r` PATH may list: what the plan holds in memory for
 /// them (a few hundred bytes each) stays bounded whatever a server sends.
@@ -34,10 +37,10 @@ pub const MAX_LISTED_BYTES: usize = 64 << 20;
 /// refusals held for the summary.
 pub const MAX_REFUSED: usize = 1000;
 
-/// What the planning found: folders to create, files to fetch, and paths
-/// that failed already.
-#[derive(Default)]
+/// What the planning found: folders to create (beneath `folder`), files to
+/// fetch, and paths that failed already.
 pub(super) struct Plan {
+    pub folder: Arc<Folder>,
     pub dirs: Vec<PathBuf>,
     pub targets: Vec<Target>,
     pub failed: Vec<FileOutcome>,
@@ -46,7 +49,12 @@ pub(super) struct Plan {
 
 /// Lists or notes every PATH; failures are recorded, not fatal to the rest.
 pub(super) async fn plan(link: &mut Link<'_>, batch: &Batch) -> Plan {
-    let mut plan = Plan::default();
+    // `docs`, not `./docs`, in what the user reads.
+    let outdir = match batch.outdir == Path::new(".") {
+        true => PathBuf::new(),
+        false => batch.outdir.clone(),
+    };
+    let mut plan = Plan::new(Arc::new(Folder::new(outdir, true)));
     for path in &batch.paths {
         let failed = |err: Error| FileOutcome {
             path: path.clone(),
@@ -63,15 +71,11 @@ pub(super) async fn plan(link: &mut Link<'_>, batch: &Batch) -> Plan {
                 continue;
             }
         };
-        let base = match remote.file_name() {
-            // `docs`, not `./docs`, in what the user reads.
-            Some(name) if batch.outdir == Path::new(".") => PathBuf::from(name),
-            Some(name) => batch.outdir.join(name),
-            None => batch.outdir.clone(),
-        };
+        // Beneath the output folder.
+        let base = remote.file_name().map(PathBuf::from).unwrap_or_default();
         let single = Target {
             remote: remote.to_string(),
-            output: base.clone(),
+            output: Output::new(&plan.folder, &base),
             listed: None,
         };
         if !batch.recursive {
@@ -81,12 +85,14 @@ pub(super) async fn plan(link: &mut Link<'_>, batch: &Batch) -> Plan {
         // Digests are worth asking for only where local files may match: a
         // cold server hashes every file it lists with them before it sends
         // the listing, and a first run into an empty folder needs none.
-        let digests = fs::read_dir(&base).is_ok_and(|mut entries| entries.next().is_some());
+        let local = plan.folder.shown(&base);
+        let digests = fs::read_dir(&local).is_ok_and(|mut entries| entries.next().is_some());
         let folder = remote.to_string();
-        let mut listed = Folder::new(&batch.server, &remote, &base);
+        let out = Arc::clone(&plan.folder);
+        let mut listed = Listing::new(&batch.server, &remote, &base, &out);
         let walked = retrying(link, batch.policy.retries, async |link: &mut Link<'_>| {
             // What an attempt that failed half-way added is forgotten.
-            listed = Folder::new(&batch.server, &remote, &base);
+            listed = Listing::new(&batch.server, &remote, &base, &out);
             entries(link, &folder, true, digests, |entry| {
                 listed.add(entry).map_err(|err| broken(&batch.server, err))
             })
@@ -142,7 +148,7 @@ const CAPS: Caps = Caps {
 /// One folder's listing, turned into folders and files to fetch as each
 /// entry arrives, refusing any path that is not plainly below the folder,
 /// and the whole listing past the caps.
-struct Folder<'a> {
+struct Listing<'a> {
     server: &'a Server,
     remote: &'a RemotePath,
     base: &'a Path,
@@ -154,8 +160,9 @@ struct Folder<'a> {
     plan: Plan,
 }
 
-impl<'a> Folder<'a> {
-    fn new(server: &'a Server, remote: &'a RemotePath, base: &'a Path) -> Self {
+impl<'a> Listing<'a> {
+    /// The listing of `remote`, its files put at `base` beneath `out`.
+    fn new(server: &'a Server, remote: &'a RemotePath, base: &'a Path, out: &Arc<Folder>) -> Self {
         Self {
             server,
             remote,
@@ -165,7 +172,7 @@ impl<'a> Folder<'a> {
             entries: 0,
             bytes: 0,
             seen: Seen::default(),
-            plan: Plan::default(),
+            plan: Plan::new(Arc::clone(out)),
         }
     }
 
@@ -230,7 +237,7 @@ impl<'a> Folder<'a> {
             EntryKind::Dir => self.plan.dirs.push(output),
             EntryKind::File => self.plan.targets.push(Target {
                 remote: self.remote.join(&relative).to_string(),
-                output,
+                output: Output::new(&self.plan.folder, output),
                 listed: Some(entry.meta()),
             }),
         }
@@ -264,32 +271,49 @@ impl Seen {
 }
 
 /// Two targets with one output (`a/x` and `b/x` given as PATHs) would
-/// write over each other, and a file named as another's partial (`NAME.part`,
-/// `NAME.part.json`) would be overwritten by that download: the later ones
-/// fail instead, explicitly. The outputs are borrowed, not copied: a plan
-/// of a million files holds them once.
+/// write over each other, and a file named as another's partial or sidecar
+/// (`NAME.part`, `NAME.part.json`, or the hidden names of a long `NAME`)
+/// would be overwritten by that download: the later ones fail instead,
+/// explicitly. The outputs are borrowed, not copied: a plan of a million
+/// files holds them once.
 fn refuse_clashes(plan: &mut Plan) {
     // The first target of each output.
     let mut first: HashMap<&Path, usize> = HashMap::with_capacity(plan.targets.len());
     for (at, target) in plan.targets.iter().enumerate() {
-        first.entry(&target.output).or_insert(at);
+        first.entry(target.output.name()).or_insert(at);
+    }
+    let made = hidden_names(&plan.targets);
+    let mut hidden: HashMap<(&Path, &OsStr), &Path> = HashMap::with_capacity(2 * made.len());
+    for (owner, data, sidecar) in &made {
+        let parent = owner.parent().unwrap_or(Path::new(""));
+        hidden.insert((parent, data), owner);
+        hidden.insert((parent, sidecar), owner);
     }
     let mut refused = Vec::new();
     for (at, target) in plan.targets.iter().enumerate() {
-        let owner = partial_owner(&target.output).filter(|owner| first.contains_key(owner));
+        let output = &target.output;
+        let name = output.name();
+        let place = (
+            name.parent().unwrap_or(Path::new("")),
+            name.file_name().unwrap_or_default(),
+        );
+        let owner = partial_owner(name)
+            .filter(|owner| first.contains_key(owner.as_path()))
+            .or_else(|| hidden.get(&place).map(|owner| owner.to_path_buf()));
         let why = if let Some(owner) = owner {
             UsageError::PartialName {
-                output: target.output.clone(),
-                owner: owner.to_owned(),
+                output: output.shown(),
+                owner: output.folder().shown(&owner),
             }
-        } else if first.get(target.output.as_path()) != Some(&at) {
-            UsageError::SameOutput(target.output.clone())
+        } else if first.get(name) != Some(&at) {
+            UsageError::SameOutput(output.shown())
         } else {
             continue;
         };
         refused.push((at, why));
     }
-    drop(first);
+    drop((first, hidden));
+    drop(made);
     let mut refused = refused.into_iter().peekable();
     let mut at = 0;
     plan.targets.retain(|target| {
@@ -306,50 +330,103 @@ fn refuse_clashes(plan: &mut Plan) {
     });
 }
 
-/// The output whose partial `output`'s name would be (`NAME.part`,
-/// `NAME.part.json`), whether or not there is one.
-fn partial_owner(output: &Path) -> Option<&Path> {
-    let name = output.to_str()?;
-    let owner = name
-        .strip_suffix(".part")
-        .or_else(|| name.strip_suffix(".part.json"))?;
-    Some(Path::new(owner))
+/// The hidden partial and sidecar names of each output too long for the
+/// suffixed ones, with that output: only their file names are made, each
+/// a few dozen bytes, whatever the paths' length.
+fn hidden_names(targets: &[Target]) -> Vec<(&Path, OsString, OsString)> {
+    fn hidden(target: &Target) -> Option<(&Path, OsString, OsString)> {
+        let name = target.output.name();
+        let (data, sidecar, hashed) = partial_names(name.file_name()?);
+        hashed.then_some((name, data, sidecar))
+    }
+    targets.iter().filter_map(hidden).collect()
+}
+
+/// The output whose suffixed partial or sidecar `name` would be
+/// (`NAME.part`, `NAME.part.json`), whether or not there is one.
+fn partial_owner(name: &Path) -> Option<PathBuf> {
+    let owner = suffixed_owner(name.file_name()?)?;
+    Some(name.with_file_name(owner))
+}
+
+impl Plan {
+    fn new(folder: Arc<Folder>) -> Self {
+        Self {
+            folder,
+            dirs: Vec::new(),
+            targets: Vec::new(),
+            failed: Vec::new(),
+            skipped: 0,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn folder() -> Arc<Folder> {
+        Arc::new(Folder::new("out", true))
+    }
+
     fn target(remote: &str, output: &str) -> Target {
         Target {
             remote: remote.into(),
-            output: output.into(),
+            output: Output::new(&folder(), output),
             listed: None,
         }
     }
 
     #[test]
     fn clashing_outputs_fail_instead_of_overwriting() {
-        let mut plan = Plan {
-            targets: vec![
-                target("d/x", "out/x"),
-                target("d/x.part", "out/x.part"),
-                target("d/x.part.json", "out/x.part.json"),
-                target("a/y", "out/y"),
-                target("b/y", "out/y"),
-                target("d/z.part", "out/z.part"),
-            ],
-            ..Plan::default()
-        };
+        let long = "l".repeat(250);
+        let (hidden, _, _) = partial_names(std::ffi::OsStr::new(&long));
+        let hidden = hidden.to_string_lossy().into_owned();
+        let mut plan = Plan::new(folder());
+        plan.targets = vec![
+            target("d/x", "x"),
+            target("d/x.part", "x.part"),
+            target("d/x.part.json", "x.part.json"),
+            target("a/y", "y"),
+            target("b/y", "y"),
+            target("d/z.part", "z.part"),
+            target("d/long", &long),
+            target("d/hidden", &hidden),
+            target("d/sub/x.part", "sub/x.part"),
+            target("d/long.part", &format!("{long}.part")),
+            target("d/sub/hidden", &format!("sub/{hidden}")),
+        ];
         refuse_clashes(&mut plan);
         let kept: Vec<&str> = plan.targets.iter().map(|t| t.remote.as_str()).collect();
-        assert_eq!(kept, ["d/x", "a/y", "d/z.part"]);
+        assert_eq!(
+            kept,
+            [
+                "d/x",
+                "a/y",
+                "d/z.part",
+                "d/long",
+                "d/sub/x.part",
+                "d/long.part",
+                "d/sub/hidden",
+            ]
+        );
         let failed: Vec<&str> = plan.failed.iter().map(|f| f.path.as_str()).collect();
-        assert_eq!(failed, ["d/x.part", "d/x.part.json", "b/y"]);
+        assert_eq!(failed, ["d/x.part", "d/x.part.json", "b/y", "d/hidden"]);
         assert!(plan
             .failed
             .iter()
             .all(|f| matches!(f.result, Err(Error::Usage(_)))));
+        let said = plan.failed[0]
+            .result
+            .as_ref()
+            .err()
+            .map(ToString::to_string);
+        assert_eq!(
+            said.as_deref(),
+            Some(
+                "out/x.part is the partial-download name of out/x; download it on its own with -o"
+            )
+        );
     }
 
     fn server() -> Server {
@@ -377,13 +454,14 @@ mod tests {
     fn refused_at_last(caps: Caps, paths: &[String]) -> String {
         let server = server();
         let remote = RemotePath::parse("docs").expect("valid");
-        let mut folder = Folder::new(&server, &remote, Path::new("out/docs"));
-        folder.caps = caps;
+        let out = folder();
+        let mut listing = Listing::new(&server, &remote, Path::new("docs"), &out);
+        listing.caps = caps;
         let (last, taken) = paths.split_last().expect("paths");
         for path in taken {
-            folder.add(file(path)).expect("within the caps");
+            listing.add(file(path)).expect("within the caps");
         }
-        let err = folder.add(file(last)).expect_err("past the caps");
+        let err = listing.add(file(last)).expect_err("past the caps");
         err.to_string()
     }
 
@@ -418,14 +496,18 @@ mod tests {
         let server = server();
         let entries = ["ok.txt", "../up", "", "ok.txt", "/abs", "sub/fine"].map(file);
         let remote = RemotePath::parse("docs").expect("valid");
-        let mut folder = Folder::new(&server, &remote, Path::new("out/docs"));
+        let out = folder();
+        let mut listing = Listing::new(&server, &remote, Path::new("docs"), &out);
         for entry in entries {
-            folder.add(entry).expect("within the caps");
+            listing.add(entry).expect("within the caps");
         }
-        let plan = folder.plan;
+        let plan = listing.plan;
         let kept: Vec<&str> = plan.targets.iter().map(|t| t.remote.as_str()).collect();
         assert_eq!(kept, ["docs/ok.txt", "docs/sub/fine"]);
-        assert_eq!(plan.targets[1].output, Path::new("out/docs/sub/fine"));
+        assert_eq!(
+            plan.targets[1].output.shown(),
+            Path::new("out/docs/sub/fine")
+        );
         let why: Vec<String> = plan
             .failed
             .iter()

@@ -4,7 +4,6 @@
 //! not) or one other file (checked, then fetched the careful way).
 
 use std::collections::VecDeque;
-use std::fs;
 use std::sync::Mutex;
 
 use tokio::sync::mpsc;
@@ -118,8 +117,9 @@ async fn one(
     target: &Target,
     progress: &Progress,
 ) -> Result<Done, Error> {
-    if let Some(parent) = target.output.parent() {
-        fs::create_dir_all(parent).map_err(Error::local(parent))?;
+    let output = &target.output;
+    if let Some(parent) = output.name().parent() {
+        output.folder().make_dirs(parent).map_err(Error::folder)?;
     }
     let mut sorted = present::sort(link, vec![target.clone()]).await;
     if let Some(report) = sorted.same.pop() {

@@ -4,13 +4,13 @@
 //! checkpoints chunk by chunk where the file has several. A file that is
 //! the server's gets a report and is left alone.
 
-use std::fs;
 use std::time::Instant;
 
 use ft_protocol::{boundaries, Digest, FileMeta};
 
 use super::offload::blocking_each;
 use crate::error::Error;
+use crate::folder::{FolderError, Found, Kind, Use};
 use crate::session::{Failure, Link};
 use crate::transfer::{Report, Target};
 use crate::verify;
@@ -72,10 +72,10 @@ async fn evidence(
         }
     }
     // Asking costs a round trip: only when the local file may be the server's.
-    let Ok(local) = fs::symlink_metadata(&target.output) else {
+    let Some(local) = regular_file(target) else {
         return Ok(None);
     };
-    if !local.is_file() || target.listed.is_some_and(|meta| meta.size != local.len()) {
+    if target.listed.is_some_and(|meta| meta.size != local.len) {
         return Ok(None);
     }
     let meta = match target.listed {
@@ -88,7 +88,7 @@ async fn evidence(
     };
     // Of another size, it is not the server's; and the size a server
     // claims must not decide how many checkpoints are asked for.
-    if meta.size != local.len() {
+    if meta.size != local.len {
         return Ok(None);
     }
     // A file of several chunks is checked against the server's checkpoints,
@@ -116,12 +116,19 @@ fn already_there(
     let Some(remote) = meta.sha256 else {
         return Ok(None);
     };
-    match fs::symlink_metadata(&target.output) {
-        Ok(local) if local.is_file() && local.len() == meta.size => {}
-        _ => return Ok(None),
+    let output = &target.output;
+    let file = match output.folder().open_existing(output.name(), Use::Read) {
+        Ok(file) => file,
+        // Not a regular file, or none: not the server's.
+        Err(FolderError::InTheWay { .. }) => return Ok(None),
+        Err(err) if err.is_missing() => return Ok(None),
+        Err(err) => return Err(err.into()),
+    };
+    if file.metadata().map_err(Error::local(output.shown()))?.len() != meta.size {
+        return Ok(None);
     }
-    let local = verify::hash_file(&target.output, states.unwrap_or(&[]), verify::threads())
-        .map_err(Error::unchecked(&target.output))?;
+    let local = verify::hash_file(file, states.unwrap_or(&[]), verify::threads())
+        .map_err(Error::unchecked(output.shown()))?;
     if local != Some(remote) {
         return Ok(None);
     }
@@ -129,4 +136,15 @@ fn already_there(
         resumed_from: meta.size,
         ..Report::new(target, meta.size, &remote, started)
     }))
+}
+
+/// What is at the target's output when it is a regular file, seen beneath
+/// the output folder without following links; `None` otherwise (the
+/// download names whatever is in the way).
+fn regular_file(target: &Target) -> Option<Found> {
+    let output = &target.output;
+    match output.folder().lstat(output.name()) {
+        Ok(Some(found)) if found.kind == Kind::File => Some(found),
+        _ => None,
+    }
 }

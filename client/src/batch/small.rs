@@ -6,7 +6,7 @@
 //! changed, a broken reply, a digest that does not match) is handed back for
 //! the careful one-file path, which retries, resumes and reports.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Write};
 use std::time::Instant;
 
@@ -44,9 +44,11 @@ pub(super) fn listed_size(target: &Target) -> u64 {
     target.listed.map_or(0, |meta| meta.size)
 }
 
-/// Whether nothing is at the target's final name.
+/// Whether nothing is at the target's final name (seen beneath the output
+/// folder, without following links).
 pub(super) fn absent(target: &Target) -> bool {
-    fs::symlink_metadata(&target.output).is_err()
+    let output = &target.output;
+    matches!(output.folder().lstat(output.name()), Ok(None))
 }
 
 /// What happened to the files of a batch.
@@ -152,31 +154,47 @@ async fn read_reply(link: &mut Link<'_>, target: &Target) -> Option<Reply> {
     }
 }
 
-/// Verifies `data` against `sha256` and, if it matches, writes it beside the
-/// output, syncs it and renames it into place. `Ok(false)`: no match.
+/// Verifies `data` against `sha256` and, if it matches, writes it into a
+/// fresh partial beside the output, syncs it and renames it into place.
+/// `Ok(false)`: no match, or something already at the partial's name (the
+/// careful path says what, or resumes it if it is ftget's).
 fn place(target: &Target, meta: &FileMeta, data: &[u8], sha256: &Digest) -> Result<bool, Error> {
     if !verify::matches(data, sha256) {
         return Ok(false);
     }
-    let partial = Partial::for_output(&target.output);
-    let create = || File::create(&partial.data);
-    let mut file = match create() {
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+    let output = &target.output;
+    let partial = Partial::for_output(output);
+    let created = match partial.create() {
+        Err(err) if err.is_missing() => {
             // A folder the listing did not name.
-            if let Some(parent) = target.output.parent() {
-                fs::create_dir_all(parent).map_err(Error::local(parent))?;
+            if let Some(parent) = output.name().parent() {
+                output.folder().make_dirs(parent).map_err(Error::folder)?;
             }
-            create()
+            partial.create()
         }
         other => other,
+    };
+    let Ok(mut file) = created else {
+        return Ok(false);
+    };
+    let written = write_whole(&mut file, data, meta)
+        .map_err(Error::local(partial.data.shown()))
+        .and_then(|()| partial.rename());
+    if written.is_err() {
+        // Made fresh by this call a moment ago: ours to remove, so no
+        // partial without a sidecar is left for a later run to refuse.
+        let _ = output.folder().remove(partial.data.name());
     }
-    .map_err(Error::local(&partial.data))?;
-    file.write_all(data).map_err(Error::local(&partial.data))?;
+    written.map(|()| true)
+}
+
+/// Writes `data` whole into `file`, with the server's modification time,
+/// and syncs it.
+fn write_whole(file: &mut File, data: &[u8], meta: &FileMeta) -> io::Result<()> {
+    file.write_all(data)?;
     if let Some(mtime) = meta.modified() {
+        // The server's time is a courtesy; failing to set it loses nothing.
         let _ = file.set_modified(mtime);
     }
-    file.sync_all().map_err(Error::local(&partial.data))?;
-    drop(file);
-    partial.rename()?;
-    Ok(true)
+    file.sync_all()
 }

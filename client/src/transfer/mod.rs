@@ -7,18 +7,18 @@
 mod partial;
 mod sink;
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use ft_protocol::{boundaries, Digest, FileMeta, GetError, Request, Response, CHUNK_SIZE};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, ServerError, WorkerError};
+use crate::folder::Output;
 use crate::progress::{Progress, Tracker};
 use crate::session::{broken, lost, remote, Failure, Link, Retries, Server};
 use crate::verify::{self, Verified};
 
-pub use partial::Partial;
+pub use partial::{partial_names, suffixed_owner, Partial};
 pub use sink::{Sink, SinkError};
 
 /// Frames received ahead of the disk: at 1 MiB each, bounds the client's
@@ -30,8 +30,8 @@ const RECEIVE_AHEAD: usize = 4;
 pub struct Target {
     /// Path on the server.
     pub remote: String,
-    /// The final local name.
-    pub output: PathBuf,
+    /// The final local name, beneath the output folder.
+    pub output: Output,
     /// What a listing said of the file, which saves asking again.
     pub listed: Option<FileMeta>,
 }
@@ -82,7 +82,7 @@ impl Report {
     pub(crate) fn new(target: &Target, size: u64, sha256: &Digest, started: Instant) -> Self {
         Self {
             path: target.remote.clone(),
-            output: target.output.display().to_string(),
+            output: target.output.shown().display().to_string(),
             size,
             sha256: ft_protocol::hash::to_hex(sha256),
             resumed_from: 0,
@@ -161,8 +161,9 @@ pub(crate) async fn fetch(
         let retry_error = match failure {
             Failure::Fatal(err) => {
                 if matches!(err, Error::Refused { .. }) {
-                    // The file is gone or forbidden: a partial of it is useless.
-                    partial.discard();
+                    // The file is gone or forbidden: a partial of it is
+                    // useless, if it is ftget's, of this file, from here.
+                    partial.discard(&link.server.label, &target.remote);
                 }
                 return Err(err);
             }
@@ -171,7 +172,7 @@ pub(crate) async fn fetch(
                     return Err(Error::Verification {
                         path: target.remote.clone(),
                         offset,
-                        partial: partial.data.clone(),
+                        partial: partial.data.shown(),
                     });
                 }
                 bad_chunk = Some(offset);
@@ -276,7 +277,7 @@ async fn attempt(
         Err(SinkError::Mismatch { offset }) => Err(Failure::Mismatch(offset)),
         Err(SinkError::Remote(err)) => Err(remote(server, err)),
         Err(SinkError::Protocol(err)) => Err(broken(server, err.into())),
-        Err(SinkError::Local(err)) => Err(Failure::Fatal(Error::local(&partial.data)(err))),
+        Err(SinkError::Local(err)) => Err(Failure::Fatal(Error::local(partial.data.shown())(err))),
         Err(SinkError::Hasher) => Err(Failure::Fatal(Error::Worker(WorkerError::Hasher))),
     }
 }
@@ -316,13 +317,12 @@ async fn prepare(
     meta: &FileMeta,
     tracker: &mut Tracker,
 ) -> Result<Verified, Failure> {
-    if boundaries(meta.size) == 0 {
-        // Nothing to resume from in a file shorter than one chunk: no sidecar.
-        return Ok(Verified::start());
-    }
-    if !(policy.resume && partial.matches(&target.remote, meta)) {
+    // Nothing to resume from in a file shorter than one chunk; its partial
+    // still gets a sidecar, so that a later run can tell it is ftget's.
+    let resumable = boundaries(meta.size) > 0 && policy.resume;
+    if !(resumable && partial.matches(&target.remote, meta)) {
         partial
-            .begin(&target.remote, meta)
+            .begin(&link.server.label, &target.remote, meta)
             .map_err(Failure::Fatal)?;
         return Ok(Verified::start());
     }

@@ -1,36 +1,82 @@
 //! The partial download beside the output: `NAME.part` holds the bytes,
-//! `NAME.part.json` says which remote file version they belong to. Neither is
-//! trusted: a resume re-reads the bytes and checks them against the server's
-//! checkpoints before keeping any of them.
+//! `NAME.part.json` (the sidecar, written first) says which remote file
+//! version they are, from which server, for which output, and that they are
+//! ftget's. A name too long for those suffixes (past 245 bytes) gets hidden
+//! ones instead, `.ftget-HASH.part` and `.ftget-HASH.part.json`, HASH
+//! standing for the full name, which its sidecar records.
+//!
+//! Neither file is trusted for data: a resume re-reads the bytes and checks
+//! them against the server's checkpoints before keeping any of them. The
+//! sidecar is trusted for one thing: a partial is ftget's to replace or
+//! remove only when a sidecar of ftget's beside it claims it for this
+//! output. Anything else at those names is left alone and named in an
+//! error. Every file is made, opened and removed through the [`Folder`],
+//! never through a link.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
 
-use ft_protocol::{hash, Digest, FileMeta};
+use ft_protocol::{hash, ChainHasher, Digest, FileMeta};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::folder::{Folder, FolderError, Obstacle, Output, Use};
 use crate::verify::{self, Verified};
 
+/// What a sidecar says it is, so that no other JSON file passes for one.
+const SIDECAR_KIND: &str = "ftget partial download";
+
 /// Sidecar format version, bumped if its fields change meaning.
-const SIDECAR_FORMAT: u32 = 1;
+const SIDECAR_FORMAT: u32 = 2;
+
+/// The format before sidecars named their kind, output and server. Such a
+/// sidecar is still ftget's, for the output its own name gives.
+const SIDECAR_FORMAT_1: u32 = 1;
+
+/// Longest file name, in bytes, on the file systems ftget writes to.
+const NAME_MAX: usize = 255;
+
+/// The suffixes of a partial and its sidecar, where they fit.
+const DATA_SUFFIX: &str = ".part";
+const SIDECAR_SUFFIX: &str = ".part.json";
+
+/// How the hidden names of a long name's partial begin.
+const HASHED_PREFIX: &str = ".ftget-";
+
+/// Hex digits of the name's SHA-256 in a hidden name: 128 bits, no clash
+/// by chance among the names of one folder.
+const HASHED_DIGITS: usize = 32;
+
+/// The most of a sidecar read: ftget's are a few hundred bytes.
+const SIDECAR_MAX: u64 = 64 * 1024;
 
 /// Where a download lives until it is verified.
 #[derive(Debug, Clone)]
 pub struct Partial {
     /// The final name.
-    pub output: PathBuf,
+    pub output: Output,
     /// The bytes so far.
-    pub data: PathBuf,
-    /// What remote file version they are.
-    pub sidecar: PathBuf,
+    pub data: Output,
+    /// What remote file version they are, and whose.
+    pub sidecar: Output,
+    /// Whether the names are the hidden ones of a long name.
+    hashed: bool,
 }
 
 /// The sidecar's contents.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Sidecar {
+    #[serde(default)]
+    kind: Option<String>,
     format: u32,
+    /// The final file name (lossy where it is not UTF-8).
+    #[serde(default)]
+    output: Option<String>,
+    /// The server, as the user named it.
+    #[serde(default)]
+    server: Option<String>,
     remote: String,
     size: u64,
     mtime_secs: i64,
@@ -38,27 +84,77 @@ struct Sidecar {
     sha256: Option<String>,
 }
 
+/// Whose the sidecar's place holds.
+enum Claim {
+    /// Nothing is there.
+    Absent,
+    /// A sidecar of ftget's for this output.
+    Ours(Sidecar),
+    /// A regular file that is not one.
+    Foreign,
+}
+
+/// The names of `file`'s partial and sidecar: the suffixed ones where both
+/// fit, the hidden hashed ones otherwise; and whether they are hashed.
+pub fn partial_names(file: &OsStr) -> (OsString, OsString, bool) {
+    if file.len() + SIDECAR_SUFFIX.len() <= NAME_MAX {
+        let with = |suffix: &str| {
+            let mut name = file.to_owned();
+            name.push(suffix);
+            name
+        };
+        return (with(DATA_SUFFIX), with(SIDECAR_SUFFIX), false);
+    }
+    let mut hasher = ChainHasher::new();
+    hasher.update(file.as_bytes());
+    let hex = hash::to_hex(&hasher.finalize());
+    let stem = format!("{HASHED_PREFIX}{}", &hex[..HASHED_DIGITS]);
+    let data = format!("{stem}{DATA_SUFFIX}");
+    (data.into(), format!("{stem}{SIDECAR_SUFFIX}").into(), true)
+}
+
+/// The file whose suffixed partial or sidecar `file` is named as, if any
+/// (`x` for `x.part` or `x.part.json`, not for names too long to have
+/// them). The hidden names of long files cannot be read back.
+pub fn suffixed_owner(file: &OsStr) -> Option<&OsStr> {
+    let bytes = file.as_bytes();
+    let stem = bytes
+        .strip_suffix(DATA_SUFFIX.as_bytes())
+        .or_else(|| bytes.strip_suffix(SIDECAR_SUFFIX.as_bytes()))
+        .filter(|stem| !stem.is_empty())?;
+    let owner = OsStr::from_bytes(stem);
+    let (data, sidecar, _) = partial_names(owner);
+    (data == file || sidecar == file).then_some(owner)
+}
+
 impl Partial {
     /// The partial files for `output`.
-    pub fn for_output(output: &Path) -> Self {
-        let with_suffix = |suffix: &str| {
-            let mut name = output.as_os_str().to_owned();
-            name.push(suffix);
-            PathBuf::from(name)
-        };
+    pub fn for_output(output: &Output) -> Self {
+        let file = output.name().file_name().unwrap_or_default();
+        let (data, sidecar, hashed) = partial_names(file);
+        let name = output.name();
         Self {
-            output: output.to_owned(),
-            data: with_suffix(".part"),
-            sidecar: with_suffix(".part.json"),
+            output: output.clone(),
+            data: output.beside(name.with_file_name(data)),
+            sidecar: output.beside(name.with_file_name(sidecar)),
+            hashed,
         }
     }
 
-    /// Whether the sidecar says the partial belongs to this version of `remote`.
+    fn folder(&self) -> &Folder {
+        self.output.folder()
+    }
+
+    /// The final file name, as a sidecar records it.
+    fn file_name(&self) -> String {
+        let file = self.output.name().file_name().unwrap_or_default();
+        file.to_string_lossy().into_owned()
+    }
+
+    /// Whether a sidecar of ftget's says the partial belongs to this
+    /// version of `remote`, with the partial a file ftget may write.
     pub fn matches(&self, remote: &str, meta: &FileMeta) -> bool {
-        let Ok(text) = fs::read_to_string(&self.sidecar) else {
-            return false;
-        };
-        let Ok(saved) = serde_json::from_str::<Sidecar>(&text) else {
+        let Ok(Claim::Ours(saved)) = self.claim() else {
             return false;
         };
         let saved_sha = saved.sha256.as_deref();
@@ -66,50 +162,65 @@ impl Partial {
             (Some(saved), Some(now)) => saved == hash::to_hex(&now),
             _ => true,
         };
-        saved.format == SIDECAR_FORMAT
-            && saved.remote == remote
+        let data = self.folder().lstat(self.data.name());
+        saved.remote == remote
             && saved.size == meta.size
             && saved.mtime_secs == meta.mtime_secs
             && saved.mtime_nanos == meta.mtime_nanos
             && sha_agrees
-            && self.data.is_file()
+            && matches!(data, Ok(Some(found)) if found.as_file(1).is_none())
     }
 
-    /// Starts a fresh partial for this version of `remote`: sidecar first, so a
-    /// crash at any later moment leaves a partial a resume can identify.
-    pub fn begin(&self, remote: &str, meta: &FileMeta) -> Result<(), Error> {
+    /// Starts a fresh partial for this version of `remote` from `server`,
+    /// after clearing an earlier one of ftget's: sidecar first, so a crash
+    /// at any later moment leaves a partial a later run can tell is its own.
+    pub fn begin(&self, server: &str, remote: &str, meta: &FileMeta) -> Result<(), Error> {
+        self.clear()?;
         let sidecar = Sidecar {
+            kind: Some(SIDECAR_KIND.to_owned()),
             format: SIDECAR_FORMAT,
+            output: Some(self.file_name()),
+            server: Some(server.to_owned()),
             remote: remote.to_owned(),
             size: meta.size,
             mtime_secs: meta.mtime_secs,
             mtime_nanos: meta.mtime_nanos,
             sha256: meta.sha256.as_ref().map(hash::to_hex),
         };
+        let shown = self.sidecar.shown();
         let text = serde_json::to_string_pretty(&sidecar)
             .map_err(|err| io::Error::other(err.to_string()))
-            .map_err(Error::local(&self.sidecar))?;
-        fs::write(&self.sidecar, text + "\n").map_err(Error::local(&self.sidecar))?;
-        File::create(&self.data).map_err(Error::local(&self.data))?;
+            .map_err(Error::local(&shown))?;
+        let mut file = self.folder().create_new(self.sidecar.name())?;
+        file.write_all((text + "\n").as_bytes())
+            .map_err(Error::local(&shown))?;
+        self.folder().create_new(self.data.name())?;
         Ok(())
     }
 
-    /// Bytes in the partial now; 0 when there is none.
+    /// Creates the partial fresh, for a file written whole in one go (no
+    /// sidecar: it never outlives the call that writes it).
+    pub fn create(&self) -> Result<File, FolderError> {
+        self.folder().create_new(self.data.name())
+    }
+
+    /// Bytes in the partial now; 0 when there is none (or no file).
     pub fn bytes_on_disk(&self) -> u64 {
-        fs::metadata(&self.data).map_or(0, |m| m.len())
+        match self.folder().lstat(self.data.name()) {
+            Ok(Some(found)) if found.as_file(1).is_none() => found.len,
+            _ => 0,
+        }
     }
 
     /// Opens the partial for writing at `offset`, dropping anything after it.
     pub fn open_at(&self, offset: u64) -> Result<File, Error> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.data)
-            .map_err(Error::local(&self.data))?;
-        file.set_len(offset).map_err(Error::local(&self.data))?;
+        let shown = self.data.shown();
+        let mut file = self
+            .folder()
+            .open_existing(self.data.name(), Use::Partial)?;
+        file.set_len(offset).map_err(Error::local(&shown))?;
         file.seek(SeekFrom::Start(offset))
-            .map_err(Error::local(&self.data))?;
+            .map_err(Error::local(&shown))?;
         Ok(file)
     }
 
@@ -124,28 +235,113 @@ impl Partial {
         threads: usize,
         checked: &(dyn Fn(u64) + Sync),
     ) -> Result<Verified, Error> {
-        let file = File::open(&self.data).map_err(Error::local(&self.data))?;
-        verify::check_file(&file, states, threads, checked).map_err(Error::unchecked(&self.data))
+        let file = self
+            .folder()
+            .open_existing(self.data.name(), Use::Partial)?;
+        verify::check_file(&file, states, threads, checked)
+            .map_err(Error::unchecked(self.data.shown()))
     }
 
     /// Gives the verified partial its final name, in one atomic rename, and
     /// removes the sidecar.
     pub fn finish(&self) -> Result<(), Error> {
         self.rename()?;
-        let _ = fs::remove_file(&self.sidecar);
+        if let Ok(Claim::Ours(_)) = self.claim() {
+            let _ = self.folder().remove(self.sidecar.name());
+        }
         Ok(())
     }
 
     /// Gives the verified partial its final name, in one atomic rename: for
     /// a file written whole, which has no sidecar.
     pub fn rename(&self) -> Result<(), Error> {
-        fs::rename(&self.data, &self.output).map_err(Error::local(&self.output))
+        let folder = self.folder();
+        Ok(folder.rename(self.data.name(), self.output.name())?)
     }
 
-    /// Removes the partial and its sidecar, if they exist.
-    pub fn discard(&self) {
-        let _ = fs::remove_file(&self.data);
-        let _ = fs::remove_file(&self.sidecar);
+    /// Removes the partial and its sidecar when the sidecar is ftget's and
+    /// says they came from this `remote` path on this `server`; anything
+    /// else is left as it is.
+    pub fn discard(&self, server: &str, remote: &str) {
+        let Ok(Claim::Ours(saved)) = self.claim() else {
+            return;
+        };
+        if saved.server.as_deref() != Some(server) || saved.remote != remote {
+            return;
+        }
+        match self.folder().lstat(self.data.name()) {
+            Ok(None) => {}
+            Ok(Some(found)) if found.as_file(1).is_none() => {
+                let _ = self.folder().remove(self.data.name());
+            }
+            _ => return,
+        }
+        let _ = self.folder().remove(self.sidecar.name());
+    }
+
+    /// Clears the way for a fresh partial: removes an earlier one of
+    /// ftget's for this output; anything else in the way is an error that
+    /// names it, and nothing is touched.
+    fn clear(&self) -> Result<(), Error> {
+        let claim = self.claim()?;
+        let ours = matches!(claim, Claim::Ours(_));
+        if let Some(found) = self.folder().lstat(self.data.name())? {
+            let obstacle = match found.as_file(1) {
+                Some(what) => Some(what),
+                None if !ours => Some(Obstacle::NotOurs),
+                None => None,
+            };
+            if let Some(what) = obstacle {
+                return Err(self.in_the_way(&self.data, what));
+            }
+        }
+        if let Claim::Foreign = claim {
+            return Err(self.in_the_way(&self.sidecar, Obstacle::NotOurs));
+        }
+        self.folder().remove(self.data.name())?;
+        self.folder().remove(self.sidecar.name())?;
+        Ok(())
+    }
+
+    /// Whose the sidecar's place holds. Anything there but a regular file
+    /// of one name is an error that names it.
+    fn claim(&self) -> Result<Claim, Error> {
+        let folder = self.folder();
+        let Some(found) = folder.lstat(self.sidecar.name())? else {
+            return Ok(Claim::Absent);
+        };
+        if let Some(what) = found.as_file(1) {
+            return Err(self.in_the_way(&self.sidecar, what));
+        }
+        let file = folder.open_existing(self.sidecar.name(), Use::Read)?;
+        let mut text = String::new();
+        if file.take(SIDECAR_MAX).read_to_string(&mut text).is_err() {
+            return Ok(Claim::Foreign);
+        }
+        match serde_json::from_str::<Sidecar>(&text) {
+            Ok(saved) if self.claimed_by(&saved) => Ok(Claim::Ours(saved)),
+            _ => Ok(Claim::Foreign),
+        }
+    }
+
+    /// Whether `saved` is a sidecar of ftget's for this output.
+    fn claimed_by(&self, saved: &Sidecar) -> bool {
+        match saved.format {
+            SIDECAR_FORMAT => {
+                saved.kind.as_deref() == Some(SIDECAR_KIND)
+                    && saved.output.as_deref() == Some(self.file_name().as_str())
+            }
+            // Its place, NAME.part.json, was the only name it had.
+            SIDECAR_FORMAT_1 => !self.hashed,
+            _ => false,
+        }
+    }
+
+    fn in_the_way(&self, at: &Output, what: Obstacle) -> Error {
+        Error::InTheWay {
+            path: at.shown(),
+            what,
+        }
     }
 }
 
@@ -153,7 +349,10 @@ impl Partial {
 mod tests {
     use super::*;
     use ft_protocol::CHUNK_SIZE;
+    use std::fs;
+    use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     fn meta(size: u64) -> FileMeta {
         FileMeta {
@@ -164,23 +363,202 @@ mod tests {
         }
     }
 
+    /// A partial for `name` in a fresh folder, and that folder's path.
+    fn partial_in(dir: &tempfile::TempDir, name: &str) -> (Partial, PathBuf) {
+        let folder = Arc::new(Folder::new(dir.path(), false));
+        let output = Output::new(&folder, name);
+        (Partial::for_output(&output), dir.path().to_owned())
+    }
+
+    fn in_the_way(result: Result<(), Error>) -> (PathBuf, Obstacle) {
+        match result {
+            Err(Error::InTheWay { path, what }) => (path, what),
+            other => panic!("expected something in the way, got {other:?}"),
+        }
+    }
+
     #[test]
     fn sidecar_identifies_the_remote_version() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let partial = Partial::for_output(&dir.path().join("f.bin"));
-        assert!(partial.data.ends_with("f.bin.part"));
+        let (partial, at) = partial_in(&dir, "f.bin");
+        assert_eq!(partial.data.shown(), at.join("f.bin.part"));
         assert!(!partial.matches("f.bin", &meta(10)), "nothing on disk yet");
-        partial.begin("f.bin", &meta(10)).expect("begins");
+        partial.begin("h:1", "f.bin", &meta(10)).expect("begins");
         assert!(partial.matches("f.bin", &meta(10)));
         assert!(!partial.matches("g.bin", &meta(10)));
         assert!(!partial.matches("f.bin", &meta(11)));
         let mut touched = meta(10);
         touched.mtime_nanos += 1;
         assert!(!partial.matches("f.bin", &touched));
-        fs::write(&partial.sidecar, "{ not json").expect("write");
+        let saved: serde_json::Value =
+            serde_json::from_slice(&fs::read(partial.sidecar.shown()).expect("read"))
+                .expect("json");
+        assert_eq!(saved["kind"], SIDECAR_KIND);
+        assert_eq!(saved["output"], "f.bin");
+        assert_eq!(saved["server"], "h:1");
+        fs::write(partial.sidecar.shown(), "{ not json").expect("write");
         assert!(
             !partial.matches("f.bin", &meta(10)),
-            "a torn sidecar means start over"
+            "a torn sidecar is no sidecar of ours"
+        );
+    }
+
+    #[test]
+    fn a_sidecar_of_the_first_format_is_still_resumed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (partial, _) = partial_in(&dir, "f.bin");
+        let old = r#"{"format":1,"remote":"f.bin","size":10,"mtime_secs":1700000000,"mtime_nanos":42,"sha256":null}"#;
+        fs::write(partial.sidecar.shown(), old).expect("write");
+        fs::write(partial.data.shown(), b"0123").expect("write");
+        assert!(partial.matches("f.bin", &meta(10)));
+        partial
+            .begin("h:1", "f.bin", &meta(10))
+            .expect("replaces it");
+    }
+
+    #[test]
+    fn only_a_partial_of_ours_for_this_output_is_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (partial, at) = partial_in(&dir, "notes.txt");
+        fs::write(at.join("notes.txt.part"), b"mine").expect("write");
+        assert_eq!(
+            in_the_way(partial.begin("h:1", "notes.txt", &meta(10))),
+            (at.join("notes.txt.part"), Obstacle::NotOurs)
+        );
+        fs::write(at.join("notes.txt.part.json"), br#"{"mine":true}"#).expect("write");
+        assert_eq!(
+            in_the_way(partial.begin("h:1", "notes.txt", &meta(10))),
+            (at.join("notes.txt.part"), Obstacle::NotOurs)
+        );
+        fs::remove_file(at.join("notes.txt.part")).expect("rm");
+        assert_eq!(
+            in_the_way(partial.begin("h:1", "notes.txt", &meta(10))),
+            (at.join("notes.txt.part.json"), Obstacle::NotOurs)
+        );
+        assert_eq!(
+            fs::read(at.join("notes.txt.part.json")).expect("kept"),
+            br#"{"mine":true}"#
+        );
+
+        // Another output's sidecar, moved here, does not claim this one.
+        let (other, _) = partial_in(&dir, "other.txt");
+        other.begin("h:1", "other.txt", &meta(10)).expect("begins");
+        fs::rename(other.sidecar.shown(), partial.sidecar.shown()).expect("mv");
+        fs::write(partial.data.shown(), b"x").expect("write");
+        assert_eq!(
+            in_the_way(partial.begin("h:1", "notes.txt", &meta(10))).1,
+            Obstacle::NotOurs
+        );
+
+        // Ours is replaced.
+        fs::remove_file(partial.sidecar.shown()).expect("rm");
+        fs::remove_file(partial.data.shown()).expect("rm");
+        partial
+            .begin("h:1", "notes.txt", &meta(10))
+            .expect("begins");
+        fs::write(partial.data.shown(), b"old bytes").expect("write");
+        partial.begin("h:1", "notes.txt", &meta(12)).expect("again");
+        assert_eq!(partial.bytes_on_disk(), 0, "started fresh");
+    }
+
+    #[test]
+    fn links_and_special_files_at_the_partial_are_named_not_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let secret = outside.path().join("secret");
+        fs::write(&secret, b"keep").expect("write");
+        let (partial, at) = partial_in(&dir, "x");
+        std::os::unix::fs::symlink(&secret, at.join("x.part")).expect("symlink");
+        assert_eq!(
+            in_the_way(partial.begin("h", "x", &meta(10))),
+            (at.join("x.part"), Obstacle::Symlink)
+        );
+        assert!(partial.open_at(0).is_err());
+        fs::remove_file(at.join("x.part")).expect("rm");
+        std::os::unix::fs::symlink(&secret, at.join("x.part.json")).expect("symlink");
+        assert_eq!(
+            in_the_way(partial.begin("h", "x", &meta(10))),
+            (at.join("x.part.json"), Obstacle::Symlink)
+        );
+        fs::remove_file(at.join("x.part.json")).expect("rm");
+        fs::hard_link(&secret, at.join("x.part")).expect("link");
+        assert_eq!(
+            in_the_way(partial.begin("h", "x", &meta(10))).1,
+            Obstacle::HardLinked { links: 2 }
+        );
+        assert!(partial.open_at(0).is_err());
+        assert_eq!(fs::read(&secret).expect("read"), b"keep");
+    }
+
+    #[test]
+    fn only_our_partial_of_this_file_from_this_server_is_discarded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (partial, at) = partial_in(&dir, "notes.txt");
+        fs::write(at.join("notes.txt.part"), b"mine").expect("write");
+        fs::write(at.join("notes.txt.part.json"), b"{}").expect("write");
+        partial.discard("h:1", "notes.txt");
+        assert!(at.join("notes.txt.part").exists() && at.join("notes.txt.part.json").exists());
+        fs::remove_file(at.join("notes.txt.part")).expect("rm");
+        fs::remove_file(at.join("notes.txt.part.json")).expect("rm");
+
+        partial
+            .begin("h:1", "docs/notes.txt", &meta(10))
+            .expect("begins");
+        partial.discard("h:2", "docs/notes.txt");
+        partial.discard("h:1", "notes.txt");
+        assert!(
+            at.join("notes.txt.part").exists(),
+            "another server's or path's: kept"
+        );
+        partial.discard("h:1", "docs/notes.txt");
+        assert!(!at.join("notes.txt.part").exists() && !at.join("notes.txt.part.json").exists());
+    }
+
+    #[test]
+    fn long_names_get_hidden_hashed_partials_that_record_the_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fits = "f".repeat(NAME_MAX - SIDECAR_SUFFIX.len());
+        let (partial, at) = partial_in(&dir, &fits);
+        assert_eq!(
+            partial.sidecar.shown(),
+            at.join(format!("{fits}.part.json"))
+        );
+        for len in [NAME_MAX - SIDECAR_SUFFIX.len() + 1, 250, NAME_MAX] {
+            let long = "g".repeat(len);
+            let (partial, _) = partial_in(&dir, &long);
+            let data = partial.data.name().to_string_lossy().into_owned();
+            assert!(
+                data.starts_with(HASHED_PREFIX) && data.ends_with(".part"),
+                "{data}"
+            );
+            partial.begin("h", &long, &meta(10)).expect("begins");
+            assert!(partial.matches(&long, &meta(10)));
+            let saved: serde_json::Value =
+                serde_json::from_slice(&fs::read(partial.sidecar.shown()).expect("read"))
+                    .expect("json");
+            assert_eq!(saved["output"], long.as_str());
+            fs::write(partial.data.shown(), b"ok").expect("write");
+            partial.finish().expect("renamed");
+            assert_eq!(fs::read(at.join(&long)).expect("final"), b"ok");
+        }
+        let (a, _, _) = partial_names(OsStr::new(&"a".repeat(250)));
+        let (b, _, _) = partial_names(OsStr::new(&"b".repeat(250)));
+        assert_ne!(a, b, "each long name has its own");
+    }
+
+    #[test]
+    fn only_suffixed_partial_names_read_back_to_their_file() {
+        let owner = |name: &str| suffixed_owner(OsStr::new(name)).map(OsStr::to_owned);
+        assert_eq!(owner("x.part"), Some("x".into()));
+        assert_eq!(owner("x.part.json"), Some("x".into()));
+        assert_eq!(owner("x.part.part"), Some("x.part".into()));
+        assert_eq!(owner(".part"), None);
+        assert_eq!(owner("x.json"), None);
+        let long = "l".repeat(250);
+        assert_eq!(
+            owner(&format!("{long}.part")),
+            None,
+            "its partial is hidden"
         );
     }
 
@@ -189,11 +567,11 @@ mod tests {
         // The engine's rules are tested in verify.rs; this is the partial's
         // file going through it.
         let dir = tempfile::tempdir().expect("tempdir");
-        let partial = Partial::for_output(&dir.path().join("f"));
+        let (partial, _) = partial_in(&dir, "f");
         let chunk = CHUNK_SIZE as usize;
         let data: Vec<u8> = (0..3 * chunk + 10).map(|i| (i % 253) as u8).collect();
         let server = crate::verify::testing::states(&data);
-        fs::write(&partial.data, &data[..2 * chunk + 100]).expect("write");
+        fs::write(partial.data.shown(), &data[..2 * chunk + 100]).expect("write");
         let read = AtomicUsize::new(0);
         let count = |bytes: u64| {
             read.fetch_add(bytes as usize, Ordering::Relaxed);
@@ -213,10 +591,10 @@ mod tests {
 
         let mut corrupt = data.clone();
         corrupt[chunk + 5] ^= 1;
-        fs::write(&partial.data, &corrupt).expect("write");
+        fs::write(partial.data.shown(), &corrupt).expect("write");
         let upto = partial.verify(&server, 2, &|_| {}).expect("verifies");
         assert_eq!(upto.offset, CHUNK_SIZE);
-        partial.discard();
+        fs::remove_file(partial.data.shown()).expect("rm");
         assert!(
             partial.verify(&server, 2, &|_| {}).is_err(),
             "no partial: a local error"
@@ -226,11 +604,9 @@ mod tests {
     #[test]
     fn open_at_truncates_to_the_offset() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let partial = Partial::for_output(&dir.path().join("f"));
-        fs::write(&partial.data, [7u8; 100]).expect("write");
+        let (partial, _) = partial_in(&dir, "f");
+        fs::write(partial.data.shown(), [7u8; 100]).expect("write");
         drop(partial.open_at(40).expect("opens"));
-        assert_eq!(fs::read(&partial.data).expect("read"), vec![7u8; 40]);
-        partial.discard();
-        assert!(!partial.data.exists() && !partial.sidecar.exists());
+        assert_eq!(fs::read(partial.data.shown()).expect("read"), vec![7u8; 40]);
     }
 }

@@ -16,7 +16,6 @@ mod engine;
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::Path;
 
 use ft_protocol::{ChainHasher, Digest, CHUNK_SIZE, MAX_DATA};
 
@@ -54,17 +53,16 @@ pub fn check_file(
     }
 }
 
-/// The SHA-256 of the file at `path`, checked chunk by chunk against a
+/// The SHA-256 of `file` (read from its start), checked chunk by chunk against a
 /// server's checkpoint `states` on `threads` threads, and only the bytes
 /// after the last of them hashed in one pass. `None` as soon as a chunk
 /// disagrees: the file is not the server's. With no states, the file's
 /// plain SHA-256, on this thread.
 pub fn hash_file(
-    path: &Path,
+    mut file: File,
     states: &[Digest],
     threads: usize,
 ) -> Result<Option<Digest>, Unchecked> {
-    let mut file = File::open(path).map_err(Unchecked::Read)?;
     let mut verified = Verified::start();
     if !states.is_empty() {
         verified = check_file(&file, states, threads, &|_| {})?;
@@ -169,27 +167,37 @@ mod tests {
         for threads in 1..=3 {
             std::fs::write(&path, &data).expect("write");
             assert_eq!(
-                hash_file(&path, &server, threads).expect("reads"),
+                hash_file(File::open(&path).expect("open"), &server, threads).expect("reads"),
                 Some(digest)
             );
-            assert_eq!(hash_file(&path, &[], threads).expect("reads"), Some(digest));
+            assert_eq!(
+                hash_file(File::open(&path).expect("open"), &[], threads).expect("reads"),
+                Some(digest)
+            );
 
             let mut changed = data.clone();
             changed[2 * chunk + 1] ^= 1;
             std::fs::write(&path, &changed).expect("write");
-            assert_eq!(hash_file(&path, &server, threads).expect("reads"), None);
+            assert_eq!(
+                hash_file(File::open(&path).expect("open"), &server, threads).expect("reads"),
+                None
+            );
 
             let mut changed = data.clone();
             changed[3 * chunk + 50] ^= 1;
             std::fs::write(&path, &changed).expect("write");
-            let other = hash_file(&path, &server, threads).expect("reads");
+            let other =
+                hash_file(File::open(&path).expect("open"), &server, threads).expect("reads");
             assert!(
                 other.is_some() && other != Some(digest),
                 "{threads} threads"
             );
         }
         std::fs::write(&path, b"").expect("write");
-        assert_eq!(hash_file(&path, &[], 1).expect("reads"), Some(sha256(b"")));
+        assert_eq!(
+            hash_file(File::open(&path).expect("open"), &[], 1).expect("reads"),
+            Some(sha256(b""))
+        );
         assert!(matches(b"abc", &sha256(b"abc")) && !matches(b"abd", &sha256(b"abc")));
     }
 }

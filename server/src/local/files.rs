@@ -4,11 +4,15 @@
 
 use std::io;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt as _};
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use ft_protocol::{ErrorCode, FileMeta, RemoteError, RemotePath};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use crate::backend::Stat;
 
@@ -58,20 +62,31 @@ pub struct OpenFile {
 /// cap-std resolves every component beneath it (openat2 with
 /// RESOLVE_BENEATH where the kernel has it), refusing `..` and symlinks
 /// that lead out, absolute ones included.
+///
+/// Opening a node can act: a FIFO wakes its writers, a device's driver
+/// runs, a terminal becomes the controlling one of a process that has
+/// none. So the node is first only located (`O_PATH`, which runs nothing
+/// of it) and looked at, and only a regular file is opened for reading.
 pub fn open(root: &Dir, path: &RemotePath) -> Result<OpenFile, RemoteError> {
-    let mut options = OpenOptions::new();
-    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
-    // writer; on regular files it changes nothing.
-    options.read(true).custom_flags(libc::O_NONBLOCK);
-    let file = root
-        .open_with(path.to_relative(), &options)
-        .map_err(|err| open_error(&err, path))?
-        .into_std();
-    let metadata = file.metadata().map_err(|err| open_error(&err, path))?;
-    if !metadata.is_file() {
+    let failed = |err: io::Error| open_error(&err, path);
+    let node = locate(root, path).map_err(failed)?;
+    let found = node.metadata().map_err(failed)?;
+    if !found.is_file() {
         return Err(RemoteError::new(
             ErrorCode::NotAFile,
             format!("not a regular file: {path}"),
+        ));
+    }
+    let file = match reopen(&node) {
+        Some(opened) => opened,
+        None => reopen_by_path(root, path),
+    }
+    .map_err(failed)?;
+    let metadata = file.metadata().map_err(failed)?;
+    if (metadata.dev(), metadata.ino()) != (found.dev(), found.ino()) {
+        return Err(RemoteError::new(
+            ErrorCode::FileChanged,
+            format!("{path} was replaced while it was being opened"),
         ));
     }
     Ok(OpenFile {
@@ -79,6 +94,59 @@ pub fn open(root: &Dir, path: &RemotePath) -> Result<OpenFile, RemoteError> {
         id: file_id(&metadata),
         path: path.clone(),
     })
+}
+
+/// The node at `path`, resolved beneath the root (a link inside the root
+/// followed) and held by an `O_PATH` descriptor: the kernel calls no open
+/// of the node's own, so a FIFO, a device or a terminal is untouched.
+/// (O_NOCTTY would mean nothing here, and openat2 refuses it beside O_PATH.)
+fn locate(root: &Dir, path: &RemotePath) -> io::Result<std::fs::File> {
+    open_beneath(root, path, libc::O_PATH)
+}
+
+/// The regular file `node` holds, opened for reading through its entry in
+/// `/proc/self/fd`: the kernel reopens that very inode, so nothing swapped
+/// in at the path meanwhile can be opened. `None` without procfs.
+fn reopen(node: &std::fs::File) -> Option<io::Result<std::fs::File>> {
+    let reopened = nix::fcntl::openat(
+        fd_folder()?,
+        node.as_raw_fd().to_string().as_str(),
+        OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    );
+    Some(reopened.map(std::fs::File::from).map_err(io::Error::from))
+}
+
+/// This process's `/proc/self/fd`, opened once: resolving it for every
+/// file would double what reopening costs. `None` without procfs.
+fn fd_folder() -> Option<&'static OwnedFd> {
+    static FOLDER: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    FOLDER
+        .get_or_init(|| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                .open("/proc/self/fd")
+                .ok()
+                .map(OwnedFd::from)
+        })
+        .as_ref()
+}
+
+/// Without procfs: `path` resolved and opened again, never blocking
+/// (`O_NONBLOCK`: a FIFO swapped in meanwhile has no writer to wait for)
+/// and never taking a terminal (`O_NOCTTY`); the caller checks that it is
+/// the inode it located.
+fn reopen_by_path(root: &Dir, path: &RemotePath) -> io::Result<std::fs::File> {
+    open_beneath(root, path, libc::O_NONBLOCK | libc::O_NOCTTY)
+}
+
+/// `path` opened beneath the root for reading, with `flags` besides (with
+/// O_PATH the access mode is ignored; std requires one).
+fn open_beneath(root: &Dir, path: &RemotePath, flags: i32) -> io::Result<std::fs::File> {
+    let mut options = OpenOptions::new();
+    options.read(true).custom_flags(flags);
+    Ok(root.open_with(path.to_relative(), &options)?.into_std())
 }
 
 impl OpenFile {
@@ -195,6 +263,14 @@ mod tests {
         RemotePath::parse(text).expect("valid path")
     }
 
+    fn mkfifo(at: &std::path::Path) {
+        let made = std::process::Command::new("mkfifo")
+            .arg(at)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+    }
+
     #[test]
     fn opens_files_and_refuses_the_rest() {
         let outside = tempfile::tempdir().expect("tempdir");
@@ -210,11 +286,7 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("a.txt"), dir.path().join("abs-in"))
             .expect("symlink");
         std::os::unix::fs::symlink("loop", dir.path().join("loop")).expect("symlink");
-        let fifo = std::process::Command::new("mkfifo")
-            .arg(dir.path().join("fifo"))
-            .status()
-            .expect("mkfifo runs");
-        assert!(fifo.success());
+        mkfifo(&dir.path().join("fifo"));
         let root = root_of(&dir);
         let open = |text: &str| open(&root, &path(text));
 
@@ -231,6 +303,23 @@ mod tests {
         // Opening a FIFO with no writer must not block.
         assert_eq!(code(open("fifo")), ErrorCode::NotAFile);
         assert_eq!(code(open("sub/up/a.txt")), ErrorCode::InvalidPath);
+    }
+
+    #[test]
+    fn the_located_inode_is_reopened_with_procfs_or_without() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("f"), b"data").expect("write");
+        mkfifo(&dir.path().join("fifo"));
+        let root = root_of(&dir);
+        let located = locate(&root, &path("f")).expect("locates");
+        let inode = |file: &std::fs::File| file.metadata().expect("fstat").ino();
+        let through_proc = reopen(&located).expect("procfs is mounted here");
+        assert_eq!(inode(&through_proc.expect("reopens")), inode(&located));
+        let by_path = reopen_by_path(&root, &path("f")).expect("reopens");
+        assert_eq!(inode(&by_path), inode(&located));
+        // Without procfs, a FIFO swapped in would be opened at once (no
+        // writer awaited), then refused by `open` as another inode.
+        assert!(reopen_by_path(&root, &path("fifo")).is_ok());
     }
 
     #[test]

@@ -18,13 +18,17 @@ use crate::backend::{Backend, Listed, Stat, Walked};
 /// The served folder.
 pub struct LocalFiles {
     root: Dir,
+    folders: listing::Folders,
 }
 
 impl LocalFiles {
     /// Opens the folder to serve.
     pub fn open_root(path: &Path) -> io::Result<Self> {
         let root = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            folders: listing::Folders::default(),
+        })
     }
 }
 
@@ -58,6 +62,6 @@ impl Backend for LocalFiles {
         recursive: bool,
         emit: &mut dyn FnMut(Listed<FileId>) -> bool,
     ) -> Result<Walked, RemoteError> {
-        listing::walk(&self.root, path, recursive, emit)
+        listing::walk(&self.root, &self.folders, path, recursive, emit)
     }
 }

@@ -1,16 +1,19 @@
 //! `Checkpoints`: the chaining states a client checks its partial against,
-//! hashing the file first if the server has not yet (with keep-alives).
+//! waiting (with keep-alives) for the shared hashing pass if the file is
+//! cold. A client that leaves stops waiting; the pass goes on only for
+//! whoever else waits on it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ft_protocol::{
-    Connection, ConnectionError, ErrorCode, RemoteError, Response, Transport, MAX_CHECKPOINTS,
+    Connection, ConnectionError, ErrorCode, FileMeta, RemoteError, Response, Transport,
+    MAX_CHECKPOINTS,
 };
 
 use super::shared::{log_outcome, open, Context, Next};
 use crate::backend::Backend;
-use crate::relay::{blocking, keep_alive};
+use crate::relay::keep_alive;
 
 /// Answers `Checkpoints { path, first, count }`.
 pub(crate) async fn answer<S: Transport, B: Backend>(
@@ -43,10 +46,17 @@ async fn states<B: Backend>(
             "checkpoint boundaries start at 1",
         ));
     }
-    let (mut meta, file) = open(context, path).await?;
-    let hasher = Arc::clone(context);
-    let digests = blocking(move || hasher.store.digests(&file)).await?;
-    meta.sha256 = Some(digests.sha256);
+    let opened = open(context, path).await?;
+    let stat = context.store.backend().stat(&opened.file);
+    let digests = context
+        .store
+        .digesting(&opened.path, stat)
+        .digests()
+        .await?;
+    let meta = FileMeta {
+        sha256: Some(digests.sha256),
+        ..opened.meta
+    };
     let start = usize::try_from(first - 1).unwrap_or(usize::MAX);
     let count = count.min(MAX_CHECKPOINTS) as usize;
     let states = digests

@@ -1,8 +1,11 @@
 //! `Get`: a file from a chunk boundary. Runs of pipelined `Get`s are opened
-//! in one trip to a blocking thread; a small file is answered from memory,
-//! its reply written together with its neighbours'; a larger one is
-//! streamed: a warm file (digests known) by `sendfile(2)` with checkpoints
-//! from the cache, a cold one from a hashing pass on a blocking thread.
+//! in one trip to a blocking thread; small files, up to a byte budget per
+//! run, are answered from memory, their replies written together; any other
+//! file is streamed from itself (by `sendfile(2)` over plain TCP), each
+//! checkpoint sent once the file's digests reach it: at once for a warm
+//! file, as the shared hashing pass gets there for a cold one (with
+//! keep-alives meanwhile). What a connection holds is bounded whatever its
+//! client does: the budget, one frame of replies, nothing of a stream.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,27 +13,31 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ft_protocol::get::piece_len;
 use ft_protocol::{
-    Connection, ConnectionError, Digest, ErrorCode, FileMeta, RemoteError, Response, Transport,
-    CHUNK_SIZE, MAX_DATA,
+    Connection, ConnectionError, Digest, ErrorCode, FileMeta, RemoteError, RemotePath, Response,
+    Transport, CHUNK_SIZE, MAX_DATA,
 };
 
 use super::shared::{log_outcome, parse_path, Context, Next};
 use crate::backend::Backend;
-use crate::cache::Digests;
-use crate::relay::{blocking, lost, relay};
-use crate::store::{Piece, Store};
+use crate::relay::{blocking, keep_alive, lost};
+use crate::store::Store;
+
+/// Replies of small files gathered before they are written: enough to
+/// write many small replies at once, little to hold for a client that
+/// does not read.
+const FLUSH_BYTES: usize = 64 * 1024;
 
 /// How a `Get` goes on once the file is open.
-enum Opened<F> {
-    /// A file of at most one piece, read whole: its reply is sent in one write.
+enum Prepared<F> {
+    /// A small file, read whole: its reply is written with its neighbours'.
     Whole(FileMeta, Bytes, Digest),
-    /// Anything larger: streamed.
-    Stream(FileMeta, F),
+    /// Anything else: streamed.
+    Stream(FileMeta, RemotePath, F),
 }
 
 /// Answers a run of `Get`s that arrived together (pipelined): all opened in
-/// one trip to a blocking thread, small files answered from memory in one
-/// write, larger ones streamed, in request order.
+/// one trip to a blocking thread, small files answered from memory a few
+/// together, others streamed, in request order.
 pub(crate) async fn batch<S: Transport, B: Backend>(
     conn: &mut Connection<S>,
     peer: SocketAddr,
@@ -42,27 +49,35 @@ pub(crate) async fn batch<S: Transport, B: Backend>(
     // still answered, and logged, by its path.
     let requests = gets.clone();
     let opened = blocking(move || {
+        let mut budget = opener.limits.get_batch_bytes;
         Ok(requests
             .iter()
-            .map(|(path, offset)| prepare(&opener.store, path, *offset))
+            .map(|(path, offset)| prepare(&opener.store, path, *offset, &mut budget))
             .collect::<Vec<_>>())
     })
     .await
     .unwrap_or_else(|failed| gets.iter().map(|_| Err(failed.clone())).collect());
     let mut replies = Vec::new();
+    let mut gathered = 0;
     for ((path, offset), opened) in gets.iter().zip(opened) {
         match opened {
-            Ok(Opened::Whole(meta, data, sha256)) => {
+            Ok(Prepared::Whole(meta, data, sha256)) => {
                 log_outcome(peer, "get", path, *offset, data.len() as u64, None);
+                gathered += data.len();
                 replies.push(Response::Meta(meta));
                 if !data.is_empty() {
                     replies.push(Response::Data(data));
                 }
                 replies.push(Response::End { sha256 });
+                if gathered >= FLUSH_BYTES {
+                    conn.send_all(&std::mem::take(&mut replies)).await?;
+                    gathered = 0;
+                }
             }
-            Ok(Opened::Stream(meta, file)) => {
+            Ok(Prepared::Stream(meta, parsed, file)) => {
                 conn.send_all(&std::mem::take(&mut replies)).await?;
-                stream(conn, peer, context, path, *offset, meta, file).await?;
+                gathered = 0;
+                stream(conn, peer, context, (path, &parsed), *offset, meta, file).await?;
             }
             Err(err) => {
                 log_outcome(peer, "get", path, *offset, 0, Some(&err));
@@ -79,14 +94,16 @@ pub(crate) async fn batch<S: Transport, B: Backend>(
     Ok(Next::Open)
 }
 
-/// Opens one requested file, checks the offset and, for a small file, reads
-/// and hashes it. Blocks.
+/// Opens one requested file, checks the offset and, for a small file that
+/// fits in what is left of `budget`, reads and hashes it. Blocks.
 fn prepare<B: Backend>(
     store: &Store<B>,
     path: &str,
     offset: u64,
-) -> Result<Opened<B::File>, RemoteError> {
-    let file = store.open(&parse_path(path)?)?;
+    budget: &mut u64,
+) -> Result<Prepared<B::File>, RemoteError> {
+    let parsed = parse_path(path)?;
+    let file = store.open(&parsed)?;
     let meta = store.meta(&file);
     if offset > meta.size || !offset.is_multiple_of(CHUNK_SIZE) {
         return Err(RemoteError::new(
@@ -97,74 +114,40 @@ fn prepare<B: Backend>(
             ),
         ));
     }
-    if offset == 0 && meta.size <= MAX_DATA as u64 {
+    if offset == 0 && meta.size <= MAX_DATA as u64 && meta.size <= *budget {
+        *budget -= meta.size;
         let (data, sha256) = store.read_whole(&file)?;
-        return Ok(Opened::Whole(meta, data, sha256));
+        return Ok(Prepared::Whole(meta, data, sha256));
     }
-    Ok(Opened::Stream(meta, file))
+    Ok(Prepared::Stream(meta, parsed, file))
 }
 
-/// Streams a larger file from `offset`: `Meta`, then the file warm or cold.
+/// Streams a file from `offset`: `Meta`, then each piece from the file and
+/// each checkpoint once the digests have it, then `End` after a last look
+/// at the file (or `Error`: changed, unreadable). `path` is the client's
+/// text (for the log) and its parsed form.
 async fn stream<S: Transport, B: Backend>(
     conn: &mut Connection<S>,
     peer: SocketAddr,
     context: &Arc<Context<B>>,
-    path: &str,
+    (path, parsed): (&str, &RemotePath),
     offset: u64,
     meta: FileMeta,
     file: B::File,
 ) -> Result<(), ConnectionError> {
+    let size = meta.size;
     conn.send(&Response::Meta(meta)).await?;
-    let sendable = context.store.backend().local_file(&file).is_some();
-    if let Some(digests) = context.store.cached(&file).filter(|_| sendable) {
-        return send_warm(conn, peer, context, path, offset, file, &digests).await;
-    }
-    let producer = Arc::clone(context);
-    let mut sent = 0u64;
-    // A cold pass from an offset hashes the bytes before it first: the
-    // relay keeps the client informed meanwhile.
-    let relayed = relay(
-        conn,
-        context.limits.keepalive,
-        context.limits.read_ahead,
-        move |tx| producer.store.stream(file, offset, tx),
-        |piece| match piece {
-            Piece::Data(data) => {
-                sent += data.len() as u64;
-                Response::Data(data)
-            }
-            Piece::Checkpoint { index, state } => Response::Checkpoint { index, state },
-            Piece::End(sha256) => Response::End { sha256 },
-            Piece::Failed(err) => Response::Error(err),
-        },
-    )
-    .await;
-    log_outcome(peer, "get", path, offset, sent, relayed.outcome().as_ref());
-    relayed.result
-}
-
-/// Sends a file whose digests are known from a local file: each piece goes
-/// from the page cache to the socket by `sendfile(2)` behind its 16-byte
-/// header, the checkpoints come from the cache, and a final look at the
-/// file decides between `End` and `FileChanged`. Nothing is read into this
-/// process.
-async fn send_warm<S: Transport, B: Backend>(
-    conn: &mut Connection<S>,
-    peer: SocketAddr,
-    context: &Arc<Context<B>>,
-    path: &str,
-    offset: u64,
-    file: B::File,
-    digests: &Digests,
-) -> Result<(), ConnectionError> {
-    let size = context.store.backend().stat(&file).meta.size;
-    let cannot = || RemoteError::new(ErrorCode::Internal, format!("cannot send {path} warm"));
+    let store = &context.store;
+    let keepalive = context.limits.keepalive;
+    // Dropped when this reply ends, however it ends: a client that leaves
+    // withdraws its interest in the hashing pass, and nobody else's.
+    let mut digesting = store.digesting(parsed, store.backend().stat(&file));
     let mut pos = offset;
-    let local = context.store.backend().local_file(&file);
-    // Ok(Some(err)): the pieces stopped short, for a reason to tell the client.
+    let local = store.backend().local_file(&file);
+    // Ok(Err(err)): the reply stopped short, for a reason to tell the client.
     let sending = async {
         let Some(local) = local else {
-            return Ok(Some(cannot()));
+            return Ok(Err(not_local(path)));
         };
         while pos < size {
             let len = piece_len(pos, size);
@@ -172,34 +155,42 @@ async fn send_warm<S: Transport, B: Backend>(
             pos += len as u64;
             if pos.is_multiple_of(CHUNK_SIZE) {
                 let index = pos / CHUNK_SIZE;
-                let Some(state) = digests.checkpoint(index) else {
-                    return Ok(Some(cannot()));
-                };
-                conn.send(&Response::Checkpoint { index, state }).await?;
+                match keep_alive(conn, keepalive, digesting.state(index)).await? {
+                    Ok(state) => conn.send(&Response::Checkpoint { index, state }).await?,
+                    Err(err) => return Ok(Err(err)),
+                }
             }
         }
-        Ok(None)
+        keep_alive(conn, keepalive, digesting.digests()).await
     }
     .await;
     let sent = pos - offset;
-    let stopped = match sending {
-        Ok(stopped) => stopped,
+    let outcome = match sending {
         Err(err) => {
             log_outcome(peer, "get", path, offset, sent, Some(&lost(&err)));
             return Err(err);
         }
-    };
-    let checker = Arc::clone(context);
-    let outcome = match stopped {
-        Some(err) => Err(err),
-        None => blocking(move || checker.store.unchanged(&file)).await,
+        Ok(Err(err)) => Err(err),
+        Ok(Ok(digests)) => {
+            let checker = Arc::clone(context);
+            blocking(move || checker.store.unchanged(&file))
+                .await
+                .map(|()| digests.sha256)
+        }
     };
     log_outcome(peer, "get", path, offset, sent, outcome.as_ref().err());
     let last = match outcome {
-        Ok(()) => Response::End {
-            sha256: digests.sha256,
-        },
+        Ok(sha256) => Response::End { sha256 },
         Err(err) => Response::Error(err),
     };
     conn.send(&last).await
+}
+
+/// What a backend whose files are not local gets: this server sends file
+/// bytes from local files only, so far.
+fn not_local(path: &str) -> RemoteError {
+    RemoteError::new(
+        ErrorCode::Internal,
+        format!("cannot send {path}: not a local file"),
+    )
 }

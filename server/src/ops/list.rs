@@ -1,16 +1,20 @@
 //! `List`: a folder's entries, walked on a blocking thread and sent in
 //! batches as the walk goes, each file's digest filled in from the cache or,
-//! when asked, by hashing it.
+//! when asked, from the shared hashing pass over it. The walk stops as soon
+//! as its client is gone: at the next entry, or at once while it waits for
+//! a digest.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ft_protocol::{
-    Connection, ConnectionError, Digest, Entry, RemoteError, RemotePath, Response, Transport,
+    Connection, ConnectionError, Digest, Entry, FileMeta, RemoteError, RemotePath, Response,
+    Transport,
 };
+use tokio::sync::mpsc;
 
 use super::shared::{log_outcome, parse_path, Context, Next};
-use crate::backend::{Backend, Listed, Walked};
+use crate::backend::{Backend, Listed, Stat, Walked};
 use crate::relay::relay;
 use crate::store::Store;
 
@@ -53,16 +57,23 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
             let batch_bytes = walker.limits.list_batch_bytes;
             let mut batch = Vec::new();
             let mut bytes = 0;
-            let walked = walk(&walker.store, &parsed, recursive, digests, &mut |entry| {
-                bytes += Entry::FIXED_BYTES + entry.path.len();
-                batch.push(entry);
-                if bytes < batch_bytes {
-                    return true;
-                }
-                bytes = 0;
-                tx.blocking_send(Batch::Entries(std::mem::take(&mut batch)))
-                    .is_ok()
-            });
+            let walked = walk(
+                &walker.store,
+                &parsed,
+                recursive,
+                digests,
+                &tx,
+                &mut |entry| {
+                    bytes += Entry::FIXED_BYTES + entry.path.len();
+                    batch.push(entry);
+                    if bytes < batch_bytes {
+                        return true;
+                    }
+                    bytes = 0;
+                    tx.blocking_send(Batch::Entries(std::mem::take(&mut batch)))
+                        .is_ok()
+                },
+            );
             let last = match walked {
                 Ok(Walked::Abandoned) => return,
                 Ok(Walked::Complete { skipped }) => {
@@ -90,42 +101,68 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
 }
 
 /// Walks the folder at `path`, handing each entry to `emit` with its file's
-/// digest: known already, or, when `digests`, computed now (and kept).
-/// Blocks.
+/// digest: known already, or, when `digests`, from the pass over it. Stops
+/// when the receiver of `client` is gone. Blocks.
 fn walk<B: Backend>(
     store: &Store<B>,
     path: &RemotePath,
     recursive: bool,
     digests: bool,
+    client: &mpsc::Sender<Batch>,
     emit: &mut dyn FnMut(Entry) -> bool,
 ) -> Result<Walked, RemoteError> {
     store
         .backend()
         .list(path, recursive, &mut |listed: Listed<B::Version>| {
+            if client.is_closed() {
+                return false;
+            }
             let mut entry = listed.entry;
             if let Some(version) = listed.version {
-                entry.sha256 = digest(store, path, &entry, &version, digests);
+                match digest(store, path, &entry, version, digests, client) {
+                    Ok(sha256) => entry.sha256 = sha256,
+                    Err(Gone) => return false,
+                }
             }
             emit(entry)
         })
 }
 
-/// A listed file's digest: from the cache, or, when `compute`, by hashing
-/// it. `None` when unknown or unreadable.
+/// The client left while the walk waited.
+struct Gone;
+
+/// A listed file's digest: from the cache, or, when `compute`, from the
+/// pass over it, waited for until it ends or `client`'s receiver is gone.
+/// `None` when unknown or unreadable.
 fn digest<B: Backend>(
     store: &Store<B>,
     folder: &RemotePath,
     entry: &Entry,
-    version: &B::Version,
+    version: B::Version,
     compute: bool,
-) -> Option<Digest> {
-    if let Some(digests) = store.cached_version(version) {
-        return Some(digests.sha256);
+    client: &mpsc::Sender<Batch>,
+) -> Result<Option<Digest>, Gone> {
+    if let Some(digests) = store.cached_version(&version) {
+        return Ok(Some(digests.sha256));
     }
-    if !compute {
-        return None;
-    }
-    let path = folder.join(&RemotePath::parse(&entry.path).ok()?);
-    let file = store.open(&path).ok()?;
-    store.digests(&file).ok().map(|digests| digests.sha256)
+    let Some(path) = RemotePath::parse(&entry.path)
+        .ok()
+        .filter(|_| compute)
+        .map(|relative| folder.join(&relative))
+    else {
+        return Ok(None);
+    };
+    let meta = FileMeta {
+        size: entry.size,
+        mtime_secs: entry.mtime_secs,
+        mtime_nanos: entry.mtime_nanos,
+        sha256: None,
+    };
+    let mut digesting = store.digesting(&path, Stat { version, meta });
+    tokio::runtime::Handle::current().block_on(async {
+        tokio::select! {
+            digests = digesting.digests() => Ok(digests.ok().map(|digests| digests.sha256)),
+            () = client.closed() => Err(Gone),
+        }
+    })
 }

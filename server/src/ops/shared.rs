@@ -43,17 +43,27 @@ pub(crate) fn parse_path(path: &str) -> Result<RemotePath, RemoteError> {
         .map_err(|err| RemoteError::new(ErrorCode::InvalidPath, format!("{path:?}: {err}")))
 }
 
-/// Parses and opens a path on a blocking thread; the file's description
-/// and handle.
+/// A file a request opened.
+pub(crate) struct Opened<F> {
+    /// The path it was opened at.
+    pub path: RemotePath,
+    /// Its description.
+    pub meta: FileMeta,
+    /// The handle.
+    pub file: F,
+}
+
+/// Parses and opens a path on a blocking thread.
 pub(crate) async fn open<B: Backend>(
     context: &Arc<Context<B>>,
     path: &str,
-) -> Result<(FileMeta, B::File), RemoteError> {
+) -> Result<Opened<B::File>, RemoteError> {
     let path = parse_path(path)?;
     let context = Arc::clone(context);
     blocking(move || {
         let file = context.store.open(&path)?;
-        Ok((context.store.meta(&file), file))
+        let meta = context.store.meta(&file);
+        Ok(Opened { path, meta, file })
     })
     .await
 }

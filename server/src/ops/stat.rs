@@ -15,7 +15,7 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
     context: &Arc<Context<B>>,
     path: &str,
 ) -> Result<Next, ConnectionError> {
-    let result = open(context, path).await.map(|(meta, _)| meta);
+    let result = open(context, path).await.map(|opened| opened.meta);
     log_outcome(peer, "stat", path, 0, 0, result.as_ref().err());
     let next = Next::after(result.as_ref().err());
     conn.send(&result.map_or_else(Response::Error, Response::Meta))
