@@ -240,8 +240,11 @@ pub enum ServerError {
         /// The folder listed.
         folder: String,
     },
-    /// A listing named a path that is not plainly below the folder.
-    #[error("refused an unsafe path in the listing of {folder}: {path:?}")]
+    /// A listing named a path that is not plainly below the folder. (The
+    /// path is kept as listed, not escaped: escaping could make a refused
+    /// entry cost ftget several times its length; it is made printable where
+    /// it is shown.)
+    #[error("refused an unsafe path in the listing of {folder}: \"{path}\"")]
     UnsafePath {
         /// The folder listed.
         folder: String,
@@ -252,7 +255,7 @@ pub enum ServerError {
         source: PathError,
     },
     /// A listing named one path twice.
-    #[error("{path:?} is listed twice in {folder}")]
+    #[error("\"{path}\" is listed twice in {folder}")]
     ListedTwice {
         /// The folder listed.
         folder: String,
@@ -267,6 +270,25 @@ pub enum ServerError {
         /// The folder listed.
         folder: String,
         /// The most ftget holds.
+        max: usize,
+    },
+    /// A listing with more refused entries than ftget will report one by one.
+    #[error("the listing of {folder} has more than {max} unsafe or repeated paths; refused whole")]
+    TooManyRefused {
+        /// The folder listed.
+        folder: String,
+        /// The most refused entries ftget reports.
+        max: usize,
+    },
+    /// A listing whose paths take more bytes than ftget will hold.
+    #[error(
+        "the listing of {folder} has more than {} MiB of paths; download its folders one by one",
+        max >> 20
+    )]
+    ListingTooLarge {
+        /// The folder listed.
+        folder: String,
+        /// The most bytes of paths ftget holds.
         max: usize,
     },
 }

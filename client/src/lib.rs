@@ -12,7 +12,7 @@
 //! | batch | `batch` (`outcome`, `plan`, `pool`, `present`, `small`, `offload`) | many files: what a job is and how it ends, plan, connection pool, up-to-date check, pipelining, blocking work for a batch |
 //! | transfer, listing | `transfer` (`partial`, `sink`), `listing` | one file: resume decision, `Get`, the sink; a `List` |
 //! | session | `session` | the connection, one-reply requests, the retry policy |
-//! | foundation | `verify` (`engine`), `folder`, `progress`, `error`, `exit`, `addr` | the verification engine, the output folder (every write beneath it, never through a link), the bar, typed errors, exit codes, SERVER arguments |
+//! | foundation | `verify` (`engine`), `folder`, `progress`, `printable`, `error`, `exit`, `addr` | the verification engine, the output folder (every write beneath it, never through a link), the bar, text made safe to print, typed errors, exit codes, SERVER arguments |
 //!
 //! The protocol's rules (handshake, the order of a `Get` or `List` reply)
 //! are not here: they are `ft_protocol`'s, fed with the frames.
@@ -26,6 +26,7 @@ pub mod exit;
 mod folder;
 mod listing;
 mod output;
+mod printable;
 mod progress;
 mod session;
 mod transfer;

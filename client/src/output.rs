@@ -1,8 +1,10 @@
 //! What ftget prints: the one-line summaries and error lines on stderr, the
-//! JSON objects and listing lines on stdout. Every name that came from the
-//! server is made printable before it reaches the terminal.
+//! JSON objects and listing lines on stdout. Every line leaves through one
+//! of three edges here, [`say`], [`write_line`] and [`write_json`] (the
+//! progress bar has its own), each of which makes it printable whole: what
+//! a server or the disk named, error chains included, cannot drive the
+//! terminal.
 
-use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 
 use ft_protocol::{Entry, EntryKind, FileMeta};
@@ -11,6 +13,7 @@ use serde::Serialize;
 
 use crate::batch::{Done, FileOutcome, Summary};
 use crate::error::Chain;
+use crate::printable::{printable, PrintableJson};
 use crate::progress::Progress;
 use crate::transfer::Report;
 
@@ -39,7 +42,7 @@ impl Show {
             print_json(report);
         }
         if !self.quiet {
-            eprintln!("ftget: {}", describe(report, "verified"));
+            say(&format!("ftget: {}", describe(report, "verified")));
         }
     }
 
@@ -63,27 +66,26 @@ impl Show {
     /// A batch ended: its failures, then its summary.
     pub fn summary(&self, summary: &Summary) {
         for failure in &summary.failures {
-            eprintln!(
+            say(&format!(
                 "ftget: cannot download {}: {}",
-                printable(&failure.path),
-                failure.error
-            );
+                failure.path, failure.error
+            ));
         }
         if self.json {
             print_json(summary);
         }
         if !self.quiet {
-            eprintln!("ftget: {}", totals(summary));
+            say(&format!("ftget: {}", totals(summary)));
         }
     }
 
     /// The server left entries of a listing out.
     pub fn left_out(&self, skipped: u64, path: &str) {
         if skipped > 0 && !self.quiet {
-            eprintln!(
+            say(&format!(
                 "ftget: the server left out {} of {path} it cannot serve",
                 count(skipped, "entry", "entries")
-            );
+            ));
         }
     }
 
@@ -115,9 +117,7 @@ impl Show {
                 size: entry.size,
                 mtime: timestamp.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
             };
-            serde_json::to_writer(&mut *out, &json)
-                .map_err(std::io::Error::from)
-                .and_then(|()| writeln!(out))
+            write_json(out, &json)
         } else {
             let (kind, slash) = match entry.kind {
                 EntryKind::File => ('-', ""),
@@ -129,15 +129,15 @@ impl Show {
                 entry.size.to_string()
             };
             let local = timestamp.to_zoned(jiff::tz::TimeZone::system());
-            writeln!(
-                out,
+            let line = format!(
                 "{kind} {size:>12} {} {}{slash}",
                 local.strftime("%Y-%m-%d %H:%M"),
-                printable(&entry.path)
-            )
+                entry.path
+            );
+            write_line(out, &line)
         };
         if let Err(err) = written {
-            eprintln!("ftget: cannot write to stdout: {err}");
+            say(&format!("ftget: cannot write to stdout: {err}"));
         }
     }
 }
@@ -145,14 +145,35 @@ impl Show {
 /// An error line: what could not be done, then the error and its causes.
 pub fn failed(what: Option<&str>, err: &(dyn std::error::Error + 'static)) {
     match what {
-        Some(what) => eprintln!("ftget: {what}: {}", Chain(err)),
-        None => eprintln!("ftget: {}", Chain(err)),
+        Some(what) => say(&format!("ftget: {what}: {}", Chain(err))),
+        None => say(&format!("ftget: {}", Chain(err))),
     }
 }
 
 /// What Ctrl-C leaves behind, and how to pick it up.
 pub fn interrupted(what: &str) {
-    eprintln!("ftget: interrupted; run the same command again to resume {what}");
+    say(&format!(
+        "ftget: interrupted; run the same command again to resume {what}"
+    ));
+}
+
+/// The edge to stderr: one line, made printable.
+fn say(line: &str) {
+    eprintln!("{}", printable(line));
+}
+
+/// The edge to stdout for text: one line, made printable.
+fn write_line(out: &mut impl Write, line: &str) -> std::io::Result<()> {
+    writeln!(out, "{}", printable(line))
+}
+
+/// The edge to stdout for JSON: one object a line, made printable as JSON
+/// (the same value, with what would act on a terminal as `\uXXXX`), and
+/// written as it is serialized.
+fn write_json(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
+    let mut json = serde_json::Serializer::with_formatter(&mut *out, PrintableJson);
+    value.serialize(&mut json).map_err(std::io::Error::from)?;
+    writeln!(out)
 }
 
 /// What `--list --json` prints for an entry.
@@ -192,12 +213,9 @@ fn totals(summary: &Summary) -> String {
 
 fn print_json(value: &impl Serialize) {
     let mut stdout = std::io::stdout().lock();
-    let written = serde_json::to_writer(&mut stdout, value)
-        .map_err(std::io::Error::from)
-        .and_then(|()| writeln!(stdout))
-        .and_then(|()| stdout.flush());
+    let written = write_json(&mut stdout, value).and_then(|()| stdout.flush());
     if let Err(err) = written {
-        eprintln!("ftget: cannot write to stdout: {err}");
+        say(&format!("ftget: cannot write to stdout: {err}"));
     }
 }
 
@@ -210,8 +228,8 @@ fn describe(report: &Report, how: &str) -> String {
     let rate = report.bytes_received as f64 / report.seconds.max(1e-6);
     format!(
         "{} -> {}: {} in {:.2} s ({}/s{resumed}), sha256 {} {how}",
-        printable(&report.path),
-        printable(&report.output),
+        report.path,
+        report.output,
         HumanBytes(report.size),
         report.seconds,
         HumanBytes(rate as u64),
@@ -219,28 +237,32 @@ fn describe(report: &Report, how: &str) -> String {
     )
 }
 
-/// A name from the server, with control characters shown as `?` (as `ls`
-/// does) so it cannot drive the terminal.
-fn printable(name: &str) -> Cow<'_, str> {
-    if name.chars().any(char::is_control) {
-        Cow::Owned(
-            name.chars()
-                .map(|c| if c.is_control() { '?' } else { c })
-                .collect(),
-        )
-    } else {
-        Cow::Borrowed(name)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn names_from_the_server_cannot_drive_the_terminal() {
-        assert_eq!(printable("plain/name.txt"), "plain/name.txt");
-        assert_eq!(printable("evil\u{1b}[2Jname\n"), "evil?[2Jname?");
+    fn listing_lines_cannot_drive_the_terminal() {
+        let entry = Entry {
+            path: "\u{1b}[2J\u{9b}é\n".into(),
+            kind: EntryKind::Dir,
+            size: 0,
+            mtime_secs: 0,
+            mtime_nanos: 0,
+            sha256: None,
+        };
+        let mut out = Vec::new();
+        Show::default().entry(&mut out, &entry);
+        let line = String::from_utf8(out).expect("UTF-8");
+        assert!(line.ends_with(" \\x1b[2J\\x9bé\\x0a/\n"), "{line:?}");
+        let mut out = Vec::new();
+        let json = Show {
+            json: true,
+            ..Show::default()
+        };
+        json.entry(&mut out, &entry);
+        let line = String::from_utf8(out).expect("UTF-8");
+        assert!(line.contains(r#""name":"\u001b[2J\u009bé\n""#), "{line:?}");
     }
 
     #[test]

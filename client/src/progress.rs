@@ -1,12 +1,15 @@
 //! The progress display: one bar on stderr when it is a terminal, hidden
 //! otherwise. For one file it follows that file; for a job of many files it
-//! counts files done and bytes across all of them.
+//! counts files done and bytes across all of them. Every text it shows is
+//! made printable first.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::printable::printable;
 
 /// How often the bar redraws by itself.
 const TICK: Duration = Duration::from_millis(200);
@@ -23,7 +26,7 @@ impl Progress {
     /// A bar for one file, `name`, shown only when `visible`.
     pub fn new(name: &str, visible: bool) -> Self {
         let bar = Self::bar(visible);
-        bar.set_message(name.to_owned());
+        bar.set_message(printable(name).into_owned());
         Self { bar, files: None }
     }
 
@@ -77,6 +80,7 @@ impl Progress {
 
     /// Prints a line above the bar (or plainly on stderr when it is hidden).
     pub fn line(&self, text: &str) {
+        let text = printable(text);
         if self.bar.is_hidden() {
             eprintln!("{text}");
         } else {
@@ -141,7 +145,21 @@ impl Tracker {
     /// A status note in place of the file name; only a one-file bar shows it.
     pub fn note(&self, text: String) {
         if self.single {
-            self.bar.set_message(text);
+            self.bar.set_message(printable(&text).into_owned());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_on_the_bar_cannot_drive_the_terminal() {
+        let progress = Progress::new("\u{1b}]0;TITLE\u{7}a", false);
+        assert_eq!(progress.bar.message(), r"\x1b]0;TITLE\x07a");
+        let tracker = progress.tracker();
+        tracker.note("b\u{202e}c".to_owned());
+        assert_eq!(progress.bar.message(), r"b\u{202e}c");
     }
 }

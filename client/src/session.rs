@@ -20,6 +20,13 @@ const RETRY_BASE: Duration = Duration::from_millis(250);
 /// Longest pause between retries.
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
+/// Most bytes of a server's message that ftget keeps: its first and last
+/// halves (a path at one end, the reason at the other). A message is a line
+/// for people, and a batch's summary holds one for every file that failed:
+/// the megabytes a server may put in one (a frame holds 2 MiB) would be
+/// held that many times over.
+const MAX_MESSAGE: usize = 128;
+
 /// Where the server is and how long to wait for it.
 #[derive(Debug, Clone)]
 pub struct Server {
@@ -245,8 +252,10 @@ pub(crate) fn broken(server: &Server, source: ServerError) -> Failure {
     })
 }
 
-/// What the server's refusal means for the next attempt.
+/// What the server's refusal means for the next attempt. Every refusal
+/// comes this way, and leaves with its message cut to [`MAX_MESSAGE`].
 pub(crate) fn remote(server: &Server, err: RemoteError) -> Failure {
+    let err = shortened(err);
     let label = server.label.clone();
     match err.code {
         ErrorCode::NotFound
@@ -270,6 +279,24 @@ pub(crate) fn remote(server: &Server, err: RemoteError) -> Failure {
             broken(server, ServerError::Remote(err))
         }
     }
+}
+
+/// `err` with its message cut to [`MAX_MESSAGE`] bytes around an ellipsis
+/// (on character boundaries).
+fn shortened(mut err: RemoteError) -> RemoteError {
+    let message = &err.message;
+    if message.len() > MAX_MESSAGE {
+        let half = MAX_MESSAGE / 2;
+        let head = (0..=half).rev().find(|&at| message.is_char_boundary(at));
+        let tail = (message.len() - half..=message.len()).find(|&at| message.is_char_boundary(at));
+        let (head, tail) = (head.unwrap_or(0), tail.unwrap_or(message.len()));
+        let mut kept = String::with_capacity(MAX_MESSAGE + '…'.len_utf8());
+        kept.push_str(&message[..head]);
+        kept.push('…');
+        kept.push_str(&message[tail..]);
+        err.message = kept;
+    }
+    err
 }
 
 /// The retry policy: this many failed attempts in a row are allowed, each
@@ -410,5 +437,22 @@ mod tests {
             lost(&server, ConnectionError::FrameTooLarge { max: 1 }),
             Failure::Fatal(Error::Server { .. })
         ));
+    }
+
+    #[test]
+    fn a_server_message_is_kept_to_a_line() {
+        let message = |text: &str| shortened(RemoteError::new(ErrorCode::NotFound, text)).message;
+        assert_eq!(message("no such file: a.txt"), "no such file: a.txt");
+        let exact = "x".repeat(MAX_MESSAGE);
+        assert_eq!(message(&exact), exact);
+        let long = format!("{}: not a file", "é".repeat(MAX_MESSAGE));
+        let kept = message(&long);
+        assert!(kept.len() <= MAX_MESSAGE + '…'.len_utf8(), "{}", kept.len());
+        assert!(kept.starts_with("éé") && kept.contains("é…é"), "{kept}");
+        assert!(
+            kept.ends_with(": not a file"),
+            "the reason at the end: {kept}"
+        );
+        assert!(kept.capacity() <= MAX_MESSAGE + '…'.len_utf8());
     }
 }

@@ -69,6 +69,26 @@ pub fn ftget_with_peak(dir: &Path, args: &[&str]) -> (Run, u64) {
     (run, peak)
 }
 
+/// [`ftget_with_peak`], but ftget is killed as soon as its peak passes
+/// `cap_kib`: a client that grows without bound is stopped before it takes
+/// the machine (its run then has no exit code).
+pub fn ftget_with_cap(dir: &Path, args: &[&str], cap_kib: u64) -> (Run, u64) {
+    let mut peak = 0;
+    let run = run_to_end(spawn_ftget(dir, args), args, |pid| {
+        if let Some(kib) = peak_rss_kib(pid) {
+            peak = peak.max(kib);
+        }
+        if peak > cap_kib {
+            // It may have ended meanwhile: then there is nothing to kill.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    });
+    (run, peak)
+}
+
 /// Waits (bounded by [`RUN_TIMEOUT`]) for `child` to end, calling `tick`
 /// with its PID while it runs, and collects what it printed.
 fn run_to_end(child: Child, args: &[&str], tick: impl FnMut(u32)) -> Run {

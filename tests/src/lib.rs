@@ -28,8 +28,10 @@ mod server;
 
 pub use bins::bin;
 pub use env::{sha256_hex, tree_contents, TestEnv};
-pub use ftget::{ftget, ftget_with_peak, spawn_ftget, Run};
-pub use misbehaving::{MisbehavingServer, Misbehaviour, HOSTILE_PATHS, LISTED_THEN_GONE};
+pub use ftget::{ftget, ftget_with_cap, ftget_with_peak, spawn_ftget, Run};
+pub use misbehaving::{
+    escape_names, MisbehavingServer, Misbehaviour, ESCAPES, HOSTILE_PATHS, LISTED_THEN_GONE,
+};
 pub use process::{
     bytes_read, cpu_seconds, peak_rss_kib, read_pipe, rss_kib, signal, wait_bounded, wait_until,
     within, OutputWithin, POLL, RUN_TIMEOUT, START_TIMEOUT,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ft_protocol::get::piece_len;
 use ft_protocol::{
     ChainHasher, Entry, EntryKind, ErrorCode, FileMeta, RemoteError, Request, Response,
-    ServerHandshake, CHUNK_SIZE, MAX_DATA,
+    ServerHandshake, CHUNK_SIZE, LIST_BATCH_BYTES, MAX_CHECKPOINTS, MAX_DATA,
 };
 
 use crate::background::{accept, listen, Stop};
@@ -45,6 +45,42 @@ pub enum Misbehaviour {
     /// List one file, [`LISTED_THEN_GONE`], then answer every `Stat`, `Get`
     /// and `Checkpoints` with NotFound, as if it had just been removed.
     ListedThenGone,
+    /// Put [`ESCAPES`] in every error message and listed name: `Stat` and
+    /// `Get` are refused, a listing of `dir` or the root names
+    /// [`escape_names`], any other listing is refused. With `at_hello`, the
+    /// handshake itself is refused so.
+    EscapeMessages { at_hello: bool },
+    /// Announce a file of 2^50 bytes, with a digest, and answer every
+    /// `Checkpoints` with a full page of states (and a listing with that
+    /// one file), forever.
+    EndlessCheckpoints,
+    /// Answer a listing with `entries` files (empty, listed with a digest)
+    /// whose paths are `path_len` bytes long (absolute, so refused, when
+    /// `absolute`), in frames under 1 MiB; and every `Get` with NotFound,
+    /// its message `message_len` bytes long.
+    HugeListing {
+        entries: usize,
+        path_len: usize,
+        message_len: usize,
+        absolute: bool,
+    },
+}
+
+/// What an [`Misbehaviour::EscapeMessages`] server puts in its messages and
+/// names: a window title, a screen clear, a C1 CSI (U+009B) and a bidi
+/// override, each of which drives a terminal printed raw.
+pub const ESCAPES: &str = "\u{1b}]0;TITLE\u{7}\u{1b}[2J\u{9b}31m\u{202e}";
+
+/// What an [`Misbehaviour::EscapeMessages`] server lists: an honest name in
+/// UTF-8, names carrying [`ESCAPES`], and one that is the other's partial
+/// name (so ftget refuses it, naming both).
+pub fn escape_names() -> Vec<String> {
+    vec![
+        "\u{e9}\u{65e5}\u{672c}.txt".to_owned(),
+        format!("{ESCAPES}x"),
+        format!("{ESCAPES}x.part"),
+        format!("sub/{ESCAPES}evil\r\nftget: forged line"),
+    ]
 }
 
 /// The one file a [`Misbehaviour::ListedThenGone`] server lists.
@@ -79,7 +115,13 @@ impl MisbehavingServer {
         let stop = Stop::after(RUN_TIMEOUT);
         let size = match misbehaviour {
             Misbehaviour::EndlessData => 1 << 40,
+            Misbehaviour::EndlessCheckpoints => 1 << 50,
+            Misbehaviour::HugeListing { .. } => 0,
             _ => data.len() as u64,
+        };
+        let sha256 = match misbehaviour {
+            Misbehaviour::EndlessCheckpoints | Misbehaviour::HugeListing { .. } => Some([7; 32]),
+            _ => None,
         };
         let mut peer = Peer {
             data,
@@ -88,7 +130,7 @@ impl MisbehavingServer {
                 size,
                 mtime_secs: 1_700_000_000,
                 mtime_nanos: 0,
-                sha256: None,
+                sha256,
             },
             corrupt_left: match misbehaviour {
                 Misbehaviour::Corrupt { times, .. } => times,
@@ -99,6 +141,9 @@ impl MisbehavingServer {
         thread::spawn(move || {
             while let Some(mut stream) = accept(&listener, &peer.stop) {
                 stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+                // Replies to pipelined requests go out one small write each:
+                // without this, each waits for the client's delayed ACK.
+                stream.set_nodelay(true).expect("nodelay");
                 // Each read waits at most IO_TIMEOUT; the stop ends a client
                 // that keeps sending.
                 while let Some(body) = read_frame(&mut stream) {
@@ -156,6 +201,26 @@ struct Peer {
     stop: Stop,
 }
 
+/// A refusal whose message carries [`ESCAPES`] around `about`.
+fn escaped(code: ErrorCode, about: &str) -> RemoteError {
+    RemoteError::new(code, format!("{ESCAPES}no such thing: {about}{ESCAPES}"))
+}
+
+/// The `i`th path of a [`Misbehaviour::HugeListing`]: `len` bytes (at least
+/// enough for `i`) in folders of up to 200-byte names, unique by its last.
+fn long_path(i: usize, len: usize) -> String {
+    let last = format!("f{i}");
+    let mut path = String::with_capacity(len.max(last.len()));
+    while path.len() + 201 + last.len() <= len {
+        path.push_str(&"d".repeat(200));
+        path.push('/');
+    }
+    let pad = len.saturating_sub(path.len() + last.len());
+    path.push_str(&"e".repeat(pad));
+    path.push_str(&last);
+    path
+}
+
 impl Peer {
     fn next_meta(&mut self) -> FileMeta {
         if self.misbehaviour == Misbehaviour::EverChanging {
@@ -175,6 +240,9 @@ impl Peer {
             Request::Hello { .. } => {
                 let reply = match self.misbehaviour {
                     Misbehaviour::Version(version) => Ok(Response::Welcome { version }),
+                    Misbehaviour::EscapeMessages { at_hello: true } => {
+                        Err(escaped(ErrorCode::BadRequest, "hello"))
+                    }
                     _ => ServerHandshake.receive(request),
                 };
                 match reply {
@@ -185,17 +253,46 @@ impl Peer {
                     }
                 }
             }
+            Request::Stat { path } | Request::Get { path, .. }
+                if matches!(self.misbehaviour, Misbehaviour::EscapeMessages { .. }) =>
+            {
+                send(stream, &Response::Error(escaped(ErrorCode::NotFound, path)))
+            }
             Request::Stat { .. } => {
                 let meta = self.next_meta();
                 send(stream, &Response::Meta(meta))
             }
+            Request::Checkpoints { first, count, .. }
+                if self.misbehaviour == Misbehaviour::EndlessCheckpoints =>
+            {
+                let states = vec![[1; 32]; (*count).min(MAX_CHECKPOINTS) as usize];
+                let meta = self.next_meta();
+                let first = *first;
+                send(
+                    stream,
+                    &Response::Checkpoints {
+                        meta,
+                        first,
+                        states,
+                    },
+                )
+            }
             Request::Checkpoints { .. } => false,
-            Request::List { .. } => self.list(stream),
-            Request::Get { offset, .. } => self.get(stream, *offset),
+            Request::List { path, .. } => self.list(stream, path),
+            Request::Get { path, offset } => match self.misbehaviour {
+                Misbehaviour::HugeListing { message_len, .. } => {
+                    let mut message = format!("no such file: {path} ");
+                    let pad = message_len.saturating_sub(message.len());
+                    message.push_str(&"x".repeat(pad));
+                    let refusal = RemoteError::new(ErrorCode::NotFound, message);
+                    send(stream, &Response::Error(refusal))
+                }
+                _ => self.get(stream, *offset),
+            },
         }
     }
 
-    fn list(&mut self, stream: &mut TcpStream) -> bool {
+    fn list(&mut self, stream: &mut TcpStream, path: &str) -> bool {
         let meta = self.next_meta();
         let entry = |path: String| Entry {
             path,
@@ -203,9 +300,43 @@ impl Peer {
             size: meta.size,
             mtime_secs: meta.mtime_secs,
             mtime_nanos: meta.mtime_nanos,
-            sha256: None,
+            sha256: meta.sha256,
         };
         match self.misbehaviour {
+            Misbehaviour::EscapeMessages { .. } if path.is_empty() || path == "dir" => {
+                let entries = escape_names().into_iter().map(entry).collect();
+                send(stream, &Response::Entries(entries))
+                    && send(stream, &Response::ListEnd { skipped: 0 })
+            }
+            Misbehaviour::EscapeMessages { .. } => {
+                send(stream, &Response::Error(escaped(ErrorCode::NotFound, path)))
+            }
+            Misbehaviour::EndlessCheckpoints => {
+                send(stream, &Response::Entries(vec![entry("f.bin".to_owned())]))
+                    && send(stream, &Response::ListEnd { skipped: 0 })
+            }
+            Misbehaviour::HugeListing {
+                entries,
+                path_len,
+                absolute,
+                ..
+            } => {
+                let per_frame = (LIST_BATCH_BYTES / (path_len + 64)).max(1);
+                let path = |i| match absolute {
+                    true => format!("/{}", long_path(i, path_len.saturating_sub(1))),
+                    false => long_path(i, path_len),
+                };
+                let mut next = 0;
+                while next < entries && !self.stop.is_due() {
+                    let end = (next + per_frame).min(entries);
+                    let frame = (next..end).map(|i| entry(path(i))).collect();
+                    if !send(stream, &Response::Entries(frame)) {
+                        return false;
+                    }
+                    next = end;
+                }
+                send(stream, &Response::ListEnd { skipped: 0 })
+            }
             Misbehaviour::HostileListing => {
                 let entries = HOSTILE_PATHS
                     .iter()

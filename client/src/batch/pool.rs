@@ -76,22 +76,36 @@ pub(super) async fn worker(
     }
 }
 
-/// The next work for a connection: a run of up to `PIPELINE` small files, or
-/// one other file.
+/// The next work for a connection: a run of up to `PIPELINE` small files of
+/// up to `PIPELINE_BYTES` in all (at least one), or one other file.
 fn next_batch(queue: &Mutex<VecDeque<Target>>) -> Vec<Target> {
     let Ok(mut queue) = queue.lock() else {
         return Vec::new();
     };
     let mut batch = Vec::new();
+    let mut bytes = 0;
     while batch.len() < small::PIPELINE {
         match queue.front() {
-            Some(target) if small::eligible(target) => batch.extend(queue.pop_front()),
+            Some(target) if small::eligible(target) => {
+                bytes += small::listed_size(target);
+                if bytes > small::PIPELINE_BYTES && !batch.is_empty() {
+                    break;
+                }
+                batch.extend(queue.pop_front());
+            }
             Some(_) if batch.is_empty() => {
                 batch.extend(queue.pop_front());
                 break;
             }
             _ => break,
         }
+    }
+    // A queue that has given out most of its targets gives their room back:
+    // the failures a large batch gathers as it goes then take the place of
+    // the targets they were, rather than add to it.
+    if queue.capacity() > 4 * queue.len() + 1024 {
+        let keep = 2 * queue.len();
+        queue.shrink_to(keep);
     }
     batch
 }

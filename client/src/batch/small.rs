@@ -23,14 +23,25 @@ use crate::verify;
 pub(super) const SMALL: u64 = MAX_DATA as u64;
 
 /// Requests sent ahead on one connection. The replies to them are held in
-/// memory until written: at most this many times `SMALL` per connection, and
-/// in practice a few KiB each.
+/// memory until written: at most `PIPELINE_BYTES` per connection, and in
+/// practice a few KiB each.
 pub(super) const PIPELINE: usize = 32;
+
+/// Most bytes of listed files in one run of requests sent ahead, and so
+/// held by a connection before they are written (each reply may be no
+/// longer than its listing said): 32 files of 1 MiB would be 32 MiB a
+/// connection, 2 GiB at 64 connections.
+pub(super) const PIPELINE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Whether a listed file can go this way: small, and listed (so its version
 /// is known before it is asked for).
 pub(super) fn eligible(target: &Target) -> bool {
     target.listed.is_some_and(|meta| meta.size <= SMALL)
+}
+
+/// The size a listing gave the target (eligible ones have one).
+pub(super) fn listed_size(target: &Target) -> u64 {
+    target.listed.map_or(0, |meta| meta.size)
 }
 
 /// Whether nothing is at the target's final name (seen beneath the output
@@ -126,7 +137,7 @@ async fn read_reply(link: &mut Link<'_>, target: &Target) -> Option<Reply> {
     loop {
         let frame = link.read().await.ok()?;
         match reply.feed(frame).ok()? {
-            GetEvent::Meta(announced) if announced.size > SMALL => return None,
+            GetEvent::Meta(announced) if announced.size > listed_size(target) => return None,
             GetEvent::Meta(announced) => meta = Some(announced),
             GetEvent::Data(piece) => data.extend_from_slice(&piece),
             GetEvent::Checkpoint { .. } => {}

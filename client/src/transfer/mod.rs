@@ -18,7 +18,7 @@ use crate::progress::{Progress, Tracker};
 use crate::session::{broken, lost, remote, Failure, Link, Retries, Server};
 use crate::verify::{self, Verified};
 
-pub use partial::{partial_names, Partial};
+pub use partial::{partial_names, suffixed_owner, Partial};
 pub use sink::{Sink, SinkError};
 
 /// Frames received ahead of the disk: at 1 MiB each, bounds the client's

@@ -113,6 +113,20 @@ pub fn partial_names(file: &OsStr) -> (OsString, OsString, bool) {
     (data.into(), format!("{stem}{SIDECAR_SUFFIX}").into(), true)
 }
 
+/// The file whose suffixed partial or sidecar `file` is named as, if any
+/// (`x` for `x.part` or `x.part.json`, not for names too long to have
+/// them). The hidden names of long files cannot be read back.
+pub fn suffixed_owner(file: &OsStr) -> Option<&OsStr> {
+    let bytes = file.as_bytes();
+    let stem = bytes
+        .strip_suffix(DATA_SUFFIX.as_bytes())
+        .or_else(|| bytes.strip_suffix(SIDECAR_SUFFIX.as_bytes()))
+        .filter(|stem| !stem.is_empty())?;
+    let owner = OsStr::from_bytes(stem);
+    let (data, sidecar, _) = partial_names(owner);
+    (data == file || sidecar == file).then_some(owner)
+}
+
 impl Partial {
     /// The partial files for `output`.
     pub fn for_output(output: &Output) -> Self {
@@ -530,6 +544,22 @@ mod tests {
         let (a, _, _) = partial_names(OsStr::new(&"a".repeat(250)));
         let (b, _, _) = partial_names(OsStr::new(&"b".repeat(250)));
         assert_ne!(a, b, "each long name has its own");
+    }
+
+    #[test]
+    fn only_suffixed_partial_names_read_back_to_their_file() {
+        let owner = |name: &str| suffixed_owner(OsStr::new(name)).map(OsStr::to_owned);
+        assert_eq!(owner("x.part"), Some("x".into()));
+        assert_eq!(owner("x.part.json"), Some("x".into()));
+        assert_eq!(owner("x.part.part"), Some("x.part".into()));
+        assert_eq!(owner(".part"), None);
+        assert_eq!(owner("x.json"), None);
+        let long = "l".repeat(250);
+        assert_eq!(
+            owner(&format!("{long}.part")),
+            None,
+            "its partial is hidden"
+        );
     }
 
     #[test]
