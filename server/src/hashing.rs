@@ -4,8 +4,9 @@
 //! its progress kept so that a later pass continues rather than restarts.
 //! Server-wide, at most `max_hashing` chunks are hashed at any moment, taken
 //! in turn (a fair semaphore, one chunk per permit), so cold hashing takes
-//! that many cores at most however many clients ask; a pass waiting for its
-//! turn holds no thread. A request waits through a [`Digesting`]: dropping
+//! that many cores at most however many clients ask, on as many threads of
+//! their own ([`crate::workers`]); a pass waiting for its turn holds no
+//! thread. A request waits through a [`Digesting`]: dropping
 //! it (its client left) withdraws its own interest and nobody else's.
 //!
 //! The `Get` that starts a pass rides it: the pass hands it each chunk it
@@ -27,6 +28,7 @@ use ft_protocol::{ChainHasher, Digest, ErrorCode, RemoteError, CHUNK_SIZE};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::cache::{Caches, Digests};
+use crate::workers::Workers;
 
 /// What a pass reads: one file version. Everything here blocks.
 pub trait Source: Send + 'static {
@@ -103,6 +105,8 @@ pub struct Passes<V> {
     permits: Arc<Semaphore>,
     /// The riding budget, in [`RIDE_UNIT`]s.
     riding: Arc<Semaphore>,
+    /// The threads that read and hash chunks, one per permit.
+    workers: Workers,
     caches: Arc<Caches<V>>,
 }
 
@@ -115,6 +119,7 @@ impl<V: Copy + Eq + Hash + Send + Sync + 'static> Passes<V> {
             running: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max_hashing.max(1))),
             riding: Arc::new(Semaphore::new(units.min(Semaphore::MAX_PERMITS))),
+            workers: Workers::new(max_hashing, "ft-hash"),
             caches,
         }
     }
@@ -199,14 +204,15 @@ impl<V: Copy + Eq + Hash + Send + Sync + 'static> Passes<V> {
                 continue;
             };
             let opener = open.take();
-            let stepped = tokio::task::spawn_blocking(move || {
-                let _permit: OwnedSemaphorePermit = permit;
-                cursor.step(opener)
-            })
-            .await;
-            let (next, step) = match stepped {
-                Ok(stepped) => stepped,
-                Err(err) => break Progress::Failed(internal(format!("hashing failed: {err}"))),
+            let stepped = self
+                .workers
+                .run(move || {
+                    let _permit: OwnedSemaphorePermit = permit;
+                    cursor.step(opener)
+                })
+                .await;
+            let Some((next, step)) = stepped else {
+                break Progress::Failed(internal("hashing failed: its worker stopped"));
             };
             cursor = next;
             match step {

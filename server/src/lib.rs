@@ -14,7 +14,7 @@
 //! | `ops` | one module per request (`stat`, `checkpoints`, `get`, `list`), what they share in `shared` |
 //! | `relay` | blocking work beside a connection: produce on a thread, send with keep-alives |
 //! | `local` | the local folder as a backend: `files` (the root jail, reads, versions), `listing` (walks) |
-//! | `store` | files with their digests: `hashing` (the shared, bounded passes over cold files) and `cache` (what they leave) |
+//! | `store` | files with their digests: `hashing` (the shared, bounded passes over cold files, on the threads of `workers`) and `cache` (what they leave) |
 //! | `backend` | the narrow interface to where files live (open, stat, read a range, list) |
 //!
 //! Every bound is a field of [`Limits`].
@@ -29,6 +29,7 @@ mod local;
 mod ops;
 mod relay;
 mod store;
+mod workers;
 
 use std::future::Future;
 use std::path::PathBuf;
