@@ -154,6 +154,10 @@ impl<V: Copy + Eq + Hash + Send + Sync + 'static> Passes<V> {
             pass.interest.fetch_add(1, Ordering::SeqCst);
             return Digesting::waiting(Arc::clone(pass), None);
         }
+        let known = self.caches.prefix(&version);
+        // A pass that continues past where the request starts has nothing
+        // to hand it: those chunks are sent from the file.
+        let ride_from = ride_from.filter(|first| *first >= known.len() as u64);
         let (rider, ride) = match ride_from {
             Some(first) => {
                 let (chunks, ride) = mpsc::channel(1);
@@ -161,7 +165,6 @@ impl<V: Copy + Eq + Hash + Send + Sync + 'static> Passes<V> {
             }
             None => (None, None),
         };
-        let known = self.caches.prefix(&version);
         let (progress, _) = watch::channel(Progress::Hashed(known.len() as u64));
         let pass = Arc::new(Pass {
             interest: AtomicUsize::new(1),
@@ -697,5 +700,31 @@ mod tests {
             assert_eq!(digests.sha256, hasher.finalize());
             assert_eq!(meter.read.load(Ordering::SeqCst), size, "read once");
         }
+    }
+
+    #[tokio::test]
+    async fn a_pass_that_continues_past_the_start_of_a_get_is_not_ridden() {
+        let passes = passes(1);
+        let meter = Arc::new(Meter::default());
+        let mut first = join(&passes, 5, 8, &meter, Duration::from_millis(20));
+        first.state(3).await.expect("three chunks");
+        drop(first);
+        for _ in 0..100 {
+            if passes.running() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The next pass starts at chunk 3 or later: a Get from chunk 1 would
+        // wait there for a chunk that never comes.
+        let fake = Arc::clone(&meter);
+        let behind = passes.join(5, 8 * CHUNK_SIZE, Some(1), move || {
+            Ok(Fake {
+                meter: fake,
+                delay: Duration::ZERO,
+            })
+        });
+        assert!(!behind.rides());
+        drop(behind);
     }
 }
