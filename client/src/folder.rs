@@ -217,6 +217,36 @@ impl Folder {
         Ok(File::from(fd))
     }
 
+    /// A new regular file with no name yet (`O_TMPFILE`), in the folder that
+    /// will hold `name`: written whole, then named by [`Self::publish`], so
+    /// that a run killed meanwhile leaves nothing behind. `None` where the
+    /// file system cannot make one.
+    pub fn create_unnamed(&self, name: &Path) -> Result<Option<File>, FolderError> {
+        let (dir, _) = self.parent(name)?;
+        let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+        match rustix::fs::openat(&dir, ".", flags, file_mode()) {
+            Ok(fd) => Ok(Some(File::from(fd))),
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => Ok(None),
+            Err(errno) => Err(self.io(name, errno)),
+        }
+    }
+
+    /// Names `file`, made by [`Self::create_unnamed`] in the same folder,
+    /// `name`; fails if anything is there (nothing is replaced) or if
+    /// `/proc` cannot be reached to name it.
+    pub fn publish(&self, file: &File, name: &Path) -> Result<(), FolderError> {
+        let (dir, last) = self.parent(name)?;
+        let fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(file));
+        rustix::fs::linkat(
+            rustix::fs::CWD,
+            fd.as_str(),
+            &dir,
+            last,
+            AtFlags::SYMLINK_FOLLOW,
+        )
+        .map_err(|errno| self.io(name, errno))
+    }
+
     /// Opens the existing regular file at `name` as `how` says. Anything
     /// else there is refused before it is opened, and again after (in case
     /// it was swapped meanwhile), so no FIFO or device is ever opened in a
@@ -688,6 +718,28 @@ mod tests {
             std::fs::read(s.outside.join("secret")).expect("read"),
             b"keep"
         );
+    }
+
+    #[test]
+    fn an_unnamed_file_is_named_once_written_and_never_over_anything() {
+        both_ways(|| {
+            let scene = scene();
+            let folder = Folder::new(&scene.out, false);
+            let name = Path::new("sub/x.bin");
+            folder.make_dirs(Path::new("sub")).expect("made");
+            let Some(mut file) = folder.create_unnamed(name).expect("made") else {
+                return; // a file system without O_TMPFILE: nothing to check
+            };
+            std::io::Write::write_all(&mut file, b"whole").expect("written");
+            assert!(folder.lstat(name).expect("looked").is_none(), "no name yet");
+            folder.publish(&file, name).expect("named");
+            assert_eq!(std::fs::read(scene.out.join(name)).expect("read"), b"whole");
+            let err = folder.publish(&file, name).expect_err("something is there");
+            assert!(
+                matches!(&err, FolderError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
+                "nothing is replaced: {err}"
+            );
+        });
     }
 
     #[test]

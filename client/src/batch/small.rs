@@ -48,7 +48,11 @@ pub(super) fn listed_size(target: &Target) -> u64 {
 /// folder, without following links).
 pub(super) fn absent(target: &Target) -> bool {
     let output = &target.output;
-    matches!(output.folder().lstat(output.name()), Ok(None))
+    match output.folder().lstat(output.name()) {
+        Ok(found) => found.is_none(),
+        // A folder the listing did not name, made when the file is placed.
+        Err(err) => err.is_missing(),
+    }
 }
 
 /// What happened to the files of a batch.
@@ -155,26 +159,51 @@ async fn read_reply(link: &mut Link<'_>, target: &Target) -> Option<Reply> {
 }
 
 /// Verifies `data` against `sha256` and, if it matches, writes it into a
-/// fresh partial beside the output, syncs it and renames it into place.
-/// `Ok(false)`: no match, or something already at the partial's name (the
-/// careful path says what, or resumes it if it is ftget's).
+/// new file with no name yet, syncs it and names it: the output when
+/// nothing is there, else the partial, renamed over the output. A run
+/// killed while it writes leaves nothing behind. Where the file system has
+/// no unnamed files, a fresh partial is written instead. `Ok(false)`: no
+/// match, or something already at the partial's name (the careful path
+/// says what, or resumes it if it is ftget's).
 fn place(target: &Target, meta: &FileMeta, data: &[u8], sha256: &Digest) -> Result<bool, Error> {
     if !verify::matches(data, sha256) {
         return Ok(false);
     }
     let output = &target.output;
-    let partial = Partial::for_output(output);
-    let created = match partial.create() {
+    let folder = output.folder();
+    let made = match folder.create_unnamed(output.name()) {
         Err(err) if err.is_missing() => {
             // A folder the listing did not name.
             if let Some(parent) = output.name().parent() {
-                output.folder().make_dirs(parent).map_err(Error::folder)?;
+                folder.make_dirs(parent).map_err(Error::folder)?;
             }
-            partial.create()
+            folder.create_unnamed(output.name())
         }
         other => other,
     };
-    let Ok(mut file) = created else {
+    let mut file = match made {
+        Ok(Some(file)) => file,
+        Ok(None) => return place_as_partial(target, meta, data),
+        // Whatever is in the way, the careful path names it.
+        Err(_) => return Ok(false),
+    };
+    write_whole(&mut file, data, meta).map_err(Error::local(output.shown()))?;
+    if folder.publish(&file, output.name()).is_ok() {
+        return Ok(true);
+    }
+    let partial = Partial::for_output(output);
+    if folder.publish(&file, partial.data.name()).is_err() {
+        return Ok(false);
+    }
+    partial.rename().map(|()| true)
+}
+
+/// [`place`] where unnamed files cannot be made: a fresh partial, written,
+/// synced and renamed into place.
+fn place_as_partial(target: &Target, meta: &FileMeta, data: &[u8]) -> Result<bool, Error> {
+    let output = &target.output;
+    let partial = Partial::for_output(output);
+    let Ok(mut file) = partial.create() else {
         return Ok(false);
     };
     let written = write_whole(&mut file, data, meta)

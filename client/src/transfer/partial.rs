@@ -269,14 +269,18 @@ impl Partial {
         if saved.server.as_deref() != Some(server) || saved.remote != remote {
             return;
         }
-        match self.folder().lstat(self.data.name()) {
-            Ok(None) => {}
+        let removed = match self.folder().lstat(self.data.name()) {
+            Ok(None) => true,
             Ok(Some(found)) if found.as_file(1).is_none() => {
-                let _ = self.folder().remove(self.data.name());
+                self.folder().remove(self.data.name()).is_ok()
             }
-            _ => return,
+            _ => false,
+        };
+        // A sidecar goes only with its partial: a partial left without one
+        // would be refused by every later run.
+        if removed {
+            let _ = self.folder().remove(self.sidecar.name());
         }
-        let _ = self.folder().remove(self.sidecar.name());
     }
 
     /// Clears the way for a fresh partial: removes an earlier one of
