@@ -171,6 +171,14 @@ fn place(target: &Target, meta: &FileMeta, data: &[u8], sha256: &Digest) -> Resu
     }
     let output = &target.output;
     let folder = output.folder();
+    let partial = Partial::for_output(output);
+    match folder.lstat(partial.data.name()) {
+        Ok(None) => {}
+        Err(err) if err.is_missing() => {}
+        // An earlier run's partial, or something in the way: the careful
+        // path resumes the one or names the other.
+        _ => return Ok(false),
+    }
     let made = match folder.create_unnamed(output.name()) {
         Err(err) if err.is_missing() => {
             // A folder the listing did not name.
@@ -191,7 +199,6 @@ fn place(target: &Target, meta: &FileMeta, data: &[u8], sha256: &Digest) -> Resu
     if folder.publish(&file, output.name()).is_ok() {
         return Ok(true);
     }
-    let partial = Partial::for_output(output);
     if folder.publish(&file, partial.data.name()).is_err() {
         return Ok(false);
     }
