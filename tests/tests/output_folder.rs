@@ -91,7 +91,9 @@ fn mkfifo(path: &std::path::Path) {
 #[test]
 fn a_symlink_at_the_partial_is_not_written_through() {
     let scene = Scene::new();
-    scene.env.random_file("docs/x.bin", SMALL, 1);
+    // Over 1 MiB, so that `-r` fetches it the careful way, through a partial.
+    scene.env.random_file("docs/x.bin", BIG, 1);
+    let small = scene.env.random_file("docs/s.bin", SMALL, 11);
     let server = Server::start(&scene.env.root, &[]);
 
     symlink(&scene.secret, scene.out.join("x.bin.part")).unwrap();
@@ -102,9 +104,17 @@ fn a_symlink_at_the_partial_is_not_written_through() {
 
     fs::create_dir(scene.out.join("docs")).unwrap();
     symlink(&scene.secret, scene.out.join("docs/x.bin.part")).unwrap();
+    // A small file of a batch is written unnamed and needs no partial: a
+    // link at its partial's name is left as it is, never written through.
+    symlink(&scene.secret, scene.out.join("docs/s.bin.part")).unwrap();
     let run = scene.ftget(&["-r", &server.target(), "docs", "-o", "out"]);
     assert_refused(&run, "out/docs/x.bin.part", "is a symbolic link");
     assert!(!scene.out.join("docs/x.bin").exists());
+    assert_eq!(fs::read(scene.out.join("docs/s.bin")).unwrap(), small);
+    assert!(fs::symlink_metadata(scene.out.join("docs/s.bin.part"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     scene.assert_outside_untouched();
 }
 
@@ -155,11 +165,14 @@ fn a_symlinked_subfolder_is_not_followed_by_a_recursive_download() {
 #[test]
 fn a_fifo_at_the_partial_is_an_error_not_a_hang() {
     let scene = Scene::new();
-    scene.env.random_file("docs/x.bin", SMALL, 7);
+    // Over 1 MiB, so that `-r` fetches it the careful way, through a partial.
+    scene.env.random_file("docs/x.bin", BIG, 7);
     scene.env.random_file("docs/y.bin", SMALL, 8);
     let server = Server::start(&scene.env.root, &[]);
     fs::create_dir(scene.out.join("docs")).unwrap();
     mkfifo(&scene.out.join("docs/x.bin.part"));
+    // A small file needs no partial: a FIFO at its partial's name is left.
+    mkfifo(&scene.out.join("docs/y.bin.part"));
 
     let started = Instant::now();
     let mut child = spawn_ftget(

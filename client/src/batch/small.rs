@@ -161,10 +161,11 @@ async fn read_reply(link: &mut Link<'_>, target: &Target) -> Option<Reply> {
 /// Verifies `data` against `sha256` and, if it matches, writes it into a
 /// new file with no name yet, syncs it and names it: the output when
 /// nothing is there, else the partial, renamed over the output. A run
-/// killed while it writes leaves nothing behind. Where the file system has
+/// killed while it writes leaves nothing behind, and whatever is at the
+/// partial's name is not touched (nor needed). Where the file system has
 /// no unnamed files, a fresh partial is written instead. `Ok(false)`: no
-/// match, or something already at the partial's name (the careful path
-/// says what, or resumes it if it is ftget's).
+/// match, or something in the way (the careful path says what, or
+/// resumes it if it is ftget's).
 fn place(target: &Target, meta: &FileMeta, data: &[u8], sha256: &Digest) -> Result<bool, Error> {
     if !verify::matches(data, sha256) {
         return Ok(false);
@@ -172,13 +173,6 @@ fn place(target: &Target, meta: &FileMeta, data: &[u8], sha256: &Digest) -> Resu
     let output = &target.output;
     let folder = output.folder();
     let partial = Partial::for_output(output);
-    match folder.lstat(partial.data.name()) {
-        Ok(None) => {}
-        Err(err) if err.is_missing() => {}
-        // An earlier run's partial, or something in the way: the careful
-        // path resumes the one or names the other.
-        _ => return Ok(false),
-    }
     let made = match folder.create_unnamed(output.name()) {
         Err(err) if err.is_missing() => {
             // A folder the listing did not name.
