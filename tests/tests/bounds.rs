@@ -14,6 +14,11 @@ use ft_protocol::{ErrorCode, Request, Response, CHUNK_SIZE};
 use ft_tests::{bytes_read, peak_rss_kib, rss_kib, wait_until, Raw, Server, TestEnv};
 
 const GIB: u64 = 1 << 30;
+
+/// How long the server may take to notice a client gone: its next two
+/// keep-alives (the first write after the client's close still succeeds),
+/// then the pass's current chunk, with room for a loaded machine.
+const SETTLE: Duration = Duration::from_secs(2);
 const MIB: u64 = 1 << 20;
 
 /// A sparse file of `len` bytes (zeros, no disk), slow to hash, fast to make.
@@ -77,7 +82,7 @@ fn clients_that_leave_a_cold_get_free_their_slots_and_stop_its_work() {
         wait_until(Duration::from_secs(5), || served(&server, "info.txt")),
         "a new client is served soon after the others left"
     );
-    let read = reads_over(&server, Duration::from_secs(1), Duration::from_secs(2));
+    let read = reads_over(&server, SETTLE, Duration::from_secs(2));
     assert!(
         read < 2 * CHUNK_SIZE + MIB,
         "the server read {read} bytes in 2 s after its clients left"
@@ -111,7 +116,7 @@ fn work_for_a_client_that_left_stops() {
         let what = format!("{request:?}");
         let raw = started(&server, request);
         drop(raw);
-        let read = reads_over(&server, Duration::from_secs(1), Duration::from_secs(2));
+        let read = reads_over(&server, SETTLE, Duration::from_secs(2));
         assert!(
             read < 2 * CHUNK_SIZE + MIB,
             "{what}: the server read {read} bytes in 2 s after its client left"
