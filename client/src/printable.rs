@@ -8,16 +8,9 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io;
 
-/// Whether `c` acts on the terminal or on the reader instead of showing:
-/// C0 and C1 controls and DEL (a line is one line, so newlines too), and
-/// the bidi controls, which reorder the text around them ("Trojan Source").
-fn acts(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
-        )
-}
+// Which characters act on the terminal instead of showing: the protocol's
+// one rule, which the server's logs follow too.
+use ft_protocol::text::acts;
 
 /// `text` with each character that would act shown as an escape instead:
 /// `\x1b` up to U+00FF, `\u{202e}` above; every other character, UTF-8

@@ -39,6 +39,7 @@ pub mod hash;
 pub mod list;
 pub mod message;
 pub mod path;
+pub mod text;
 
 #[cfg(feature = "io")]
 pub use connection::{Connection, Transport};

@@ -3,8 +3,9 @@
 //! characters escaped before it reaches stderr, so no peer and no file name
 //! can forge a log line or send the terminal a control sequence.
 //!
-//! One rule ([`is_unsafe`], spelt by [`escape`]) applied at two points, one
-//! per log format. Human lines are escaped field by field
+//! One rule ([`ft_protocol::text::acts`], which ftget's output follows
+//! too), spelt by [`escape`], applied at two points, one per log format.
+//! Human lines are escaped field by field
 //! ([`PrintableFields`]), so the formatter's own colours still reach a
 //! terminal. JSON lines are escaped whole as they are written
 //! ([`PrintableWriter`]): they carry no colour, serde_json has already
@@ -14,25 +15,10 @@
 use std::fmt;
 use std::io;
 
+use ft_protocol::text::acts;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 use tracing_subscriber::fmt::{FormatFields, MakeWriter};
-
-/// Whether `ch` may not appear raw in a log line: C0 controls (newline,
-/// carriage return, tab, ESC, …), DEL and C1 controls (all of Unicode's
-/// `Cc`), the line and paragraph separators, and the bidirectional
-/// controls that reorder what a terminal shows.
-fn is_unsafe(ch: char) -> bool {
-    ch.is_control()
-        || matches!(
-            ch,
-            '\u{061c}'
-                | '\u{200e}'
-                | '\u{200f}'
-                | '\u{2028}'..='\u{202e}'
-                | '\u{2066}'..='\u{2069}'
-        )
-}
 
 /// How an escaped character is spelt.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +33,7 @@ enum Spelling {
 /// `\t`, and the rest by code point.
 fn escape(text: &str, spelling: Spelling, out: &mut impl fmt::Write) -> fmt::Result {
     let mut rest = text;
-    while let Some((at, ch)) = rest.char_indices().find(|&(_, ch)| is_unsafe(ch)) {
+    while let Some((at, ch)) = rest.char_indices().find(|&(_, ch)| acts(ch)) {
         out.write_str(&rest[..at])?;
         match (ch, spelling) {
             ('\n', _) => out.write_str("\\n")?,
@@ -165,10 +151,7 @@ mod tests {
         let line = escape_line(json.as_bytes());
         assert_eq!(line.matches('\n').count(), 1);
         assert!(line.ends_with('\n'));
-        assert!(
-            line.chars().all(|ch| ch == '\n' || !is_unsafe(ch)),
-            "{line:?}"
-        );
+        assert!(line.chars().all(|ch| ch == '\n' || !acts(ch)), "{line:?}");
         assert!(line.contains("\\u007f\\u0085\\u202e\\u2029"), "{line}");
         // The escapes decode back to the very string that was logged.
         let parsed: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
