@@ -77,18 +77,21 @@ pub fn open(root: &Dir, path: &RemotePath) -> Result<OpenFile, RemoteError> {
             format!("not a regular file: {path}"),
         ));
     }
-    let file = match reopen(&node) {
-        Some(opened) => opened,
-        None => reopen_by_path(root, path),
-    }
-    .map_err(failed)?;
-    let metadata = file.metadata().map_err(failed)?;
-    if (metadata.dev(), metadata.ino()) != (found.dev(), found.ino()) {
-        return Err(RemoteError::new(
-            ErrorCode::FileChanged,
-            format!("{path} was replaced while it was being opened"),
-        ));
-    }
+    let (file, metadata) = match reopen(&node) {
+        // The very inode located: what was seen of it is what is open.
+        Some(opened) => (opened.map_err(failed)?, found),
+        None => {
+            let file = reopen_by_path(root, path).map_err(failed)?;
+            let metadata = file.metadata().map_err(failed)?;
+            if (metadata.dev(), metadata.ino()) != (found.dev(), found.ino()) {
+                return Err(RemoteError::new(
+                    ErrorCode::FileChanged,
+                    format!("{path} was replaced while it was being opened"),
+                ));
+            }
+            (file, metadata)
+        }
+    };
     Ok(OpenFile {
         file,
         id: file_id(&metadata),
