@@ -10,7 +10,10 @@ use clap::Parser;
 use clap_complete::Shell;
 
 /// Download files and folders from an ftserve server, verified by SHA-256
-/// and resumable.
+/// and resumable, over TLS.
+///
+/// The first connection to a server records its key in
+/// ~/.config/ft/known_servers; a later change of key is refused (exit 6).
 ///
 /// A file is written under NAME.part (with NAME.part.json beside it when it
 /// is over 4 MiB) and takes its final name only once its SHA-256 matches the
@@ -82,6 +85,25 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 8, env = "FTGET_CONNECTIONS",
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub connections: u64,
+
+    /// Accept only the server whose key has this fingerprint (as ftserve
+    /// prints it at start: SHA256:...).
+    #[arg(long, value_name = "SHA256:...", env = "FTGET_PIN")]
+    pub pin: Option<ft_protocol::tls::Fingerprint>,
+
+    /// Refuse a server that is not pinned, not in the known-servers file
+    /// and has no certificate from a trusted CA, instead of recording it.
+    #[arg(long, env = "FTGET_STRICT")]
+    pub strict: bool,
+
+    /// Also trust servers whose certificate chains to a CA in this PEM file.
+    #[arg(long, value_name = "FILE", env = "FTGET_CA")]
+    pub ca: Option<PathBuf>,
+
+    /// Read the access token from the first line of FILE. The token can
+    /// also come from FTGET_TOKEN; never give it on the command line.
+    #[arg(long, value_name = "FILE", env = "FTGET_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 
     /// Write the man page ftget.1 and completions for bash (ftget.bash), zsh
     /// (_ftget) and fish (ftget.fish) into DIR, then exit.

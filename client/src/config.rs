@@ -10,6 +10,7 @@ use crate::folder::Output;
 use crate::output::Show;
 use crate::session::Server;
 use crate::transfer::{Job, Policy, Target};
+use crate::trust::{Trust, TrustSettings};
 
 /// Settings as the user gave them.
 #[derive(Debug, Clone)]
@@ -34,6 +35,10 @@ pub struct Config {
     pub connections: usize,
     /// What to print.
     pub show: Show,
+    /// Whom to trust as the server.
+    pub trust: TrustSettings,
+    /// The access token to present, if any.
+    pub token: Option<ft_protocol::Token>,
 }
 
 /// What the command line asks for.
@@ -48,11 +53,21 @@ pub enum Mode {
 /// The server part of the settings, checked.
 pub fn server(config: &Config) -> Result<Server, Error> {
     let (host, port) = crate::addr::parse_server(&config.server)?;
+    let settings = TrustSettings {
+        announce: !config.show.quiet,
+        ..config.trust.clone()
+    };
+    let trust = Trust::new(&host, port, settings).map_err(|source| Error::Trust {
+        server: config.server.clone(),
+        source,
+    })?;
     Ok(Server {
         label: config.server.clone(),
         host,
         port,
         timeout: config.timeout,
+        trust: std::sync::Arc::new(trust),
+        token: config.token.clone(),
     })
 }
 

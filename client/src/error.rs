@@ -82,6 +82,34 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The server's identity could not be verified.
+    #[error("{server}")]
+    Identity {
+        /// The server, as the user named it.
+        server: String,
+        /// Why it was refused.
+        #[source]
+        source: crate::trust::IdentityError,
+    },
+    /// The server refused our credentials (no token, wrong token).
+    #[error("{server}")]
+    Credentials {
+        /// The server, as the user named it.
+        server: String,
+        /// The server's reason.
+        #[source]
+        reason: RemoteError,
+    },
+    /// The trust settings (`--ca`, the known-servers file) could not be
+    /// used.
+    #[error("{server}")]
+    Trust {
+        /// The server, as the user named it.
+        server: String,
+        /// Why.
+        #[source]
+        source: crate::trust::TrustError,
+    },
     /// A thread doing the work for these files panicked or was cancelled.
     #[error("a worker thread failed")]
     Worker(#[source] WorkerError),
@@ -201,6 +229,10 @@ pub enum ServerError {
     /// It speaks another protocol version.
     #[error("server speaks protocol version {0}; this ftget speaks {VERSION}")]
     Version(u32),
+    /// It does not speak TLS 1.3 with ft's ALPN (an ftserve of version 1
+    /// answers so).
+    #[error("not an ft server of protocol version {VERSION} (its TLS failed: {0})")]
+    Tls(#[source] std::io::Error),
     /// It answered the hello with something else than `Welcome` or `Error`.
     #[error("unexpected reply to the handshake")]
     Handshake,
@@ -301,6 +333,9 @@ impl Error {
             Error::Refused { .. } => Exit::Refused,
             Error::Verification { .. } => Exit::Verification,
             Error::Connection { .. } => Exit::Connection,
+            Error::Identity { .. } => Exit::Identity,
+            Error::Credentials { .. } => Exit::Credentials,
+            Error::Trust { .. } => Exit::Failure,
             Error::Server { .. }
             | Error::Local { .. }
             | Error::InTheWay { .. }

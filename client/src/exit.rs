@@ -17,6 +17,10 @@ pub enum Exit {
     Verification,
     /// Could not connect, or the connection was lost and retries ran out.
     Connection,
+    /// The server's identity could not be verified. Nothing was written.
+    Identity,
+    /// The server refused our credentials. Nothing was written.
+    Credentials,
     /// Interrupted by Ctrl-C; the partial file is kept for a later resume.
     Interrupted,
 }
@@ -31,6 +35,8 @@ impl Exit {
             Exit::Refused => 3,
             Exit::Verification => 4,
             Exit::Connection => 5,
+            Exit::Identity => 6,
+            Exit::Credentials => 7,
             Exit::Interrupted => 130,
         }
     }
@@ -62,6 +68,8 @@ mod tests {
             (Exit::Refused, 3),
             (Exit::Verification, 4),
             (Exit::Connection, 5),
+            (Exit::Identity, 6),
+            (Exit::Credentials, 7),
             (Exit::Interrupted, 130),
         ];
         for (exit, code) in table {

@@ -11,7 +11,7 @@
 //! | top | `app`, `config`, `output` | settings to a mode, Ctrl-C, exit codes; what is printed, human and JSON |
 //! | batch | `batch` (`outcome`, `plan`, `pool`, `present`, `small`, `offload`) | many files: what a job is and how it ends, plan, connection pool, up-to-date check, pipelining, blocking work for a batch |
 //! | transfer, listing | `transfer` (`partial`, `sink`), `listing` | one file: resume decision, `Get`, the sink; a `List` |
-//! | session | `session` | the connection, one-reply requests, the retry policy |
+//! | session | `session`, `trust` | the connection (TLS, then the hello), one-reply requests, the retry policy; whom to trust as the server |
 //! | foundation | `verify` (`engine`), `folder`, `progress`, `printable`, `error`, `exit`, `addr` | the verification engine, the output folder (every write beneath it, never through a link), the bar, text made safe to print, typed errors, exit codes, SERVER arguments |
 //!
 //! The protocol's rules (handshake, the order of a `Get` or `List` reply)
@@ -30,6 +30,7 @@ mod printable;
 mod progress;
 mod session;
 mod transfer;
+pub mod trust;
 mod verify;
 
 pub use app::run;

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
+use ft_client::trust::TrustSettings;
 use ft_client::{Config, Exit, Show};
+use ft_protocol::Token;
 
 fn main() -> ExitCode {
     // clap exits with 2 on usage errors, 0 for --help and --version.
@@ -23,13 +25,44 @@ fn main() -> ExitCode {
                 Exit::Failure
             }
         },
-        None => ft_client::run(config(cli)),
+        None => match token(&cli) {
+            Ok(token) => ft_client::run(config(cli, token)),
+            Err(err) => {
+                eprintln!("ftget: {err:#}");
+                Exit::Usage
+            }
+        },
     };
     exit.into()
 }
 
+/// The access token: the first line of `--token-file`, else FTGET_TOKEN.
+/// Never an argument, where other users could read it.
+fn token(cli: &cli::Cli) -> anyhow::Result<Option<Token>> {
+    use anyhow::Context;
+    use std::io::Read;
+    if let Some(path) = &cli.token_file {
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(4096).read_to_string(&mut text))
+            .with_context(|| format!("--token-file {}", path.display()))?;
+        let line = text.lines().next().unwrap_or_default().trim();
+        anyhow::ensure!(
+            !line.is_empty(),
+            "--token-file {}: no token on its first line",
+            path.display()
+        );
+        return Ok(Some(Token::new(line)));
+    }
+    Ok(std::env::var("FTGET_TOKEN")
+        .ok()
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty())
+        .map(Token::new))
+}
+
 /// The settings the command line gives, resolved; the library never sees clap.
-fn config(cli: cli::Cli) -> Config {
+fn config(cli: cli::Cli, token: Option<Token>) -> Config {
     Config {
         // clap has checked that SERVER was given.
         server: cli.server.unwrap_or_default(),
@@ -48,5 +81,13 @@ fn config(cli: cli::Cli) -> Config {
             verbose: cli.verbose,
             human: cli.human,
         },
+        trust: TrustSettings {
+            pin: cli.pin,
+            strict: cli.strict,
+            ca: cli.ca,
+            known_servers: ft_client::trust::default_known_servers(),
+            announce: true,
+        },
+        token,
     }
 }

@@ -5,14 +5,18 @@
 
 use std::time::Duration;
 
-use ft_protocol::connection::TcpConnection;
+use std::sync::Arc;
+
+use ft_protocol::connection::ClientTlsConnection;
 use ft_protocol::{
     ClientHandshake, ConnectionError, Digest, ErrorCode, FileMeta, HandshakeError, RemoteError,
-    Request, Response, MAX_CHECKPOINTS,
+    Request, Response, Token, MAX_CHECKPOINTS,
 };
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use crate::error::{ConnectError, Error, ServerError};
+use crate::trust::{self, Trust};
 
 /// First pause before a retry; it doubles with each failure in a row.
 const RETRY_BASE: Duration = Duration::from_millis(250);
@@ -38,6 +42,10 @@ pub struct Server {
     pub port: u16,
     /// Bound on connecting and on any silence from the server.
     pub timeout: Duration,
+    /// Whom to trust as this server.
+    pub trust: Arc<Trust>,
+    /// The token to present, if any.
+    pub token: Option<Token>,
 }
 
 /// Why a step failed, and so what to do next.
@@ -56,7 +64,7 @@ pub(crate) enum Failure {
 /// One connection slot: empty until needed, emptied when in doubt.
 pub(crate) struct Link<'a> {
     pub server: &'a Server,
-    conn: Option<TcpConnection>,
+    conn: Option<ClientTlsConnection>,
 }
 
 impl<'a> Link<'a> {
@@ -65,7 +73,7 @@ impl<'a> Link<'a> {
     }
 
     /// The open connection, connecting and greeting first if there is none.
-    pub async fn conn(&mut self) -> Result<&mut TcpConnection, Failure> {
+    pub async fn conn(&mut self) -> Result<&mut ClientTlsConnection, Failure> {
         let conn = match self.conn.take() {
             Some(conn) => conn,
             None => connect(self.server).await?,
@@ -181,7 +189,7 @@ impl<'a> Link<'a> {
     }
 }
 
-async fn connect(server: &Server) -> Result<TcpConnection, Failure> {
+async fn connect(server: &Server) -> Result<ClientTlsConnection, Failure> {
     let unreachable = |source| {
         Failure::Retry(Error::Connection {
             server: server.label.clone(),
@@ -211,8 +219,10 @@ async fn connect(server: &Server) -> Result<TcpConnection, Failure> {
         }
     }
     let stream = stream.ok_or_else(|| unreachable(last))?;
-    let mut conn = TcpConnection::tcp(stream, server.timeout);
-    let handshake = ClientHandshake;
+    let mut conn = secure(server, stream).await?;
+    let handshake = ClientHandshake {
+        token: server.token.clone(),
+    };
     conn.send(&handshake.hello())
         .await
         .map_err(|err| lost(server, err))?;
@@ -228,6 +238,52 @@ async fn connect(server: &Server) -> Result<TcpConnection, Failure> {
         Err(HandshakeError::Refused(err)) => Err(remote(server, err)),
         Err(HandshakeError::Unexpected { .. }) => Err(broken(server, ServerError::Handshake)),
     }
+}
+
+/// The TLS handshake, within the timeout: the server's identity is checked
+/// (see `trust`) before anything of ft, a token above all, is sent.
+async fn secure(server: &Server, stream: TcpStream) -> Result<ClientTlsConnection, Failure> {
+    // Frames are written whole, so Nagle's delay would only add latency to
+    // small requests. Failing to set it changes nothing else.
+    let _ = stream.set_nodelay(true);
+    let name = ServerName::try_from(server.host.clone())
+        .or_else(|_| ServerName::try_from("ftserve"))
+        .map_err(|_| broken(server, ServerError::Handshake))?;
+    let connector = tokio_rustls::TlsConnector::from(server.trust.config());
+    let handshake = tokio::time::timeout(server.timeout, connector.connect(name, stream)).await;
+    let tls = match handshake {
+        Err(_) => return Err(lost(server, ConnectionError::Timeout(server.timeout))),
+        Ok(Err(err)) => {
+            if let Some(refusal) = trust::refusal(&err) {
+                return Err(Failure::Fatal(Error::Identity {
+                    server: server.label.clone(),
+                    source: refusal,
+                }));
+            }
+            // A peer that spoke, but not TLS 1.3 with ft's ALPN, is not an
+            // ft server of this version; a reset or an early close may pass.
+            if err
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                return Err(broken(server, ServerError::Tls(err)));
+            }
+            return Err(lost(server, ConnectionError::Io(err)));
+        }
+        Ok(Ok(tls)) => tls,
+    };
+    let session = tls.get_ref().1;
+    if session.alpn_protocol() != Some(ft_protocol::tls::ALPN) {
+        return Err(broken(server, ServerError::Handshake));
+    }
+    let cert = session.peer_certificates().and_then(|chain| chain.first());
+    server.trust.confirm(cert).map_err(|err| {
+        Failure::Fatal(Error::Trust {
+            server: server.label.clone(),
+            source: err,
+        })
+    })?;
+    Ok(ClientTlsConnection::new(tls, server.timeout))
 }
 
 /// A connection failure: a garbled stream means the peer is not an ft
@@ -278,6 +334,10 @@ pub(crate) fn remote(server: &Server, err: RemoteError) -> Failure {
         ErrorCode::UnsupportedVersion | ErrorCode::BadRequest => {
             broken(server, ServerError::Remote(err))
         }
+        ErrorCode::Unauthorized => Failure::Fatal(Error::Credentials {
+            server: label,
+            reason: err,
+        }),
     }
 }
 
@@ -416,6 +476,8 @@ mod tests {
             host: "h".into(),
             port: 1,
             timeout: Duration::from_secs(1),
+            trust: Arc::new(Trust::new("h", 1, Default::default()).expect("trust")),
+            token: None,
         };
         let failure = |code| remote(&server, RemoteError::new(code, "x"));
         assert!(matches!(

@@ -19,7 +19,7 @@ fn version_names_the_protocol() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains(env!("CARGO_PKG_VERSION")) && text.contains("ft protocol 1"),
+        text.contains(env!("CARGO_PKG_VERSION")) && text.contains("ft protocol 2"),
         "{text}"
     );
 }
@@ -35,6 +35,10 @@ fn help_lists_every_option() {
         "--no-resume",
         "--retries",
         "--timeout",
+        "--pin",
+        "--strict",
+        "--ca",
+        "--token-file",
         "<SERVER>",
         "<PATH>",
     ] {

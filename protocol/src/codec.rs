@@ -192,7 +192,13 @@ mod tests {
         let requests = [
             Request::Hello {
                 magic: crate::MAGIC,
-                version: 1,
+                version: 2,
+                token: None,
+            },
+            Request::Hello {
+                magic: crate::MAGIC,
+                version: 2,
+                token: Some(crate::Token::new("ftk_abc")),
             },
             Request::Stat { path: "a/b".into() },
             Request::Get {
@@ -227,16 +233,31 @@ mod tests {
 
     #[test]
     fn wire_layout_is_fixed_little_endian() {
-        // Hello is variant 0 with a 4-byte magic and a u32 version; these bytes
-        // are what PROTOCOL.md promises.
+        // Hello is variant 0 with a 4-byte magic, a u32 version and an
+        // optional token (a 0/1 tag, then a u64 length and the bytes); these
+        // bytes are what PROTOCOL.md promises.
         let frame = encode(&Request::Hello {
             magic: *b"FTXF",
-            version: 1,
+            version: 2,
+            token: None,
         })
         .expect("encodes");
         assert_eq!(
             frame,
-            [0, 0, 0, 12, 0, 0, 0, 0, b'F', b'T', b'X', b'F', 1, 0, 0, 0]
+            [0, 0, 0, 13, 0, 0, 0, 0, b'F', b'T', b'X', b'F', 2, 0, 0, 0, 0]
+        );
+        let frame = encode(&Request::Hello {
+            magic: *b"FTXF",
+            version: 2,
+            token: Some(crate::Token::new("ab")),
+        })
+        .expect("encodes");
+        assert_eq!(
+            frame,
+            [
+                0, 0, 0, 23, 0, 0, 0, 0, b'F', b'T', b'X', b'F', 2, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0,
+                0, 0, b'a', b'b'
+            ]
         );
     }
 

@@ -53,8 +53,21 @@ impl Transport for TcpStream {
 /// An in-memory pipe: how tests drive a connection without a socket.
 impl Transport for tokio::io::DuplexStream {}
 
-/// A connection over TCP.
+/// The server's end of a TLS connection: file bytes are read, then
+/// encrypted in this process.
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {}
+
+/// The client's end of a TLS connection.
+impl Transport for tokio_rustls::client::TlsStream<TcpStream> {}
+
+/// A connection over bare TCP.
 pub type TcpConnection = Connection<TcpStream>;
+
+/// The server's end of a connection over TLS, as ftserve serves them.
+pub type ServerTlsConnection = Connection<tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// The client's end of a connection over TLS, as ftget makes them.
+pub type ClientTlsConnection = Connection<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// A stream of frames in both directions.
 pub struct Connection<S> {
@@ -113,8 +126,15 @@ impl<S: Transport> Connection<S> {
             if self.buf.len() == self.buf.capacity() {
                 self.buf.reserve(READ_ROOM);
             }
-            let read = self.stream.read_buf(&mut self.buf).await;
-            if read.map_err(|err| self.io_error(err))? == 0 {
+            let read = match self.stream.read_buf(&mut self.buf).await {
+                // A TLS peer that closes without close_notify: between
+                // frames that cuts nothing (each frame says its length), so
+                // it is a close like any other; inside a frame it is
+                // `Truncated` below, as on a bare socket.
+                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => 0,
+                read => read.map_err(|err| self.io_error(err))?,
+            };
+            if read == 0 {
                 return match self.buf.is_empty() {
                     true => Ok(None),
                     false => Err(ConnectionError::Truncated),

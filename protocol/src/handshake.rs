@@ -1,13 +1,16 @@
 //! The handshake, both sides: the client's `Hello`, and what each side makes
 //! of the other's first message. Plain values in, plain values out.
 
-use crate::message::{ErrorCode, RemoteError, Request, Response};
-use crate::{MAGIC, VERSION};
+use crate::message::{ErrorCode, RemoteError, Request, Response, Token};
+use crate::{MAGIC, MAX_TOKEN_BYTES, VERSION};
 
 /// The client's side: it opens with [`ClientHandshake::hello`] and reads the
 /// server's answer with [`ClientHandshake::receive`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ClientHandshake;
+#[derive(Debug, Clone, Default)]
+pub struct ClientHandshake {
+    /// The token the hello presents, if any.
+    pub token: Option<Token>,
+}
 
 /// Why a server's answer to `Hello` ends the conversation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +38,7 @@ impl ClientHandshake {
         Request::Hello {
             magic: MAGIC,
             version: VERSION,
+            token: self.token.clone(),
         }
     }
 
@@ -50,18 +54,33 @@ impl ClientHandshake {
 }
 
 /// The server's side: [`ServerHandshake::receive`] turns the client's first
-/// request into `Welcome`, or into the error to send before closing.
+/// request into the token it presents, or into the error to send before
+/// closing. Whether the token will do is the server's to judge; then
+/// [`ServerHandshake::welcome`] is the answer.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ServerHandshake;
 
 impl ServerHandshake {
-    /// The answer to the first request of a connection. `Err` carries the
-    /// refusal to send, after which the server closes.
-    pub fn receive(&self, first: &Request) -> Result<Response, RemoteError> {
+    /// The token a well-formed hello of this version presents (`None` for
+    /// no token). `Err` carries the refusal to send, after which the server
+    /// closes.
+    pub fn receive(&self, first: Request) -> Result<Option<Token>, RemoteError> {
         match first {
-            Request::Hello { magic, version } if *magic == MAGIC => {
-                if *version == VERSION {
-                    return Ok(Response::Welcome { version: VERSION });
+            Request::Hello {
+                magic,
+                version,
+                token,
+            } if magic == MAGIC => {
+                if version == VERSION {
+                    return match token {
+                        Some(token) if token.expose().len() > MAX_TOKEN_BYTES => {
+                            Err(RemoteError::new(
+                                ErrorCode::Unauthorized,
+                                "authentication failed: malformed token",
+                            ))
+                        }
+                        token => Ok(token),
+                    };
                 }
                 Err(RemoteError::new(
                     ErrorCode::UnsupportedVersion,
@@ -80,6 +99,11 @@ impl ServerHandshake {
             )),
         }
     }
+
+    /// The answer to a hello the server accepts.
+    pub fn welcome(&self) -> Response {
+        Response::Welcome { version: VERSION }
+    }
 }
 
 #[cfg(test)]
@@ -88,59 +112,76 @@ mod tests {
 
     #[test]
     fn both_sides_agree_on_the_current_version() {
-        let hello = ClientHandshake.hello();
-        let welcome = ServerHandshake.receive(&hello).expect("accepted");
-        assert_eq!(ClientHandshake.receive(welcome), Ok(VERSION));
+        let client = ClientHandshake {
+            token: Some(Token::new("t")),
+        };
+        let token = ServerHandshake.receive(client.hello()).expect("accepted");
+        assert_eq!(token, Some(Token::new("t")));
+        assert_eq!(client.receive(ServerHandshake.welcome()), Ok(VERSION));
+        let anonymous = ServerHandshake.receive(ClientHandshake::default().hello());
+        assert_eq!(anonymous, Ok(None));
     }
 
     #[test]
     fn the_server_refuses_what_is_not_a_hello_of_its_version() {
-        let code = |request: Request| ServerHandshake.receive(&request).map_err(|err| err.code);
+        let code = |request: Request| ServerHandshake.receive(request).map_err(|err| err.code);
         assert_eq!(
             code(Request::Hello {
                 magic: MAGIC,
-                version: VERSION + 1
+                version: VERSION + 1,
+                token: None,
             }),
             Err(ErrorCode::UnsupportedVersion)
         );
         assert_eq!(
             code(Request::Hello {
                 magic: *b"HTTP",
-                version: VERSION
+                version: VERSION,
+                token: None,
             }),
             Err(ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(Request::Hello {
+                magic: MAGIC,
+                version: VERSION,
+                token: Some(Token::new("x".repeat(MAX_TOKEN_BYTES + 1))),
+            }),
+            Err(ErrorCode::Unauthorized)
         );
         assert_eq!(
             code(Request::Stat { path: "a".into() }),
             Err(ErrorCode::BadRequest)
         );
         let refusal = ServerHandshake
-            .receive(&Request::Hello {
+            .receive(Request::Hello {
                 magic: MAGIC,
                 version: 99,
+                token: None,
             })
             .expect_err("refused");
-        assert!(refusal.message.contains("99") && refusal.message.contains("version 1"));
+        assert!(refusal.message.contains("99") && refusal.message.contains("version 2"));
     }
 
     #[test]
     fn the_client_refuses_another_version_and_stray_frames() {
+        let client = ClientHandshake::default();
         assert_eq!(
-            ClientHandshake.receive(Response::Welcome { version: 2 }),
-            Err(HandshakeError::Version { server: 2 })
+            client.receive(Response::Welcome { version: 3 }),
+            Err(HandshakeError::Version { server: 3 })
         );
         let busy = RemoteError::new(ErrorCode::Busy, "busy");
         assert_eq!(
-            ClientHandshake.receive(Response::Error(busy.clone())),
+            client.receive(Response::Error(busy.clone())),
             Err(HandshakeError::Refused(busy))
         );
         assert_eq!(
-            ClientHandshake.receive(Response::KeepAlive),
+            client.receive(Response::KeepAlive),
             Err(HandshakeError::Unexpected { kind: "KeepAlive" })
         );
         assert_eq!(
-            HandshakeError::Version { server: 2 }.to_string(),
-            "server speaks protocol version 2; this client speaks 1"
+            HandshakeError::Version { server: 3 }.to_string(),
+            "server speaks protocol version 3; this client speaks 2"
         );
     }
 }

@@ -1,12 +1,17 @@
-//! The ft wire protocol, version 1, in brief (PROTOCOL.md is the byte-exact spec).
+//! The ft wire protocol, version 2, in brief (PROTOCOL.md is the byte-exact spec).
 //!
+//! * **TLS.** Every connection is TLS 1.3 ([`tls`]: the provider, ALPN
+//!   `ft/2`, the fingerprint that names a server's key); what follows runs
+//!   inside it.
 //! * **Frames.** Every message is a frame: a `u32` big-endian body length, then
 //!   the body, which is a bincode-encoded [`Request`] or [`Response`] (fixed-width
 //!   little-endian integers). A length above [`MAX_FRAME`] closes the connection
 //!   before anything is allocated for it.
 //! * **Handshake.** The client's first request is [`Request::Hello`] carrying
-//!   [`MAGIC`] and [`VERSION`]; the server answers [`Response::Welcome`] or an
-//!   error ([`ErrorCode::UnsupportedVersion`], [`ErrorCode::Busy`], …).
+//!   [`MAGIC`], [`VERSION`] and the client's access token, if it has one;
+//!   the server answers [`Response::Welcome`] or an error
+//!   ([`ErrorCode::Unauthorized`], [`ErrorCode::UnsupportedVersion`],
+//!   [`ErrorCode::Busy`], …).
 //! * **Requests** follow each other on one connection: `Stat` → `Meta`;
 //!   `Checkpoints` → `Checkpoints`; `Get` → `Meta`, then `Data` frames with a
 //!   `Checkpoint` after every [`CHUNK_SIZE`] bytes, then `End` with the SHA-256
@@ -26,7 +31,7 @@
 //! plain types fed with messages. None of them touches a socket or needs a
 //! runtime. The `io` feature (on by default; both binaries use it) adds
 //! [`connection`], the thin async driver that runs frames over any byte
-//! stream.
+//! stream, and [`tls`].
 
 pub mod codec;
 #[cfg(feature = "io")]
@@ -40,6 +45,8 @@ pub mod list;
 pub mod message;
 pub mod path;
 pub mod text;
+#[cfg(feature = "io")]
+pub mod tls;
 
 #[cfg(feature = "io")]
 pub use connection::{Connection, Transport};
@@ -48,12 +55,12 @@ pub use get::{GetError, GetEvent, GetReply};
 pub use handshake::{ClientHandshake, HandshakeError, ServerHandshake};
 pub use hash::{ChainHasher, Digest};
 pub use list::{ListError, ListEvent, ListReply};
-pub use message::{Entry, EntryKind, ErrorCode, FileMeta, RemoteError, Request, Response};
+pub use message::{Entry, EntryKind, ErrorCode, FileMeta, RemoteError, Request, Response, Token};
 pub use path::RemotePath;
 
 /// Protocol version spoken by this crate. A peer asking for another one gets
 /// [`ErrorCode::UnsupportedVersion`].
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// First field of every `Hello`: tells an ft server from anything else that
 /// happens to connect.
@@ -94,6 +101,9 @@ pub const LIST_BATCH_BYTES: usize = 1024 * 1024;
 /// for that long, sends [`Response::KeepAlive`]. Well under any client
 /// timeout ftget accepts (1 s at least).
 pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Longest token a hello may carry, in bytes; ft's own tokens are 47.
+pub const MAX_TOKEN_BYTES: usize = 256;
 
 /// Longest path a request may carry, in bytes (Linux's `PATH_MAX`).
 pub const MAX_PATH_BYTES: usize = 4096;

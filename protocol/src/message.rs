@@ -1,4 +1,4 @@
-//! The messages of protocol v1. Variant order is part of the wire format:
+//! The messages of protocol v2. Variant order is part of the wire format:
 //! bincode writes the variant index, so new variants go at the end.
 
 use bytes::Bytes;
@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::hash::Digest;
 
-/// What a client asks. `Hello` must come first and keeps its index and layout in
-/// every protocol version, so any server can answer any client's handshake.
+/// What a client asks. `Hello` must come first and keeps its index and its
+/// first two fields in every protocol version, so any server can tell which
+/// version a client speaks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Opens the conversation: [`crate::MAGIC`] and the version the client speaks.
@@ -16,6 +17,9 @@ pub enum Request {
         magic: [u8; 4],
         /// Protocol version the client speaks.
         version: u32,
+        /// The access token, when the client has one; a server with tokens
+        /// refuses a hello without a known one ([`ErrorCode::Unauthorized`]).
+        token: Option<Token>,
     },
     /// Describe one file; answered by [`Response::Meta`].
     Stat {
@@ -233,6 +237,33 @@ pub enum ErrorCode {
     FileChanged,
     /// A listing was asked of something that is not a folder.
     NotADirectory,
+    /// The server wants a token and the hello carried none, or one it does
+    /// not know. The server closes the connection after it.
+    Unauthorized,
+}
+
+/// An access token, as a client presents it in its hello. Its `Debug` shows
+/// nothing of it, so a token never reaches a log by way of a request.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token's text.
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The token's text: for checking it, never for showing it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(…)")
+    }
 }
 
 /// An error the server reported: a code and a human-readable message.
@@ -266,6 +297,16 @@ mod tests {
             mtime_nanos: 5,
             sha256: sha,
         }
+    }
+
+    #[test]
+    fn a_token_never_shows_in_debug_output() {
+        let hello = Request::Hello {
+            magic: crate::MAGIC,
+            version: crate::VERSION,
+            token: Some(Token::new("ftk_secret")),
+        };
+        assert!(!format!("{hello:?}").contains("secret"));
     }
 
     #[test]

@@ -53,6 +53,12 @@ impl RemotePath {
         self.components.last().map(String::as_str)
     }
 
+    /// Whether `prefix` is this path or a folder above it, component by
+    /// component: `pub/a` starts with `pub`, `pub-secret` does not.
+    pub fn starts_with(&self, prefix: &RemotePath) -> bool {
+        self.components.starts_with(&prefix.components)
+    }
+
     /// `other` below this path.
     pub fn join(&self, other: &RemotePath) -> RemotePath {
         let mut components = self.components.clone();

@@ -88,7 +88,9 @@ fn wire(frames: &[Response]) -> Vec<u8> {
 
 #[test]
 fn the_handshake_crosses_as_bytes_in_any_pieces() {
-    let client = ClientHandshake;
+    let client = ClientHandshake {
+        token: Some(ft_protocol::Token::new("ftk_t")),
+    };
     let hello = encode(&client.hello()).expect("encodes");
     for max in [1, 3, 64] {
         let bodies = trickle(&hello, max, max as u64);
@@ -96,7 +98,9 @@ fn the_handshake_crosses_as_bytes_in_any_pieces() {
             panic!("one frame: {bodies:?}")
         };
         let request = decode_request(body).expect("decodes");
-        let welcome = ServerHandshake.receive(&request).expect("welcomed");
+        let token = ServerHandshake.receive(request).expect("welcomed");
+        assert_eq!(token, client.token);
+        let welcome = ServerHandshake.welcome();
         let reply = responses(&encode(&welcome).expect("encodes"), max, 7);
         assert_eq!(client.receive(reply[0].clone()), Ok(VERSION));
     }
@@ -104,7 +108,7 @@ fn the_handshake_crosses_as_bytes_in_any_pieces() {
     let stat = encode(&Request::Stat { path: "a".into() }).expect("encodes");
     let body = &trickle(&stat, 5, 1)[0];
     let request = decode_request(body).expect("decodes");
-    assert!(ServerHandshake.receive(&request).is_err());
+    assert!(ServerHandshake.receive(request).is_err());
 }
 
 #[test]

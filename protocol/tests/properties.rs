@@ -59,8 +59,11 @@ fn entry() -> impl Strategy<Value = Entry> {
 
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
-        (any::<[u8; 4]>(), any::<u32>())
-            .prop_map(|(magic, version)| Request::Hello { magic, version }),
+        (any::<[u8; 4]>(), any::<u32>()).prop_map(|(magic, version)| Request::Hello {
+            magic,
+            version,
+            token: None,
+        }),
         ".{0,100}".prop_map(|path| Request::Stat { path }),
         (".{0,100}", any::<u64>()).prop_map(|(path, offset)| Request::Get { path, offset }),
         (".{0,100}", any::<u64>(), any::<u32>())

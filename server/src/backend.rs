@@ -79,3 +79,13 @@ pub trait Backend: Send + Sync + 'static {
         emit: &mut dyn FnMut(Listed<Self::Version>) -> bool,
     ) -> Result<Walked, RemoteError>;
 }
+
+/// The refusal for a path that names nothing: the one words for every
+/// missing file and folder, and for every path outside a client's scope, so
+/// that the two cannot be told apart.
+pub(crate) fn missing(path: &RemotePath) -> RemoteError {
+    RemoteError::new(
+        ft_protocol::ErrorCode::NotFound,
+        format!("no such file: {path}"),
+    )
+}

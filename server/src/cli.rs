@@ -7,17 +7,29 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 
-/// Serve a folder, read-only, to ftget clients.
+/// Serve a folder, read-only, to ftget clients, over TLS 1.3.
 ///
 /// Every regular file under ROOT can be downloaded, and its folders listed;
-/// nothing outside it is ever opened. ft has no authentication and no
-/// encryption: anyone who can reach the port can read the folder.
+/// nothing outside it is ever opened. Every connection is encrypted, and
+/// the server proves its identity with a key kept in the state folder
+/// (made on first start). Without --token-file, anyone who can reach the
+/// port can read the folder; with it, only holders of a token can, each
+/// within the folder its token allows.
 #[derive(Debug, Parser)]
-#[command(name = "ftserve", version)]
+#[command(
+    name = "ftserve",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Cli {
+    /// Manage access tokens instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// The folder to serve.
     #[arg(env = "FTSERVE_ROOT", required = true)]
     pub root: Option<PathBuf>,
@@ -41,6 +53,36 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub idle_timeout: u64,
 
+    /// Folder that keeps the server's identity (key.pem, mode 0600, and
+    /// cert.pem), made on first start [default: $XDG_STATE_HOME/ftserve,
+    /// else ~/.local/state/ftserve].
+    #[arg(long, value_name = "DIR", env = "FTSERVE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Serve with this PEM certificate chain (e.g. one from a CA) instead of
+    /// the state folder's. Needs --tls-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FTSERVE_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert; only its owner may read it.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FTSERVE_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Let in only clients with a token from FILE (see `ftserve token add`);
+    /// the file is read again whenever it changes.
+    #[arg(long, value_name = "FILE", env = "FTSERVE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
     /// Log format on stderr. Filter with RUST_LOG (default `info`); colour
     /// only on a terminal, never when NO_COLOR is set.
     #[arg(
@@ -55,6 +97,46 @@ pub struct Cli {
     /// zsh (_ftserve) and fish (ftserve.fish) into DIR, then exit.
     #[arg(long, value_name = "DIR", exclusive = true)]
     pub generate: Option<PathBuf>,
+}
+
+/// What ftserve does other than serve.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage the token file: add, list or remove access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// The token file's commands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a new token, add its hash to the file (made, mode 0600, if
+    /// need be) and print the token once, alone on the last line.
+    Add {
+        /// Who the token is for; logs name it. A-Z a-z 0-9 . _ - @
+        name: String,
+        /// The token file.
+        #[arg(long, value_name = "FILE", env = "FTSERVE_TOKEN_FILE")]
+        token_file: PathBuf,
+        /// Limit the token to this folder and what is below it.
+        #[arg(long, value_name = "PREFIX")]
+        path: Option<String>,
+    },
+    /// List the tokens' names and the folders they are limited to.
+    List {
+        /// The token file.
+        #[arg(long, value_name = "FILE", env = "FTSERVE_TOKEN_FILE")]
+        token_file: PathBuf,
+    },
+    /// Remove a token: clients holding it are refused from their next
+    /// connection on.
+    Remove {
+        /// The token's name.
+        name: String,
+        /// The token file.
+        #[arg(long, value_name = "FILE", env = "FTSERVE_TOKEN_FILE")]
+        token_file: PathBuf,
+    },
 }
 
 /// How log lines look.

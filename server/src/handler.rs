@@ -1,12 +1,13 @@
-//! One client connection: the handshake, then requests one after another
-//! until the client leaves, goes silent, breaks the protocol, or the server
-//! shuts down between two requests. What each request does is in `ops`.
+//! One client connection, once TLS is up: the handshake (with the token
+//! check), then requests one after another until the client leaves, goes
+//! silent, breaks the protocol, or the server shuts down between two
+//! requests. What each request does is in `ops`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ft_protocol::{
-    Connection, ConnectionError, ErrorCode, RemoteError, Request, Response, ServerHandshake,
+    Connection, ConnectionError, ErrorCode, RemoteError, Request, Response, ServerHandshake, Token,
     Transport,
 };
 use tokio::sync::OwnedSemaphorePermit;
@@ -15,7 +16,8 @@ use tracing::{info, warn};
 
 use crate::backend::Backend;
 use crate::limits::Limits;
-use crate::ops::{self, Context, Next};
+use crate::ops::{self, Client, Context, Next};
+use crate::tokens::{Gate, Scope, Verdict};
 
 /// Serves one connection; the permit is its slot, given back when it ends.
 pub(crate) async fn serve<S: Transport, B: Backend>(
@@ -30,8 +32,9 @@ pub(crate) async fn serve<S: Transport, B: Backend>(
         .limits
         .handshake_timeout
         .min(context.limits.idle_timeout);
-    match tokio::time::timeout(limit, handshake(&mut conn)).await {
-        Ok(Ok(())) => {}
+    let client = match tokio::time::timeout(limit, handshake(&mut conn, peer, &context.gate)).await
+    {
+        Ok(Ok(client)) => client,
         Ok(Err(err)) => {
             info!(client = %peer, "handshake failed: {err}");
             return;
@@ -40,7 +43,8 @@ pub(crate) async fn serve<S: Transport, B: Backend>(
             info!(client = %peer, "no hello within {} s; closing", limit.as_secs());
             return;
         }
-    }
+    };
+    let client = &client;
     // A request read while gathering a run of `Get`s that was not one.
     let mut held = None;
     loop {
@@ -83,9 +87,9 @@ pub(crate) async fn serve<S: Transport, B: Backend>(
                         None => break,
                     }
                 }
-                ops::get::batch(&mut conn, peer, &context, gets).await
+                ops::get::batch(&mut conn, client, &context, gets).await
             }
-            request => ops::answer(&mut conn, peer, &context, request).await,
+            request => ops::answer(&mut conn, client, &context, request).await,
         };
         match outcome {
             Ok(Next::Open) => {}
@@ -142,24 +146,72 @@ enum HandshakeError {
     Refused(RemoteError),
 }
 
-async fn handshake<S: Transport>(conn: &mut Connection<S>) -> Result<(), HandshakeError> {
+/// Reads the hello, judges its token, and answers: `Welcome` and who the
+/// client is, or the refusal, sent before the error is returned.
+async fn handshake<S: Transport>(
+    conn: &mut Connection<S>,
+    peer: SocketAddr,
+    gate: &Option<Gate>,
+) -> Result<Client, HandshakeError> {
     let answer = match conn.read_request().await {
-        Ok(Some(first)) => ServerHandshake.receive(&first),
+        Ok(Some(first)) => ServerHandshake.receive(first),
         Ok(None) => return Err(HandshakeError::Closed),
         Err(err) => match unreadable(&err) {
             Some(refusal) => Err(refusal),
             None => return Err(err.into()),
         },
     };
-    match answer {
-        Ok(welcome) => {
-            conn.send(&welcome).await?;
-            Ok(())
+    let admitted = answer.and_then(|token| admit(peer, gate, token.as_ref()));
+    match admitted {
+        Ok(client) => {
+            conn.send(&ServerHandshake.welcome()).await?;
+            if let Some(name) = &client.token {
+                info!(client = %peer, token = name.as_str(), "authenticated");
+            }
+            Ok(client)
         }
         Err(refusal) => {
             conn.send(&Response::Error(refusal.clone())).await?;
             Err(HandshakeError::Refused(refusal))
         }
+    }
+}
+
+/// Who the client is, by its token: anyone when the server has no token
+/// file; otherwise only the holder of a token in it.
+fn admit(
+    peer: SocketAddr,
+    gate: &Option<Gate>,
+    token: Option<&Token>,
+) -> Result<Client, RemoteError> {
+    let Some(gate) = gate else {
+        return Ok(Client {
+            peer,
+            token: None,
+            scope: Scope::everything(),
+        });
+    };
+    match gate.check(peer.ip(), token) {
+        Verdict::Allowed { name, scope } => Ok(Client {
+            peer,
+            token: Some(name),
+            scope,
+        }),
+        Verdict::Refused if token.is_none() => Err(RemoteError::new(
+            ErrorCode::Unauthorized,
+            "authentication required: this server wants a token (FTGET_TOKEN or --token-file)",
+        )),
+        Verdict::Refused => Err(RemoteError::new(
+            ErrorCode::Unauthorized,
+            "authentication failed: the server does not know this token",
+        )),
+        Verdict::Throttled => Err(RemoteError::new(
+            ErrorCode::Unauthorized,
+            format!(
+                "authentication failed: too many failed attempts from {}; try again in a minute",
+                peer.ip()
+            ),
+        )),
     }
 }
 
@@ -187,6 +239,7 @@ mod tests {
         let context = Arc::new(Context {
             store: Store::new(files, &limits),
             limits,
+            gate: None,
         });
         let (client, server) = tokio::io::duplex(4 << 20);
         let server = Connection::new(server, Duration::from_secs(5));
@@ -196,9 +249,15 @@ mod tests {
 
     async fn greeted(root: &std::path::Path) -> Connection<DuplexStream> {
         let mut client = serve_dir(root);
-        client.send(&ClientHandshake.hello()).await.expect("hello");
+        client
+            .send(&ClientHandshake::default().hello())
+            .await
+            .expect("hello");
         let welcome = client.read_response().await.expect("welcome");
-        assert_eq!(ClientHandshake.receive(welcome), Ok(1));
+        assert_eq!(
+            ClientHandshake::default().receive(welcome),
+            Ok(ft_protocol::VERSION)
+        );
         client
     }
 
@@ -263,7 +322,10 @@ mod tests {
             }
         );
 
-        client.send(&ClientHandshake.hello()).await.expect("send");
+        client
+            .send(&ClientHandshake::default().hello())
+            .await
+            .expect("send");
         match client.read_response().await {
             Ok(Response::Error(err)) => assert_eq!(err.code, ErrorCode::BadRequest),
             other => panic!("{other:?}"),

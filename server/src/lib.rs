@@ -1,21 +1,25 @@
-//! ftserve: serves one folder, read-only, over the ft protocol.
+//! ftserve: serves one folder, read-only, over the ft protocol, inside TLS.
 //!
-//! [`Server::open`] opens the folder; [`Server::run`] serves a bound listener
-//! until the shutdown future completes, then drains. Tests and the binary
-//! drive it the same way.
+//! [`Server::open`] opens the folder (and the token file, if any);
+//! [`Server::run`] serves a bound listener until the shutdown future
+//! completes, then drains. Tests and the binary drive it the same way.
+//! [`identity`] gives the key and certificate it serves with, [`tokens`]
+//! the access tokens.
 //!
 //! The roles, from the socket inwards; each module uses only those below it
 //! in this table, and nothing above it:
 //!
 //! | module | role |
 //! |---|---|
-//! | `listener` | accept, the connection limit, the busy refusal, drain on shutdown |
-//! | `handler` | one connection: the handshake, then requests in order |
+//! | `listener` | accept, the connection limit, the TLS handshake, the busy refusal, drain on shutdown |
+//! | `handler` | one connection: the handshake and its token, then requests in order |
 //! | `ops` | one module per request (`stat`, `checkpoints`, `get`, `list`), what they share in `shared` |
 //! | `relay` | blocking work beside a connection: produce on a thread, send with keep-alives |
 //! | `local` | the local folder as a backend: `files` (the root jail, reads, versions), `listing` (walks) |
 //! | `store` | files with their digests: `hashing` (the shared, bounded passes over cold files, on the threads of `workers`) and `cache` (what they leave) |
 //! | `backend` | the narrow interface to where files live (open, stat, read a range, list) |
+//! | `tokens` | the token file, the check of a token, what a token may reach |
+//! | `identity` | the key and certificate (used by the binary, before any of the above) |
 //!
 //! Every bound is a field of [`Limits`].
 
@@ -23,12 +27,14 @@ mod backend;
 mod cache;
 mod handler;
 mod hashing;
+pub mod identity;
 mod limits;
 mod listener;
 mod local;
 mod ops;
 mod relay;
 mod store;
+pub mod tokens;
 mod workers;
 
 use std::future::Future;
@@ -46,6 +52,10 @@ pub struct Config {
     pub root: PathBuf,
     /// Every bound the server keeps.
     pub limits: Limits,
+    /// The TLS it serves with (see [`identity::Identity::server_config`]).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The token file; without one, anyone who reaches the port may read.
+    pub token_file: Option<PathBuf>,
 }
 
 /// The server could not start.
@@ -59,11 +69,15 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The token file cannot be used.
+    #[error(transparent)]
+    Tokens(#[from] tokens::TokenError),
 }
 
 /// A folder ready to be served.
 pub struct Server {
     context: Arc<ops::Context<local::LocalFiles>>,
+    tls: Arc<rustls::ServerConfig>,
 }
 
 impl Server {
@@ -74,16 +88,25 @@ impl Server {
                 path: config.root.clone(),
                 source,
             })?;
+        let gate = config
+            .token_file
+            .as_deref()
+            .map(tokens::Gate::open)
+            .transpose()?;
         let context = Arc::new(ops::Context {
             store: store::Store::new(files, &config.limits),
             limits: config.limits,
+            gate,
         });
-        Ok(Self { context })
+        Ok(Self {
+            context,
+            tls: config.tls,
+        })
     }
 
     /// Serves `listener` until `shutdown` completes, then stops accepting and
     /// gives transfers in flight up to the configured grace to finish.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        listener::run(listener, self.context, shutdown).await;
+        listener::run(listener, self.tls, self.context, shutdown).await;
     }
 }

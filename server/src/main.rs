@@ -1,5 +1,6 @@
 //! `ftserve ROOT`: the thin edge around the ft-server library: arguments to
-//! a `Config`, the listener and the signals, the banner, the exit code.
+//! a `Config`, the identity, the listener and the signals, the banner, the
+//! exit code; and `ftserve token`, which manages the token file.
 
 mod cli;
 mod printable;
@@ -19,10 +20,11 @@ fn main() -> ExitCode {
     let version = ft_protocol::version_text(env!("CARGO_PKG_VERSION"));
     let command = cli::Cli::command().version(version);
     let matches = command.clone().get_matches();
-    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
-    let result = match &cli.generate {
-        Some(dir) => cli::generate(command, dir),
-        None => {
+    let mut cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    let result = match (&cli.generate, cli.command.take()) {
+        (Some(dir), _) => cli::generate(command, dir),
+        (None, Some(cli::Command::Token(action))) => tokens(action),
+        (None, None) => {
             setup::init_logs(cli.log_format);
             setup::raise_file_limit();
             run(cli)
@@ -37,9 +39,64 @@ fn main() -> ExitCode {
     }
 }
 
+/// `ftserve token add|list|remove`.
+fn tokens(action: cli::TokenCommand) -> anyhow::Result<()> {
+    use ft_server::tokens;
+    let mut stdout = std::io::stdout().lock();
+    match action {
+        cli::TokenCommand::Add {
+            name,
+            token_file,
+            path,
+        } => {
+            let token = tokens::add(&token_file, &name, path.as_deref())?;
+            let limit = match path {
+                Some(path) => format!(", limited to {}", path.trim_end_matches('/')),
+                None => String::new(),
+            };
+            writeln!(
+                stdout,
+                "ftserve: added token {name}{limit} to {}; it is shown this once:",
+                token_file.display()
+            )?;
+            writeln!(stdout, "{}", token.expose())?;
+        }
+        cli::TokenCommand::List { token_file } => {
+            for entry in tokens::Tokens::read(&token_file)?.entries() {
+                match &entry.scope {
+                    Some(scope) => writeln!(stdout, "{}\t{scope}/", entry.name)?,
+                    None => writeln!(stdout, "{}\t(everything)", entry.name)?,
+                }
+            }
+        }
+        cli::TokenCommand::Remove { name, token_file } => {
+            tokens::remove(&token_file, &name)?;
+            writeln!(stdout, "ftserve: removed token {name}")?;
+        }
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+/// The key and certificate to serve with: the given PEM files, or the state
+/// folder's (made there on first start).
+fn identity(cli: &cli::Cli) -> anyhow::Result<ft_server::identity::Identity> {
+    use ft_server::identity::{default_state_dir, Identity};
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        return Ok(Identity::from_pem_files(cert, key)?);
+    }
+    let dir =
+        cli.state_dir.clone().or_else(default_state_dir).context(
+            "no state folder for the server's key: set HOME, XDG_STATE_HOME or --state-dir",
+        )?;
+    Identity::in_state_dir(&dir)
+        .with_context(|| format!("cannot keep the server's identity in {}", dir.display()))
+}
+
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
     // clap has checked that ROOT was given, on the command line or in the environment.
-    let root = cli.root.context("no ROOT given")?;
+    let root = cli.root.clone().context("no ROOT given")?;
+    let identity = identity(&cli)?;
     let config = Config {
         root: root.clone(),
         limits: Limits {
@@ -47,6 +104,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             idle_timeout: Duration::from_secs(cli.idle_timeout),
             ..Limits::default()
         },
+        tls: identity.server_config()?,
+        token_file: cli.token_file.clone(),
     };
     let blocking_shutdown = config.limits.blocking_shutdown;
     let server = Server::open(config)?;
@@ -60,16 +119,31 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             .context("cannot read the bound address")?;
         let shutdown = setup::shutdown_signal()?;
         let mut stdout = std::io::stdout();
+        let access = if cli.token_file.is_some() {
+            "token holders"
+        } else {
+            "anyone"
+        };
         writeln!(
             stdout,
-            "ftserve: serving {} read-only, at most {} connections, idle timeout {} s, listening on {addr}",
+            "ftserve: serving {} read-only to {access}, at most {} connections, idle timeout {} s, \
+             fingerprint {}, listening on {addr}",
             root.display(),
             cli.max_connections,
             cli.idle_timeout,
+            identity.fingerprint,
         )
+        .and_then(|()| {
+            writeln!(
+                stdout,
+                "ftserve: clients can pin this server with: ftget --pin {} {} PATH",
+                identity.fingerprint,
+                setup::reachable_as(addr)
+            )
+        })
         .and_then(|()| stdout.flush())
         .context("cannot write to stdout")?;
-        if let Some(warning) = setup::exposure_warning(addr) {
+        if let Some(warning) = setup::exposure_warning(addr, cli.token_file.is_some()) {
             eprintln!("ftserve: warning: {warning}");
         }
         server.run(listener, shutdown).await;

@@ -51,15 +51,29 @@ pub fn raise_file_limit() {
     }
 }
 
-/// A warning when `addr` can be reached from other machines: ft has no
-/// authentication, so the folder is open to all of them.
-pub fn exposure_warning(addr: SocketAddr) -> Option<String> {
-    (!addr.ip().is_loopback()).then(|| {
+/// A warning when `addr` can be reached from other machines and no token
+/// file guards it: the folder is open to all of them.
+pub fn exposure_warning(addr: SocketAddr, tokens: bool) -> Option<String> {
+    (!addr.ip().is_loopback() && !tokens).then(|| {
         format!(
             "{addr} is not a loopback address: anyone who can reach this port can read the folder \
-             (ft has no authentication or encryption)"
+             (give --token-file to let in only token holders)"
         )
     })
+}
+
+/// How a client names this server: the address listened on, or this
+/// machine's host name where that is every address.
+pub fn reachable_as(addr: SocketAddr) -> String {
+    if !addr.ip().is_unspecified() {
+        return addr.to_string();
+    }
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or_else(|| "HOST".into());
+    format!("{host}:{}", addr.port())
 }
 
 /// Installs the SIGINT and SIGTERM handlers now, so that a signal arriving
@@ -85,14 +99,15 @@ mod tests {
     #[test]
     fn only_loopback_listening_goes_unwarned() {
         let addr = |text: &str| text.parse::<SocketAddr>().expect("an address");
-        assert!(exposure_warning(addr("127.0.0.1:7878")).is_none());
-        assert!(exposure_warning(addr("[::1]:7878")).is_none());
+        assert!(exposure_warning(addr("127.0.0.1:7878"), false).is_none());
+        assert!(exposure_warning(addr("[::1]:7878"), false).is_none());
         for open in ["0.0.0.0:7878", "[::]:7878", "192.168.1.5:7878"] {
-            let warning = exposure_warning(addr(open)).unwrap_or_default();
+            let warning = exposure_warning(addr(open), false).unwrap_or_default();
             assert!(
                 warning.contains("anyone who can reach"),
                 "{open}: {warning}"
             );
+            assert!(exposure_warning(addr(open), true).is_none(), "{open}");
         }
     }
 }

@@ -7,13 +7,20 @@
 
 use std::time::Duration;
 
-use ft_protocol::connection::TcpConnection;
+use ft_protocol::connection::ClientTlsConnection;
+use ft_protocol::tls::Fingerprint;
 use ft_protocol::{ClientHandshake, Request, Response, CHUNK_SIZE, VERSION};
 
 const SIZE: usize = 24 << 20;
 
-async fn start(root: std::path::PathBuf) -> std::net::SocketAddr {
+async fn start(
+    root: std::path::PathBuf,
+    state: &std::path::Path,
+) -> (std::net::SocketAddr, Fingerprint) {
+    let identity = ft_server::identity::Identity::in_state_dir(state).expect("identity");
     let config = ft_server::Config {
+        tls: identity.server_config().expect("tls"),
+        token_file: None,
         root,
         limits: ft_server::Limits {
             max_connections: 8,
@@ -29,15 +36,27 @@ async fn start(root: std::path::PathBuf) -> std::net::SocketAddr {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(server.run(listener, std::future::pending()));
-    addr
+    (addr, identity.fingerprint)
 }
 
-async fn connect(addr: std::net::SocketAddr) -> TcpConnection {
+/// A TLS connection to the server pinned to its key, greeted.
+async fn connect((addr, key): (std::net::SocketAddr, Fingerprint)) -> ClientTlsConnection {
+    let settings = ft_client::trust::TrustSettings {
+        pin: Some(key),
+        ..Default::default()
+    };
+    let trust = ft_client::trust::Trust::new("127.0.0.1", addr.port(), settings).expect("trust");
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut conn = TcpConnection::tcp(stream, Duration::from_secs(10));
-    conn.send(&ClientHandshake.hello()).await.expect("hello");
+    let name = rustls::pki_types::ServerName::from(addr.ip());
+    let tls = tokio_rustls::TlsConnector::from(trust.config())
+        .connect(name, stream)
+        .await
+        .expect("TLS");
+    let mut conn = ClientTlsConnection::new(tls, Duration::from_secs(10));
+    let client = ClientHandshake::default();
+    conn.send(&client.hello()).await.expect("hello");
     let welcome = conn.read_response().await.expect("welcome");
-    assert_eq!(ClientHandshake.receive(welcome), Ok(VERSION));
+    assert_eq!(client.receive(welcome), Ok(VERSION));
     conn
 }
 
@@ -50,7 +69,7 @@ async fn cold_hashing_is_announced_by_keepalives() {
     for name in ["a.bin", "b.bin", "tree/c.bin"] {
         std::fs::write(root.join(name), &data).expect("write");
     }
-    let addr = start(root).await;
+    let addr = start(root, &dir.path().join("state")).await;
 
     // Checkpoints of a cold file: hashed whole before the reply.
     let mut conn = connect(addr).await;

@@ -1,8 +1,11 @@
 //! The files of one test: a [`TestEnv`] with a served root and a work
-//! folder, and helpers that write and fingerprint files.
+//! folder, and helpers that write and fingerprint files; and the folders
+//! every server and client of a test process shares: one server identity
+//! ([`state_dir`]) and one client configuration ([`config_home`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use sha2::{Digest as _, Sha256};
 
@@ -60,6 +63,26 @@ impl Default for TestEnv {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The state folder every `ftserve` of this test process uses, unless a
+/// test gives its own: one key for all, so that a port used again by
+/// another test's server shows the key ftget recorded for it. Made by the
+/// first server that starts (ftserve makes an identity on first start, and
+/// two starting at once end up with the same one).
+pub fn state_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("state tempdir"))
+        .path()
+}
+
+/// The `XDG_CONFIG_HOME` every `ftget` of this test process uses, unless a
+/// test gives its own: where it records the servers it met
+/// (`ft/known_servers`), away from the user's own.
+pub fn config_home() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("config tempdir"))
+        .path()
 }
 
 /// What a folder holds, walked without following links: each regular file's

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use crate::bins::bin;
+use crate::env::config_home;
 use crate::process::{finish, peak_rss_kib, RUN_TIMEOUT};
 
 /// What one ftget run did.
@@ -43,6 +44,7 @@ impl Run {
 /// Starts `ftget ARGS...` in `dir` without waiting.
 pub fn spawn_ftget(dir: &Path, args: &[&str]) -> Child {
     Command::new(bin("ftget"))
+        .env("XDG_CONFIG_HOME", config_home())
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())

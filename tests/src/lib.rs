@@ -27,7 +27,7 @@ mod relay;
 mod server;
 
 pub use bins::bin;
-pub use env::{sha256_hex, tree_contents, TestEnv};
+pub use env::{config_home, sha256_hex, state_dir, tree_contents, TestEnv};
 pub use ftget::{ftget, ftget_with_cap, ftget_with_peak, spawn_ftget, Run};
 pub use misbehaving::{
     escape_names, MisbehavingServer, Misbehaviour, ESCAPES, HOSTILE_PATHS, LISTED_THEN_GONE,

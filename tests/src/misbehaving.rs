@@ -243,7 +243,9 @@ impl Peer {
                     Misbehaviour::EscapeMessages { at_hello: true } => {
                         Err(escaped(ErrorCode::BadRequest, "hello"))
                     }
-                    _ => ServerHandshake.receive(request),
+                    _ => ServerHandshake
+                        .receive(request.clone())
+                        .map(|_| ServerHandshake.welcome()),
                 };
                 match reply {
                     Ok(welcome) => send(stream, &welcome),

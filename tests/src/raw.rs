@@ -47,10 +47,10 @@ impl Raw {
     /// Connects and completes the handshake.
     pub fn greeted(addr: SocketAddr) -> Self {
         let mut raw = Self::connect(addr);
-        raw.send(&ClientHandshake.hello());
+        raw.send(&ClientHandshake::default().hello());
         let welcome = raw.recv().expect("the server answers the hello");
         assert_eq!(
-            ClientHandshake.receive(welcome),
+            ClientHandshake::default().receive(welcome),
             Ok(ft_protocol::VERSION),
             "welcomed in this version"
         );
@@ -95,6 +95,7 @@ impl Raw {
         self.send(&Request::Hello {
             magic: ft_protocol::MAGIC,
             version,
+            token: None,
         });
         self.recv()
     }

@@ -8,6 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::bins::bin;
+use crate::env::state_dir;
 use crate::process::{
     collect, kill_and_reap, signal, wait_bounded, wait_until, within, Drained, DRAIN_TIMEOUT,
     START_TIMEOUT,
@@ -76,6 +77,7 @@ impl Server {
         env: &[(&str, &str)],
     ) -> Self {
         let mut child = command
+            .env("FTSERVE_STATE_DIR", state_dir())
             .arg("--listen")
             .arg(listen)
             .args(extra)

@@ -31,7 +31,7 @@ fn sparse(env: &TestEnv, name: &str, len: u64) {
 /// Whether a new client is served: `Stat` of `path` answered with `Meta`.
 fn served(server: &Server, path: &str) -> bool {
     let mut raw = Raw::connect(server.addr);
-    raw.send(&ft_protocol::ClientHandshake.hello());
+    raw.send(&ft_protocol::ClientHandshake::default().hello());
     if !matches!(raw.recv(), Some(Response::Welcome { .. })) {
         return false;
     }

@@ -65,7 +65,7 @@ fn man_pages_and_completions_are_generated_and_mention_every_flag() {
         }
         let page = fs::read_to_string(dir.path().join(&files[0])).unwrap();
         assert!(
-            page.contains(".TH") && page.contains("ft protocol 1"),
+            page.contains(".TH") && page.contains("ft protocol 2"),
             "{page}"
         );
         let env_prefix = format!("{}_", name.to_uppercase());

@@ -125,6 +125,7 @@ fn handshake_errors_are_explicit() {
     raw.send(&Request::Hello {
         magic: *b"HTTP",
         version: 1,
+        token: None,
     });
     assert_eq!(raw.error_code(), ErrorCode::BadRequest);
 

@@ -266,6 +266,7 @@ fn malformed_frames_get_an_error_or_a_close_and_the_server_goes_on() {
             ft_protocol::codec::encode(&Request::Hello {
                 magic: ft_protocol::MAGIC,
                 version: 1,
+                token: None,
             })
             .unwrap()
         }),
@@ -273,6 +274,7 @@ fn malformed_frames_get_an_error_or_a_close_and_the_server_goes_on() {
             ft_protocol::codec::encode(&Request::Hello {
                 magic: *b"HTTP",
                 version: 1,
+                token: None,
             })
             .unwrap()
         }),
@@ -280,6 +282,7 @@ fn malformed_frames_get_an_error_or_a_close_and_the_server_goes_on() {
             ft_protocol::codec::encode(&Request::Hello {
                 magic: ft_protocol::MAGIC,
                 version: 7,
+                token: None,
             })
             .unwrap()
         }),

@@ -193,7 +193,7 @@ fn every_connection_doing_its_worst_keeps_the_server_under_its_stated_peak() {
     let idle = peak_rss_kib(server.pid()).unwrap();
     // Six ways to make a server hold things, in turn; none of them reads.
     let worst = |i: usize| -> Vec<u8> {
-        let hello = encode(&ClientHandshake.hello()).unwrap();
+        let hello = encode(&ClientHandshake::default().hello()).unwrap();
         let requests: Vec<Request> = match i % 6 {
             5 => vec![Request::Get {
                 path: format!("cold/{}.bin", i / 6),

@@ -435,6 +435,10 @@ mod tests {
             host: "h".into(),
             port: 1,
             timeout: std::time::Duration::from_secs(1),
+            trust: std::sync::Arc::new(
+                crate::trust::Trust::new("h", 1, Default::default()).expect("trust"),
+            ),
+            token: None,
         }
     }
 

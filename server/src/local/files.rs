@@ -221,7 +221,7 @@ fn file_id(metadata: &std::fs::Metadata) -> FileId {
 pub(crate) fn open_error(err: &io::Error, path: &RemotePath) -> RemoteError {
     let (code, message) = match (err.kind(), err.raw_os_error()) {
         (io::ErrorKind::NotFound | io::ErrorKind::NotADirectory, _) => {
-            (ErrorCode::NotFound, format!("no such file: {path}"))
+            return crate::backend::missing(path)
         }
         // cap-std reports an escape from the root as PermissionDenied with no OS
         // error behind it; a real EACCES carries errno.

@@ -3,7 +3,6 @@
 //! cold. A client that leaves stops waiting; the pass goes on only for
 //! whoever else waits on it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ft_protocol::{
@@ -11,22 +10,22 @@ use ft_protocol::{
     MAX_CHECKPOINTS,
 };
 
-use super::shared::{log_outcome, open, Context, Next};
+use super::shared::{log_outcome, open, Client, Context, Next};
 use crate::backend::Backend;
 use crate::relay::keep_alive;
 
 /// Answers `Checkpoints { path, first, count }`.
 pub(crate) async fn answer<S: Transport, B: Backend>(
     conn: &mut Connection<S>,
-    peer: SocketAddr,
+    client: &Client,
     context: &Arc<Context<B>>,
     path: &str,
     first: u64,
     count: u32,
 ) -> Result<Next, ConnectionError> {
-    let working = states(context, path, first, count);
+    let working = states(context, client, path, first, count);
     let result = keep_alive(conn, context.limits.keepalive, working).await?;
-    log_outcome(peer, "checkpoints", path, first, 0, result.as_ref().err());
+    log_outcome(client, "checkpoints", path, first, 0, result.as_ref().err());
     let next = Next::after(result.as_ref().err());
     conn.send(&result.unwrap_or_else(Response::Error)).await?;
     Ok(next)
@@ -36,6 +35,7 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
 /// none past the last whole chunk.
 async fn states<B: Backend>(
     context: &Arc<Context<B>>,
+    client: &Client,
     path: &str,
     first: u64,
     count: u32,
@@ -46,7 +46,7 @@ async fn states<B: Backend>(
             "checkpoint boundaries start at 1",
         ));
     }
-    let opened = open(context, path).await?;
+    let opened = open(context, client, path).await?;
     let stat = context.store.backend().stat(&opened.file);
     let digests = context
         .store

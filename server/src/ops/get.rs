@@ -10,7 +10,6 @@
 //! frame of replies, of a stream at most what the server-wide riding budget
 //! grants it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,10 +19,11 @@ use ft_protocol::{
     Transport, CHUNK_SIZE, MAX_DATA,
 };
 
-use super::shared::{log_outcome, parse_path, Context, Next};
+use super::shared::{log_outcome, parse_path, Client, Context, Next};
 use crate::backend::Backend;
 use crate::relay::{blocking, keep_alive, lost};
 use crate::store::Store;
+use crate::tokens::Scope;
 
 /// Replies of small files gathered before they are written: enough to
 /// write many small replies at once, little to hold for a client that
@@ -43,7 +43,7 @@ enum Prepared<F> {
 /// together, others streamed, in request order.
 pub(crate) async fn batch<S: Transport, B: Backend>(
     conn: &mut Connection<S>,
-    peer: SocketAddr,
+    client: &Client,
     context: &Arc<Context<B>>,
     gets: Vec<(String, u64)>,
 ) -> Result<Next, ConnectionError> {
@@ -51,11 +51,12 @@ pub(crate) async fn batch<S: Transport, B: Backend>(
     // A copy for the blocking thread, so that if it fails each request is
     // still answered, and logged, by its path.
     let requests = gets.clone();
+    let scope = client.scope.clone();
     let opened = blocking(move || {
         let mut budget = opener.limits.get_batch_bytes;
         Ok(requests
             .iter()
-            .map(|(path, offset)| prepare(&opener.store, path, *offset, &mut budget))
+            .map(|(path, offset)| prepare(&opener.store, &scope, path, *offset, &mut budget))
             .collect::<Vec<_>>())
     })
     .await
@@ -65,7 +66,7 @@ pub(crate) async fn batch<S: Transport, B: Backend>(
     for ((path, offset), opened) in gets.iter().zip(opened) {
         match opened {
             Ok(Prepared::Whole(meta, data, sha256)) => {
-                log_outcome(peer, "get", path, *offset, data.len() as u64, None);
+                log_outcome(client, "get", path, *offset, data.len() as u64, None);
                 gathered += data.len();
                 replies.push(Response::Meta(meta));
                 if !data.is_empty() {
@@ -80,10 +81,10 @@ pub(crate) async fn batch<S: Transport, B: Backend>(
             Ok(Prepared::Stream(meta, parsed, file)) => {
                 conn.send_all(&std::mem::take(&mut replies)).await?;
                 gathered = 0;
-                stream(conn, peer, context, (path, &parsed), *offset, meta, file).await?;
+                stream(conn, client, context, (path, &parsed), *offset, meta, file).await?;
             }
             Err(err) => {
-                log_outcome(peer, "get", path, *offset, 0, Some(&err));
+                log_outcome(client, "get", path, *offset, 0, Some(&err));
                 let next = Next::after(Some(&err));
                 replies.push(Response::Error(err));
                 if next == Next::Close {
@@ -101,11 +102,12 @@ pub(crate) async fn batch<S: Transport, B: Backend>(
 /// fits in what is left of `budget`, reads and hashes it. Blocks.
 fn prepare<B: Backend>(
     store: &Store<B>,
+    scope: &Scope,
     path: &str,
     offset: u64,
     budget: &mut u64,
 ) -> Result<Prepared<B::File>, RemoteError> {
-    let parsed = parse_path(path)?;
+    let parsed = parse_path(scope, path)?;
     let file = store.open(&parsed)?;
     let meta = store.meta(&file);
     if offset > meta.size || !offset.is_multiple_of(CHUNK_SIZE) {
@@ -131,7 +133,7 @@ fn prepare<B: Backend>(
 /// text (for the log) and its parsed form.
 async fn stream<S: Transport, B: Backend>(
     conn: &mut Connection<S>,
-    peer: SocketAddr,
+    client: &Client,
     context: &Arc<Context<B>>,
     (path, parsed): (&str, &RemotePath),
     offset: u64,
@@ -193,7 +195,7 @@ async fn stream<S: Transport, B: Backend>(
     let sent = pos - offset;
     let outcome = match sending {
         Err(err) => {
-            log_outcome(peer, "get", path, offset, sent, Some(&lost(&err)));
+            log_outcome(client, "get", path, offset, sent, Some(&lost(&err)));
             return Err(err);
         }
         Ok(Err(err)) => Err(err),
@@ -204,7 +206,7 @@ async fn stream<S: Transport, B: Backend>(
                 .map(|()| digests.sha256)
         }
     };
-    log_outcome(peer, "get", path, offset, sent, outcome.as_ref().err());
+    log_outcome(client, "get", path, offset, sent, outcome.as_ref().err());
     let last = match outcome {
         Ok(sha256) => Response::End { sha256 },
         Err(err) => Response::Error(err),

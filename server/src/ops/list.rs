@@ -4,7 +4,6 @@
 //! as its client is gone: at the next entry, or at once while it waits for
 //! a digest.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ft_protocol::{
@@ -13,7 +12,7 @@ use ft_protocol::{
 };
 use tokio::sync::mpsc;
 
-use super::shared::{log_outcome, parse_path, Context, Next};
+use super::shared::{log_outcome, parse_path, Client, Context, Next};
 use crate::backend::{Backend, Listed, Stat, Walked};
 use crate::relay::relay;
 use crate::store::Store;
@@ -30,17 +29,17 @@ enum Batch {
 /// `Error`.
 pub(crate) async fn answer<S: Transport, B: Backend>(
     conn: &mut Connection<S>,
-    peer: SocketAddr,
+    client: &Client,
     context: &Arc<Context<B>>,
     path: &str,
     recursive: bool,
     digests: bool,
 ) -> Result<Next, ConnectionError> {
     let op = if recursive { "list -r" } else { "list" };
-    let parsed = match parse_path(path) {
+    let parsed = match parse_path(&client.scope, path) {
         Ok(parsed) => parsed,
         Err(err) => {
-            log_outcome(peer, op, path, 0, 0, Some(&err));
+            log_outcome(client, op, path, 0, 0, Some(&err));
             conn.send(&Response::Error(err)).await?;
             return Ok(Next::Open);
         }
@@ -96,7 +95,7 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
         },
     )
     .await;
-    log_outcome(peer, op, path, 0, entries, relayed.outcome().as_ref());
+    log_outcome(client, op, path, 0, entries, relayed.outcome().as_ref());
     relayed.result.map(|()| Next::Open)
 }
 

@@ -8,20 +8,19 @@ mod list;
 mod shared;
 mod stat;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ft_protocol::{Connection, ConnectionError, ErrorCode, RemoteError, Request, Transport};
 
 use crate::backend::Backend;
-pub(crate) use shared::{Context, Next};
+pub(crate) use shared::{Client, Context, Next};
 
 /// Answers one request other than a run of `Get`s (the connection loop
 /// gathers those). An error means the connection is unusable; failures the
 /// client should hear about are sent as `Error` replies instead.
 pub(crate) async fn answer<S: Transport, B: Backend>(
     conn: &mut Connection<S>,
-    peer: SocketAddr,
+    client: &Client,
     context: &Arc<Context<B>>,
     request: Request,
 ) -> Result<Next, ConnectionError> {
@@ -31,17 +30,17 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
             conn.send(&ft_protocol::Response::Error(err)).await?;
             Ok(Next::Close)
         }
-        Request::Stat { path } => stat::answer(conn, peer, context, &path).await,
+        Request::Stat { path } => stat::answer(conn, client, context, &path).await,
         Request::Checkpoints { path, first, count } => {
-            checkpoints::answer(conn, peer, context, &path, first, count).await
+            checkpoints::answer(conn, client, context, &path, first, count).await
         }
         Request::Get { path, offset } => {
-            get::batch(conn, peer, context, vec![(path, offset)]).await
+            get::batch(conn, client, context, vec![(path, offset)]).await
         }
         Request::List {
             path,
             recursive,
             digests,
-        } => list::answer(conn, peer, context, &path, recursive, digests).await,
+        } => list::answer(conn, client, context, &path, recursive, digests).await,
     }
 }

@@ -8,15 +8,18 @@ use std::sync::Arc;
 use ft_protocol::{ErrorCode, FileMeta, RemoteError, RemotePath};
 use tracing::info;
 
-use crate::backend::Backend;
+use crate::backend::{missing, Backend};
 use crate::limits::Limits;
 use crate::relay::blocking;
 use crate::store::Store;
+use crate::tokens::{Gate, Scope};
 
-/// What every connection shares: the files and the limits.
+/// What every connection shares: the files, the limits, and the token
+/// file's gate when there is one.
 pub(crate) struct Context<B: Backend> {
     pub store: Store<B>,
     pub limits: Limits,
+    pub gate: Option<Gate>,
 }
 
 /// Whether the connection stays open after a reply.
@@ -37,10 +40,25 @@ impl Next {
     }
 }
 
-/// A client's path as the root-relative path it names, or `InvalidPath`.
-pub(crate) fn parse_path(path: &str) -> Result<RemotePath, RemoteError> {
-    RemotePath::parse(path)
-        .map_err(|err| RemoteError::new(ErrorCode::InvalidPath, format!("{path:?}: {err}")))
+/// Who is asking: the address, the name of the token it showed, and what
+/// that token may reach.
+#[derive(Debug, Clone)]
+pub(crate) struct Client {
+    pub peer: SocketAddr,
+    pub token: Option<String>,
+    pub scope: Scope,
+}
+
+/// A client's path as the root-relative path it names: `InvalidPath` if it
+/// is not one, and the very refusal a missing file gets if it lies outside
+/// the client's scope.
+pub(crate) fn parse_path(scope: &Scope, path: &str) -> Result<RemotePath, RemoteError> {
+    let parsed = RemotePath::parse(path)
+        .map_err(|err| RemoteError::new(ErrorCode::InvalidPath, format!("{path:?}: {err}")))?;
+    if !scope.allows(&parsed) {
+        return Err(missing(&parsed));
+    }
+    Ok(parsed)
 }
 
 /// A file a request opened.
@@ -56,9 +74,10 @@ pub(crate) struct Opened<F> {
 /// Parses and opens a path on a blocking thread.
 pub(crate) async fn open<B: Backend>(
     context: &Arc<Context<B>>,
+    client: &Client,
     path: &str,
 ) -> Result<Opened<B::File>, RemoteError> {
-    let path = parse_path(path)?;
+    let path = parse_path(&client.scope, path)?;
     let context = Arc::clone(context);
     blocking(move || {
         let file = context.store.open(&path)?;
@@ -70,7 +89,7 @@ pub(crate) async fn open<B: Backend>(
 
 /// The one log line per request: who, what, from where, how much, how it ended.
 pub(crate) fn log_outcome(
-    peer: SocketAddr,
+    client: &Client,
     op: &str,
     path: &str,
     offset: u64,
@@ -78,7 +97,10 @@ pub(crate) fn log_outcome(
     error: Option<&RemoteError>,
 ) {
     match error {
-        None => info!(client = %peer, op, path, offset, bytes, "ok"),
-        Some(err) => info!(client = %peer, op, path, offset, bytes, code = ?err.code, "{err}"),
+        None => info!(client = %client.peer, token = client.token, op, path, offset, bytes, "ok"),
+        Some(err) => info!(
+            client = %client.peer, token = client.token, op, path, offset, bytes, code = ?err.code,
+            "{err}"
+        ),
     }
 }
