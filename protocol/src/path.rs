@@ -43,6 +43,23 @@ impl RemotePath {
         Ok(Self { components })
     }
 
+    /// The root itself.
+    pub fn root() -> Self {
+        Self {
+            components: Vec::new(),
+        }
+    }
+
+    /// The rest of this path below `prefix`, if `prefix` is it or a folder
+    /// above it.
+    pub fn strip_prefix(&self, prefix: &RemotePath) -> Option<RemotePath> {
+        self.components
+            .strip_prefix(prefix.components.as_slice())
+            .map(|rest| Self {
+                components: rest.to_vec(),
+            })
+    }
+
     /// Whether this is the root itself.
     pub fn is_root(&self) -> bool {
         self.components.is_empty()

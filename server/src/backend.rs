@@ -54,7 +54,10 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Opens a regular file; anything else is refused with the wire's error
     /// codes (`NotFound`, `NotAFile`, `InvalidPath`, `PermissionDenied`).
-    fn open(&self, path: &RemotePath) -> Result<Self::File, RemoteError>;
+    /// `path` lies in the folder `within` (the root, or the folder a
+    /// client's token is limited to), and resolving it never leaves that
+    /// folder, through a link or otherwise.
+    fn open(&self, within: &RemotePath, path: &RemotePath) -> Result<Self::File, RemoteError>;
 
     /// The version the file was opened at.
     fn stat(&self, file: &Self::File) -> Stat<Self::Version>;
@@ -71,9 +74,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Walks the folder at `path` (its whole tree when `recursive`), handing
     /// each entry to `emit` in the order of the wire (sorted, a folder's
-    /// entries right after it); `emit` returns false to stop.
+    /// entries right after it); `emit` returns false to stop. As for
+    /// [`Backend::open`], nothing outside `within` is resolved, listed or
+    /// described.
     fn list(
         &self,
+        within: &RemotePath,
         path: &RemotePath,
         recursive: bool,
         emit: &mut dyn FnMut(Listed<Self::Version>) -> bool,

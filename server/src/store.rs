@@ -45,9 +45,10 @@ impl<B: Backend> Store<B> {
         &self.backend
     }
 
-    /// Opens a regular file.
-    pub fn open(&self, path: &RemotePath) -> Result<B::File, RemoteError> {
-        self.backend.open(path)
+    /// Opens a regular file at `path`, resolved within the folder `within`
+    /// (see [`Backend::open`]).
+    pub fn open(&self, within: &RemotePath, path: &RemotePath) -> Result<B::File, RemoteError> {
+        self.backend.open(within, path)
     }
 
     /// The file's description, with its digest when it is known.
@@ -133,8 +134,11 @@ struct FileSource<B: Backend> {
 }
 
 impl<B: Backend> FileSource<B> {
+    /// The pass opens by the whole path, beneath the root: the version check
+    /// makes sure it is the very file the request opened, however that
+    /// request's scope resolved it.
     fn open(backend: Arc<B>, path: &RemotePath, version: B::Version) -> Result<Self, RemoteError> {
-        let file = backend.open(path)?;
+        let file = backend.open(&RemotePath::root(), path)?;
         if backend.stat(&file).version != version {
             return Err(RemoteError::new(
                 ErrorCode::FileChanged,
@@ -185,7 +189,7 @@ mod tests {
             .collect();
         fs::write(dir.path().join("f"), &data).expect("write");
         let store = store_in(&dir);
-        let file = store.open(&path("f")).expect("opens");
+        let file = store.open(&RemotePath::root(), &path("f")).expect("opens");
         assert_eq!(store.meta(&file).sha256, None, "cold");
         let mut digesting = store.digesting(&path("f"), store.backend().stat(&file), None);
         let first = digesting.state(1).await.expect("boundary 1");
@@ -205,7 +209,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join("empty"), b"").expect("write");
         let store = store_in(&dir);
-        let file = store.open(&path("empty")).expect("opens");
+        let file = store
+            .open(&RemotePath::root(), &path("empty"))
+            .expect("opens");
         let (data, digest) = store.read_whole(&file).expect("reads");
         assert!(data.is_empty());
         assert_eq!(digest, sha256(b""));
@@ -220,7 +226,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join("f"), vec![1u8; 1000]).expect("write");
         let store = store_in(&dir);
-        let file = store.open(&path("f")).expect("opens");
+        let file = store.open(&RemotePath::root(), &path("f")).expect("opens");
         let stat = store.backend().stat(&file);
         fs::remove_file(dir.path().join("f")).expect("remove");
         fs::write(dir.path().join("f"), vec![2u8; 1001]).expect("write");

@@ -95,6 +95,13 @@ impl Scope {
         Self(None)
     }
 
+    /// The folder every path of the client is resolved within: the root,
+    /// or the token's folder, so that no link inside it leads a client
+    /// out of it.
+    pub fn folder(&self) -> RemotePath {
+        self.0.clone().unwrap_or_else(RemotePath::root)
+    }
+
     /// Whether `path` is the scope's folder or lies below it. Both are
     /// parsed paths, so `pub/../x` and `pub-secret` are never inside `pub`.
     pub fn allows(&self, path: &RemotePath) -> bool {

@@ -67,14 +67,17 @@ pub struct OpenFile {
 /// runs, a terminal becomes the controlling one of a process that has
 /// none. So the node is first only located (`O_PATH`, which runs nothing
 /// of it) and looked at, and only a regular file is opened for reading.
-pub fn open(root: &Dir, path: &RemotePath) -> Result<OpenFile, RemoteError> {
-    let failed = |err: io::Error| open_error(&err, path);
+///
+/// `path` is resolved beneath `root`; `shown` is how messages name it (the
+/// whole path, when `root` is a folder below the served one).
+pub fn open(root: &Dir, path: &RemotePath, shown: &RemotePath) -> Result<OpenFile, RemoteError> {
+    let failed = |err: io::Error| open_error(&err, shown);
     let node = locate(root, path).map_err(failed)?;
     let found = node.metadata().map_err(failed)?;
     if !found.is_file() {
         return Err(RemoteError::new(
             ErrorCode::NotAFile,
-            format!("not a regular file: {path}"),
+            format!("not a regular file: {shown}"),
         ));
     }
     let (file, metadata) = match reopen(&node) {
@@ -86,7 +89,7 @@ pub fn open(root: &Dir, path: &RemotePath) -> Result<OpenFile, RemoteError> {
             if (metadata.dev(), metadata.ino()) != (found.dev(), found.ino()) {
                 return Err(RemoteError::new(
                     ErrorCode::FileChanged,
-                    format!("{path} was replaced while it was being opened"),
+                    format!("{shown} was replaced while it was being opened"),
                 ));
             }
             (file, metadata)
@@ -95,7 +98,7 @@ pub fn open(root: &Dir, path: &RemotePath) -> Result<OpenFile, RemoteError> {
     Ok(OpenFile {
         file,
         id: file_id(&metadata),
-        path: path.clone(),
+        path: shown.clone(),
     })
 }
 
@@ -291,7 +294,7 @@ mod tests {
         std::os::unix::fs::symlink("loop", dir.path().join("loop")).expect("symlink");
         mkfifo(&dir.path().join("fifo"));
         let root = root_of(&dir);
-        let open = |text: &str| open(&root, &path(text));
+        let open = |text: &str| open(&root, &path(text), &path(text));
 
         assert_eq!(open("a.txt").expect("opens").id.size, 5);
         assert_eq!(open("in").expect("inner link opens").id.size, 5);
@@ -329,7 +332,7 @@ mod tests {
     fn reads_ranges_and_notices_changes() {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join("f"), b"0123456789").expect("write");
-        let file = open(&root_of(&dir), &path("f")).expect("opens");
+        let file = open(&root_of(&dir), &path("f"), &path("f")).expect("opens");
         assert_eq!(file.read(2, 3).expect("reads"), &b"234"[..]);
         assert_eq!(file.stat().meta.size, 10);
         assert!(file.unchanged().is_ok());

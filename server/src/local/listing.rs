@@ -158,24 +158,28 @@ struct Level {
 /// file inside the root, special files, folders that cannot be read,
 /// entries that change kind or vanish during the walk, and paths longer
 /// than a request may carry.
+///
+/// `path` is resolved beneath `root`, and links are judged against it;
+/// `shown` is the whole path, for messages and the bound on listed paths.
 pub fn walk(
     root: &Dir,
     folders: &Folders,
     path: &RemotePath,
+    shown: &RemotePath,
     recursive: bool,
     emit: &mut dyn FnMut(Listed<FileId>) -> bool,
 ) -> Result<Walked, RemoteError> {
     let top = path.to_relative();
-    let metadata = root.metadata(&top).map_err(|err| open_error(&err, path))?;
+    let metadata = root.metadata(&top).map_err(|err| open_error(&err, shown))?;
     if !metadata.is_dir() {
         return Err(RemoteError::new(
             ErrorCode::NotADirectory,
-            format!("not a folder: {path}"),
+            format!("not a folder: {shown}"),
         ));
     }
     let mut skipped = 0u64;
     let (dir, folder) =
-        read_folder(root, folders, &top, &mut skipped).map_err(|err| open_error(&err, path))?;
+        read_folder(root, folders, &top, &mut skipped).map_err(|err| open_error(&err, shown))?;
     let mut stack = vec![Level {
         path: top,
         prefix: String::new(),
@@ -183,7 +187,7 @@ pub fn walk(
         next: 0,
         dir: Some(dir),
     }];
-    let base_len = path.to_string().len();
+    let base_len = shown.to_string().len();
     while let Some(level) = stack.last_mut() {
         let Some(item) = level.folder.items.get(level.next).copied() else {
             stack.pop();
@@ -352,14 +356,21 @@ mod tests {
     fn listing(root: &Dir, path: &str, recursive: bool) -> (Vec<(String, EntryKind)>, u64) {
         let mut out = Vec::new();
         let path = RemotePath::parse(path).expect("valid");
-        let listed = walk(root, &Folders::default(), &path, recursive, &mut |listed| {
-            assert_eq!(
-                listed.version.is_some(),
-                listed.entry.kind == EntryKind::File
-            );
-            out.push((listed.entry.path, listed.entry.kind));
-            true
-        })
+        let listed = walk(
+            root,
+            &Folders::default(),
+            &path,
+            &path,
+            recursive,
+            &mut |listed| {
+                assert_eq!(
+                    listed.version.is_some(),
+                    listed.entry.kind == EntryKind::File
+                );
+                out.push((listed.entry.path, listed.entry.kind));
+                true
+            },
+        )
         .expect("lists");
         match listed {
             Walked::Complete { skipped } => (out, skipped),
@@ -410,10 +421,12 @@ mod tests {
         assert_eq!(sub[0], ("inner".to_owned(), EntryKind::Dir));
 
         let code = |path: &str| {
+            let path = RemotePath::parse(path).expect("valid");
             walk(
                 &files,
                 &Folders::default(),
-                &RemotePath::parse(path).expect("valid"),
+                &path,
+                &path,
                 false,
                 &mut |_| true,
             )

@@ -108,7 +108,7 @@ fn prepare<B: Backend>(
     budget: &mut u64,
 ) -> Result<Prepared<B::File>, RemoteError> {
     let parsed = parse_path(scope, path)?;
-    let file = store.open(&parsed)?;
+    let file = store.open(&scope.folder(), &parsed)?;
     let meta = store.meta(&file);
     if offset > meta.size || !offset.is_multiple_of(CHUNK_SIZE) {
         return Err(RemoteError::new(

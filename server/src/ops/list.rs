@@ -45,6 +45,7 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
         }
     };
     let walker = Arc::clone(context);
+    let within = client.scope.folder();
     let mut entries = 0u64;
     // With digests, the walk hashes every file not hashed before: the relay
     // keeps the client informed meanwhile.
@@ -58,6 +59,7 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
             let mut bytes = 0;
             let walked = walk(
                 &walker.store,
+                &within,
                 &parsed,
                 recursive,
                 digests,
@@ -104,6 +106,7 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
 /// when the receiver of `client` is gone. Blocks.
 fn walk<B: Backend>(
     store: &Store<B>,
+    within: &RemotePath,
     path: &RemotePath,
     recursive: bool,
     digests: bool,
@@ -112,7 +115,9 @@ fn walk<B: Backend>(
 ) -> Result<Walked, RemoteError> {
     store
         .backend()
-        .list(path, recursive, &mut |listed: Listed<B::Version>| {
+        .list(within, path, recursive, &mut |listed: Listed<
+            B::Version,
+        >| {
             if client.is_closed() {
                 return false;
             }

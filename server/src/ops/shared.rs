@@ -78,9 +78,10 @@ pub(crate) async fn open<B: Backend>(
     path: &str,
 ) -> Result<Opened<B::File>, RemoteError> {
     let path = parse_path(&client.scope, path)?;
+    let scope = client.scope.folder();
     let context = Arc::clone(context);
     blocking(move || {
-        let file = context.store.open(&path)?;
+        let file = context.store.open(&scope, &path)?;
         let meta = context.store.meta(&file);
         Ok(Opened { path, meta, file })
     })
