@@ -33,6 +33,11 @@ use crate::{codec, frame, MAX_FRAME};
 /// arrived, many small frames at once, up to this much.
 const READ_ROOM: usize = 64 * 1024;
 
+/// How much of a file is read at a time to be sent over a stream that is
+/// not a bare socket (TLS): a quarter of a `Data` frame, so that what a
+/// connection holds of a file is this one buffer, reused.
+const FILE_PIECE: usize = 256 * 1024;
+
 /// A byte stream a connection can run over. Plain TCP also offers its
 /// socket, so that file bytes can be sent without passing through this
 /// process; anything else (an in-memory pipe in tests, a TLS stream) reads
@@ -78,6 +83,9 @@ pub struct Connection<S> {
     keepalives: u64,
     /// Longest frame body read: [`MAX_FRAME`] unless capped.
     max_frame: usize,
+    /// The buffer file bytes are read into, when they cannot go by
+    /// `sendfile(2)`; made on first use.
+    piece: Vec<u8>,
 }
 
 impl TcpConnection {
@@ -102,6 +110,7 @@ impl<S: Transport> Connection<S> {
             timeout,
             keepalives: 0,
             max_frame: MAX_FRAME,
+            piece: Vec::new(),
         }
     }
 
@@ -226,21 +235,35 @@ impl<S: Transport> Connection<S> {
     /// Writes a `Data` frame whose payload is the `len` bytes of `file` at
     /// `offset` (at most [`crate::MAX_DATA`]). Over a bare socket the payload
     /// goes by `sendfile(2)`, straight from the page cache, never through
-    /// this process; over anything else it is read first, on a blocking
-    /// thread. Each step must make progress within the timeout. A file
-    /// shorter than promised is an error; the frame is then broken and the
-    /// connection must close.
+    /// this process; over anything else (TLS) it is read on a blocking
+    /// thread, [`FILE_PIECE`] at a time into one buffer the connection
+    /// keeps, and written from there. Each step must make progress within
+    /// the timeout. A file shorter than promised is an error; the frame is
+    /// then broken and the connection must close.
     pub async fn send_file_data(
         &mut self,
         file: &std::fs::File,
         offset: u64,
         len: usize,
     ) -> Result<(), ConnectionError> {
-        if self.stream.get_ref().raw_socket().is_none() {
-            let payload = read_at(file, offset, len).await?;
-            return self.send_data(payload).await;
-        }
         let header = codec::data_header(len)?;
+        if self.stream.get_ref().raw_socket().is_none() {
+            let written = self.stream.write_all(&header).await;
+            written.map_err(|err| self.io_error(err))?;
+            let (mut position, mut left) = (offset, len);
+            while left > 0 {
+                let step = left.min(FILE_PIECE);
+                if !read_cached(file, position, step, &mut self.piece) {
+                    let piece = std::mem::take(&mut self.piece);
+                    self.piece = read_at(file, position, step, piece).await?;
+                }
+                let written = self.stream.write_all(&self.piece).await;
+                written.map_err(|err| self.io_error(err))?;
+                position += step as u64;
+                left -= step;
+            }
+            return Ok(());
+        }
         let written = self.stream.write_all(&header).await;
         written.map_err(|err| self.io_error(err))?;
         let socket = self.stream.get_ref().raw_socket();
@@ -289,18 +312,43 @@ impl<S: Transport> Connection<S> {
     }
 }
 
-/// `len` bytes of `file` at `offset`, read on a blocking thread.
-async fn read_at(file: &std::fs::File, offset: u64, len: usize) -> Result<Bytes, ConnectionError> {
+/// Reads `len` bytes of `file` at `offset` into `buf` if they are all in
+/// the page cache (`preadv2` with `RWF_NOWAIT`, which never waits for the
+/// disk), so a warm file is read here, without a trip to a blocking thread.
+/// False if they are not, or the kernel cannot tell: then read them with
+/// [`read_at`].
+fn read_cached(file: &std::fs::File, offset: u64, len: usize, buf: &mut Vec<u8>) -> bool {
+    use rustix::io::{preadv2, ReadWriteFlags};
+    // Zeroed only the first time: a reused buffer is overwritten whole.
+    buf.resize(len, 0);
+    let read = preadv2(
+        file,
+        &mut [io::IoSliceMut::new(buf)],
+        offset,
+        ReadWriteFlags::NOWAIT,
+    );
+    matches!(read, Ok(n) if n == len)
+}
+
+/// `len` bytes of `file` at `offset`, read on a blocking thread into
+/// `buf` (whose room is reused).
+async fn read_at(
+    file: &std::fs::File,
+    offset: u64,
+    len: usize,
+    mut buf: Vec<u8>,
+) -> Result<Vec<u8>, ConnectionError> {
     use std::os::unix::fs::FileExt;
     let file = file.try_clone()?;
     let read = tokio::task::spawn_blocking(move || {
-        let mut payload = vec![0u8; len];
-        file.read_exact_at(&mut payload, offset).map(|()| payload)
+        // Zeroed only the first time: a reused buffer is overwritten whole.
+        buf.resize(len, 0);
+        file.read_exact_at(&mut buf, offset).map(|()| buf)
     })
     .await
     .map_err(io::Error::other)?;
     match read {
-        Ok(payload) => Ok(Bytes::from(payload)),
+        Ok(buf) => Ok(buf),
         Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Err(ended_early()),
         Err(err) => Err(err.into()),
     }
