@@ -86,6 +86,9 @@ pub struct Connection<S> {
     /// The buffer file bytes are read into, when they cannot go by
     /// `sendfile(2)`; made on first use.
     piece: Vec<u8>,
+    /// Whether reads that never wait for the disk are worth trying: not
+    /// once the file system has said it cannot do them (tmpfs cannot).
+    nowait: bool,
 }
 
 impl TcpConnection {
@@ -111,6 +114,7 @@ impl<S: Transport> Connection<S> {
             keepalives: 0,
             max_frame: MAX_FRAME,
             piece: Vec::new(),
+            nowait: true,
         }
     }
 
@@ -253,7 +257,12 @@ impl<S: Transport> Connection<S> {
             let (mut position, mut left) = (offset, len);
             while left > 0 {
                 let step = left.min(FILE_PIECE);
-                if !read_cached(file, position, step, &mut self.piece) {
+                let cached = self.nowait && {
+                    let read = read_cached(file, position, step, &mut self.piece);
+                    self.nowait = read != Err(rustix::io::Errno::OPNOTSUPP);
+                    read == Ok(true)
+                };
+                if !cached {
                     let piece = std::mem::take(&mut self.piece);
                     self.piece = read_at(file, position, step, piece).await?;
                 }
@@ -315,9 +324,14 @@ impl<S: Transport> Connection<S> {
 /// Reads `len` bytes of `file` at `offset` into `buf` if they are all in
 /// the page cache (`preadv2` with `RWF_NOWAIT`, which never waits for the
 /// disk), so a warm file is read here, without a trip to a blocking thread.
-/// False if they are not, or the kernel cannot tell: then read them with
-/// [`read_at`].
-fn read_cached(file: &std::fs::File, offset: u64, len: usize, buf: &mut Vec<u8>) -> bool {
+/// `Ok(false)` if they are not all there, an error if the kernel cannot
+/// tell: either way, read them with [`read_at`].
+fn read_cached(
+    file: &std::fs::File,
+    offset: u64,
+    len: usize,
+    buf: &mut Vec<u8>,
+) -> rustix::io::Result<bool> {
     use rustix::io::{preadv2, ReadWriteFlags};
     // Zeroed only the first time: a reused buffer is overwritten whole.
     buf.resize(len, 0);
@@ -327,7 +341,11 @@ fn read_cached(file: &std::fs::File, offset: u64, len: usize, buf: &mut Vec<u8>)
         offset,
         ReadWriteFlags::NOWAIT,
     );
-    matches!(read, Ok(n) if n == len)
+    match read {
+        Ok(n) => Ok(n == len),
+        Err(rustix::io::Errno::AGAIN) => Ok(false),
+        Err(err) => Err(err),
+    }
 }
 
 /// `len` bytes of `file` at `offset`, read on a blocking thread into
