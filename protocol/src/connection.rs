@@ -86,9 +86,23 @@ pub struct Connection<S> {
     /// The buffer file bytes are read into, when they cannot go by
     /// `sendfile(2)`; made on first use.
     piece: Vec<u8>,
-    /// Whether reads that never wait for the disk are worth trying: not
-    /// once the file system has said it cannot do them (tmpfs cannot).
-    nowait: bool,
+    /// How file bytes are read on the file system last sent from (by
+    /// device), when they cannot go by `sendfile(2)`.
+    reads: Option<(u64, ReadMode)>,
+}
+
+/// How a file's bytes are read for a stream that is not a bare socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadMode {
+    /// Here, if they are in the page cache (`RWF_NOWAIT`); on a blocking
+    /// thread if not.
+    Cached,
+    /// Here: the file system is memory (tmpfs, ramfs), there is no disk to
+    /// wait for.
+    InMemory,
+    /// On a blocking thread: the file system cannot say whether a read
+    /// would wait.
+    Blocking,
 }
 
 impl TcpConnection {
@@ -114,7 +128,7 @@ impl<S: Transport> Connection<S> {
             keepalives: 0,
             max_frame: MAX_FRAME,
             piece: Vec::new(),
-            nowait: true,
+            reads: None,
         }
     }
 
@@ -255,14 +269,19 @@ impl<S: Transport> Connection<S> {
             let written = self.stream.write_all(&header).await;
             written.map_err(|err| self.io_error(err))?;
             let (mut position, mut left) = (offset, len);
+            let (device, mut mode) = self.read_mode(file);
             while left > 0 {
                 let step = left.min(FILE_PIECE);
-                let cached = self.nowait && {
-                    let read = read_cached(file, position, step, &mut self.piece);
-                    self.nowait = read != Err(rustix::io::Errno::OPNOTSUPP);
-                    read == Ok(true)
+                let read = match mode {
+                    ReadMode::Cached => read_cached(file, position, step, &mut self.piece),
+                    ReadMode::InMemory => read_here(file, position, step, &mut self.piece),
+                    ReadMode::Blocking => Ok(false),
                 };
-                if !cached {
+                if read == Err(rustix::io::Errno::OPNOTSUPP) {
+                    mode = ReadMode::Blocking;
+                    self.reads = Some((device, mode));
+                }
+                if read != Ok(true) {
                     let piece = std::mem::take(&mut self.piece);
                     self.piece = read_at(file, position, step, piece).await?;
                 }
@@ -306,6 +325,27 @@ impl<S: Transport> Connection<S> {
         Ok(())
     }
 
+    /// The device `file` is on, and how to read from it: found out once per
+    /// file system (by its type, then by whether `RWF_NOWAIT` works).
+    fn read_mode(&mut self, file: &std::fs::File) -> (u64, ReadMode) {
+        let device = rustix::fs::fstat(file).map(|stat| stat.st_dev).unwrap_or(0);
+        if let Some((known, mode)) = self.reads {
+            if known == device {
+                return (device, mode);
+            }
+        }
+        const TMPFS_MAGIC: i64 = 0x0102_1994;
+        const RAMFS_MAGIC: i64 = 0x8584_58f6;
+        let in_memory = rustix::fs::fstatfs(file)
+            .is_ok_and(|fs| matches!(fs.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC));
+        let mode = match in_memory {
+            true => ReadMode::InMemory,
+            false => ReadMode::Cached,
+        };
+        self.reads = Some((device, mode));
+        (device, mode)
+    }
+
     fn io_error(&self, err: io::Error) -> ConnectionError {
         if err.kind() == io::ErrorKind::TimedOut {
             ConnectionError::Timeout(self.timeout)
@@ -346,6 +386,20 @@ fn read_cached(
         Err(rustix::io::Errno::AGAIN) => Ok(false),
         Err(err) => Err(err),
     }
+}
+
+/// Reads `len` bytes of `file` at `offset` into `buf` here, on a file
+/// system in memory. `Ok(false)` if fewer were read: then [`read_at`]
+/// finds out why.
+fn read_here(
+    file: &std::fs::File,
+    offset: u64,
+    len: usize,
+    buf: &mut Vec<u8>,
+) -> rustix::io::Result<bool> {
+    buf.resize(len, 0);
+    let read = rustix::io::pread(file, buf.as_mut_slice(), offset)?;
+    Ok(read == len)
 }
 
 /// `len` bytes of `file` at `offset`, read on a blocking thread into
