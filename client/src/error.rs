@@ -89,7 +89,7 @@ pub enum Error {
         server: String,
         /// Why it was refused.
         #[source]
-        source: crate::trust::IdentityError,
+        source: Box<crate::trust::IdentityError>,
     },
     /// The server refused our credentials (no token, wrong token).
     #[error("{server}")]

@@ -257,7 +257,7 @@ async fn secure(server: &Server, stream: TcpStream) -> Result<ClientTlsConnectio
             if let Some(refusal) = trust::refusal(&err) {
                 return Err(Failure::Fatal(Error::Identity {
                     server: server.label.clone(),
-                    source: refusal,
+                    source: Box::new(refusal),
                 }));
             }
             // A peer that spoke, but not TLS 1.3 with ft's ALPN, is not an

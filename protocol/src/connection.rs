@@ -153,6 +153,11 @@ impl<S: Transport> Connection<S> {
             if self.buf.len() == self.buf.capacity() {
                 self.buf.reserve(READ_ROOM);
             }
+            // Nothing more will be said before the peer answers: what a TLS
+            // stream still holds of our last message must go now, or the
+            // peer waits for it while we wait for the peer.
+            let flushed = self.stream.flush().await;
+            flushed.map_err(|err| self.io_error(err))?;
             let read = match self.stream.read_buf(&mut self.buf).await {
                 // A TLS peer that closes without close_notify: between
                 // frames that cuts nothing (each frame says its length), so
@@ -336,6 +341,8 @@ impl<S: Transport> Connection<S> {
         }
         const TMPFS_MAGIC: i64 = 0x0102_1994;
         const RAMFS_MAGIC: i64 = 0x8584_58f6;
+        // `f_type`'s width differs between targets.
+        #[allow(clippy::unnecessary_cast)]
         let in_memory = rustix::fs::fstatfs(file)
             .is_ok_and(|fs| matches!(fs.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC));
         let mode = match in_memory {
