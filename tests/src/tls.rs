@@ -302,7 +302,7 @@ pub fn spki_fingerprint(spki: &[u8]) -> String {
 }
 
 /// Files of a certificate authority made in the test, and of a server
-/// certificate it signed for `localhost` and 127.0.0.1.
+/// certificate it signed.
 pub struct CaFiles {
     /// The CA's certificate, what a client trusts (`ftget --ca`).
     pub ca: PathBuf,
@@ -314,8 +314,9 @@ pub struct CaFiles {
     pub fingerprint: String,
 }
 
-/// Makes a CA and a server certificate signed by it in `dir`.
-pub fn make_ca(dir: &Path) -> CaFiles {
+/// Makes a CA and a server certificate signed by it for `names` (host
+/// names or IP addresses) in `dir`.
+pub fn make_ca(dir: &Path, names: &[&str]) -> CaFiles {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -328,11 +329,11 @@ pub fn make_ca(dir: &Path) -> CaFiles {
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
 
     let server_key = KeyPair::generate().expect("server key");
-    let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .expect("server params");
+    let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+    let mut params = CertificateParams::new(names).expect("server params");
     params
         .distinguished_name
-        .push(DnType::CommonName, "localhost");
+        .push(DnType::CommonName, "ft test server");
     let server_cert = params
         .signed_by(&server_key, &issuer)
         .expect("server certificate");
@@ -341,9 +342,7 @@ pub fn make_ca(dir: &Path) -> CaFiles {
         ca: dir.join("ca.pem"),
         chain: dir.join("chain.pem"),
         key: dir.join("server-key.pem"),
-        fingerprint: spki_fingerprint(&rcgen::PublicKeyData::subject_public_key_info(
-            &server_key,
-        )),
+        fingerprint: spki_fingerprint(&rcgen::PublicKeyData::subject_public_key_info(&server_key)),
     };
     std::fs::write(&files.ca, ca_cert.pem()).expect("write ca.pem");
     std::fs::write(
@@ -415,7 +414,11 @@ impl Recorder {
                         .push(stream.try_clone().expect("clone"));
                 }
                 let pairs = [
-                    (client.try_clone().expect("clone"), server.try_clone().expect("clone"), Arc::clone(&up)),
+                    (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                        Arc::clone(&up),
+                    ),
                     (server, client, Arc::clone(&down)),
                 ];
                 for (from, to, copy) in pairs {
@@ -609,11 +612,7 @@ async fn intercept(
             if n == 0 {
                 break;
             }
-            catch
-                .plaintext
-                .lock()
-                .unwrap()
-                .extend_from_slice(&buf[..n]);
+            catch.plaintext.lock().unwrap().extend_from_slice(&buf[..n]);
             if server_write.write_all(&buf[..n]).await.is_err() {
                 break;
             }
@@ -681,5 +680,8 @@ pub fn probe(addr: SocketAddr, bytes: &[u8], then_end: bool, limit: Duration) ->
 
 /// Whether `needle` occurs anywhere in `haystack`.
 pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|window| window == needle)
+    !needle.is_empty()
+        && haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
 }
