@@ -380,6 +380,16 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn start(target: SocketAddr) -> Self {
+        Self::spawn(target, None)
+    }
+
+    /// The same on a slow link: the server's bytes are carried at most
+    /// `bytes_per_second`, so that the server keeps meeting a full socket.
+    pub fn throttled(target: SocketAddr, bytes_per_second: u64) -> Self {
+        Self::spawn(target, Some(bytes_per_second))
+    }
+
+    fn spawn(target: SocketAddr, rate: Option<u64>) -> Self {
         let (listener, addr) = listen();
         let stop = Stop::after(RUN_TIMEOUT);
         let recorder = Self {
@@ -418,12 +428,13 @@ impl Recorder {
                         client.try_clone().expect("clone"),
                         server.try_clone().expect("clone"),
                         Arc::clone(&up),
+                        None,
                     ),
-                    (server, client, Arc::clone(&down)),
+                    (server, client, Arc::clone(&down), rate),
                 ];
-                for (from, to, copy) in pairs {
+                for (from, to, copy, rate) in pairs {
                     let stop = stop.clone();
-                    thread::spawn(move || record_one_way(from, to, &copy, &stop));
+                    thread::spawn(move || record_one_way(from, to, &copy, rate, &stop));
                 }
             }
         });
@@ -457,10 +468,20 @@ impl Drop for Recorder {
     }
 }
 
-/// Copies `from` to `to`, keeping a copy in `copy`, until `from` ends or
-/// `stop` is due; then passes the end on.
-fn record_one_way(mut from: TcpStream, mut to: TcpStream, copy: &Mutex<Vec<u8>>, stop: &Stop) {
-    let mut buf = vec![0u8; 64 * 1024];
+/// Copies `from` to `to`, keeping a copy in `copy`, at most `rate` bytes a
+/// second if given, until `from` ends or `stop` is due; then passes the end
+/// on.
+fn record_one_way(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    copy: &Mutex<Vec<u8>>,
+    rate: Option<u64>,
+    stop: &Stop,
+) {
+    // Small reads on a slow link, so that its rate is even.
+    let mut buf = vec![0u8; if rate.is_some() { 16 * 1024 } else { 64 * 1024 }];
+    let started = Instant::now();
+    let mut carried = 0u64;
     while !stop.is_due() {
         match from.read(&mut buf) {
             Ok(0) => break,
@@ -468,6 +489,11 @@ fn record_one_way(mut from: TcpStream, mut to: TcpStream, copy: &Mutex<Vec<u8>>,
                 copy.lock().unwrap().extend_from_slice(&buf[..n]);
                 if to.write_all(&buf[..n]).is_err() {
                     break;
+                }
+                carried += n as u64;
+                if let Some(rate) = rate {
+                    let due = Duration::from_secs_f64(carried as f64 / rate as f64);
+                    stop.sleep_until(started + due);
                 }
             }
             Err(err)

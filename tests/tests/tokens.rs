@@ -13,12 +13,12 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ft_server::tokens::{MAX_FAILURES, WINDOW};
 use ft_tests::{
-    add_token, finish_run, ftserve_output, sha256_hex, tree_contents, AfterBudget, ClientHome,
-    OutputWithin, Relay, Run, TestEnv, TlsServer, POLL, START_TIMEOUT,
+    add_token, finish_run, ftserve_output, sha256_hex, tree_contents, wait_until, ClientHome,
+    OutputWithin, Recorder, Run, TestEnv, TlsServer, POLL, START_TIMEOUT,
 };
 
 const CONTENT: &[u8] = b"only for token holders\n";
@@ -428,9 +428,15 @@ impl PsSampler {
 fn run_sampled(spawn: impl FnOnce() -> std::process::Child) -> (Run, Vec<String>, String) {
     let sampler = PsSampler::start();
     let child = spawn();
-    let cmdline = fs::read(format!("/proc/{}/cmdline", child.id()))
-        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
-        .unwrap_or_default();
+    // Read until the kernel has set the new program's arguments up: right
+    // after the exec, they may not be there yet.
+    let read = || {
+        fs::read(format!("/proc/{}/cmdline", child.id()))
+            .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+            .unwrap_or_default()
+    };
+    wait_until(START_TIMEOUT, || !read().is_empty());
+    let cmdline = read();
     let run = finish_run(child, &["(sampled)"]);
     (run, sampler.finish(), cmdline)
 }
@@ -491,15 +497,11 @@ fn no_token_appears_in_any_output_log_or_process_list() {
     assert_eq!(run.code, Some(7), "{run:?}");
     outputs.push(run);
 
-    // Slow downloads, through a relay that holds the data back a while,
+    // Slow downloads, over a link of 2 MiB/s (about two seconds each),
     // during which the process list is read again and again.
     let mut samples = Vec::new();
     for by_file in [false, true] {
-        let relay = Relay::start(
-            server.addr,
-            256 << 10,
-            AfterBudget::Pause(Duration::from_secs(2)),
-        );
+        let relay = Recorder::throttled(server.addr, 2 << 20);
         let relay_target = relay.target();
         let out = if by_file {
             "slow-file.bin"
