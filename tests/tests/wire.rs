@@ -2,7 +2,8 @@
 //! byte of a download reads neither the file's contents, nor its name, nor
 //! the token; and what is not a client of this version (a version-1 ft
 //! client, an HTTP request, random bytes, a TLS hello cut short) is turned
-//! away, each with one log line, while the server goes on serving.
+//! away, each with one log line, while the server goes on serving. And the
+//! last bytes of a reply leave the server even when they met a full socket.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
@@ -13,8 +14,8 @@ use std::time::Duration;
 
 use ft_protocol::{codec, ErrorCode, Response};
 use ft_tests::{
-    add_token, contains_bytes, probe, sha256_hex, wait_until, ClientHome, Probe, Recorder, TestEnv,
-    TlsServer, IO_TIMEOUT,
+    add_token, contains_bytes, probe, sha256_hex, wait_until, AfterBudget, ClientHome, Probe,
+    Recorder, Relay, TestEnv, TlsServer, IO_TIMEOUT,
 };
 
 /// The folder and file name the eavesdropper must not learn.
@@ -235,4 +236,47 @@ fn garbage_is_closed_and_the_server_goes_on() {
     let run = home.ftget(&env.work, &[&server.target(), "a.txt"], &[]);
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(fs::read(env.work.join("a.txt")).expect("a.txt"), MARKER);
+}
+
+/// Fresh files downloaded through a link that stops for a second: each run
+/// meets the server's socket full at a different moment.
+const PAUSED_RUNS: usize = 16;
+
+#[test]
+fn a_reply_ends_soon_after_a_paused_link_recovers() {
+    // Over TLS, a write can return with the end of what it was given still
+    // in the TLS layer's buffer (the socket was full); unless the server
+    // flushes before it waits for the next request, that end leaves only
+    // with its next write, and the client, which waits for it, meets its
+    // timeout instead. Whether the last write of a reply meets a full
+    // socket depends on timing, so several fresh files (a first download
+    // hashes the file as it sends it) are fetched, each through a link that
+    // carries 256 KiB and then stops for a second.
+    let env = TestEnv::new();
+    for i in 0..PAUSED_RUNS {
+        env.random_file(&format!("fresh-{i}.bin"), 4 << 20, i as u64);
+    }
+    let server = TlsServer::start(&env.root, "127.0.0.1:0", &[], &[]);
+    let home = ClientHome::new();
+    for i in 0..PAUSED_RUNS {
+        let relay = Relay::start(
+            server.addr,
+            256 << 10,
+            AfterBudget::Pause(Duration::from_secs(1)),
+        );
+        let name = format!("fresh-{i}.bin");
+        // The pause is a quarter of the timeout: a client that waits it
+        // out was never sent the end of the reply.
+        let run = home.ftget(
+            &env.work,
+            &["--timeout", "4", "--retries", "0", &relay.target(), &name],
+            &[],
+        );
+        assert_eq!(
+            run.code,
+            Some(0),
+            "run {i}: the end of the reply did not arrive: {}",
+            run.stderr
+        );
+    }
 }
