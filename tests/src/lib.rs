@@ -25,6 +25,7 @@ mod process;
 mod raw;
 mod relay;
 mod server;
+mod tls;
 
 pub use bins::bin;
 pub use env::{config_home, sha256_hex, state_dir, tree_contents, TestEnv};
@@ -39,3 +40,8 @@ pub use process::{
 pub use raw::{Raw, IO_TIMEOUT, MAX_REPLY_FRAMES};
 pub use relay::{AfterBudget, Relay};
 pub use server::Server;
+pub use tls::{
+    add_token, contains_bytes, finish_run, ftget_env, ftserve_output, make_ca, probe,
+    spawn_ftget_env, spki_fingerprint, CaFiles, ClientHome, Interceptor, Probe, Recorder,
+    TlsServer,
+};
