@@ -569,3 +569,39 @@ fn no_token_appears_in_any_output_log_or_process_list() {
         }
     }
 }
+
+#[test]
+fn a_link_in_a_scoped_folder_does_not_lead_its_token_out() {
+    let scoped = Scoped::start();
+    std::os::unix::fs::symlink("../secret/b.txt", scoped.env.root.join("pub/out"))
+        .expect("symlink");
+    std::os::unix::fs::symlink("a.txt", scoped.env.root.join("pub/in")).expect("symlink");
+
+    // A token for the whole folder follows a link that stays inside it.
+    let whole = scoped.ftget(&scoped.alice, &["pub/out", "-o", "whole"]);
+    assert_eq!(whole.code, Some(0), "{whole:?}");
+
+    // The token for pub/ does not, by name or by a listing.
+    let out = scoped.ftget(&scoped.bob, &["pub/out", "-o", "out"]);
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(!scoped.env.work.join("out").exists());
+    let inside = scoped.ftget(&scoped.bob, &["pub/in", "-o", "in"]);
+    assert_eq!(inside.code, Some(0), "{inside:?}");
+    let listed = scoped.ftget(&scoped.bob, &["--list", "-r", "pub"]);
+    assert_eq!(listed.code, Some(0), "{listed:?}");
+    assert!(!listed.stdout.contains("out"), "{}", listed.stdout);
+    let run = scoped.ftget(&scoped.bob, &["-r", "pub", "-o", "tree"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(!scoped.env.work.join("tree/pub/out").exists());
+    assert!(scoped.env.work.join("tree/pub/in").exists());
+    assert_eq!(
+        fs::read(scoped.env.work.join("whole")).expect("read"),
+        b"secret\n",
+        "the whole-folder token reads through the link"
+    );
+    let tree = tree_contents(&scoped.env.work.join("tree"));
+    assert!(
+        !tree.values().any(|sha| *sha == sha256_hex(b"secret\n")),
+        "the pub/ token got no copy of the secret: {tree:?}"
+    );
+}
