@@ -37,7 +37,8 @@ pub(crate) fn shared_identity() -> &'static Identity {
     IDENTITY.get_or_init(|| Identity::in_state_dir(state_dir()).expect("the shared identity"))
 }
 
-/// The fingerprint of the [`shared_identity`], as ftserve prints it.
+/// The fingerprint of the identity every server of the test process shows
+/// (the one in [`state_dir`](crate::state_dir)), as ftserve prints it.
 pub fn shared_fingerprint() -> Fingerprint {
     shared_identity().fingerprint
 }
@@ -147,9 +148,9 @@ pub struct Raw {
 }
 
 impl Raw {
-    /// Connects and completes the TLS handshake with a server showing the
-    /// [`shared_identity`], and says nothing more: the ft conversation is
-    /// the test's.
+    /// Connects and completes the TLS handshake with a server whose key is
+    /// the [`shared_fingerprint`], and says nothing more: the ft
+    /// conversation is the test's.
     pub fn connect(addr: SocketAddr) -> Self {
         Self::connect_pinned(addr, shared_fingerprint())
     }
