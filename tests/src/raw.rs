@@ -222,13 +222,22 @@ impl Raw {
     }
 
     /// Reads responses until `last` makes something of one, and returns
-    /// that. Fails the test, naming `what`, if the server closes first or
-    /// sends more than [`MAX_REPLY_FRAMES`] frames without an end.
+    /// that. Fails the test, naming `what`, if the server closes first,
+    /// falls silent for [`IO_TIMEOUT`], or sends more than
+    /// [`MAX_REPLY_FRAMES`] frames without an end.
     pub fn recv_until<T>(&mut self, what: &str, mut last: impl FnMut(Response) -> Option<T>) -> T {
-        for _ in 0..MAX_REPLY_FRAMES {
-            let Some(response) = self.recv() else {
-                panic!("{what}: the connection closed before the reply ended");
+        for frames in 0..MAX_REPLY_FRAMES {
+            let body = match next_frame(&mut self.stream) {
+                Ok(body) => body,
+                Err(NoFrame::Closed) => {
+                    panic!("{what}: the connection closed before the reply ended, after {frames} frames")
+                }
+                Err(NoFrame::Silent) => panic!(
+                    "{what}: nothing for {IO_TIMEOUT:?} before the reply ended, after {frames} frames"
+                ),
             };
+            let response =
+                ft_protocol::codec::decode_response(body).expect("server sends valid frames");
             if let Some(done) = last(response) {
                 return done;
             }
