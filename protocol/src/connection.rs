@@ -126,6 +126,14 @@ impl<S: Transport> Connection<S> {
             if self.buf.len() == self.buf.capacity() {
                 self.buf.reserve(READ_ROOM);
             }
+            // What this side wrote goes out before it waits for the peer. A
+            // TLS stream takes a write once it has made records of it, some
+            // of which a full socket may not have taken yet; they would
+            // wait for the next write, and a side that has answered and now
+            // waits for the peer would leave the end of its answer unsent
+            // for good. Nothing to flush costs nothing.
+            let flushed = self.stream.flush().await;
+            flushed.map_err(|err| self.io_error(err))?;
             let read = match self.stream.read_buf(&mut self.buf).await {
                 // A TLS peer that closes without close_notify: between
                 // frames that cuts nothing (each frame says its length), so
