@@ -37,6 +37,7 @@ pub use process::{
     bytes_read, cpu_seconds, peak_rss_kib, read_pipe, rss_kib, signal, wait_bounded, wait_until,
     within, OutputWithin, POLL, RUN_TIMEOUT, START_TIMEOUT,
 };
+pub use raw::{shared_fingerprint, Link};
 pub use raw::{Raw, IO_TIMEOUT, MAX_REPLY_FRAMES};
 pub use relay::{AfterBudget, Relay};
 pub use server::Server;

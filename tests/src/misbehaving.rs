@@ -1,7 +1,11 @@
 //! `MisbehavingServer`: a protocol server in the test process that serves
 //! one file honestly but for one [`Misbehaviour`], to see how ftget copes.
+//! It speaks TLS with the identity every server of the test process shows,
+//! so ftget trusts it as it trusts them; its misbehaviour is inside TLS.
 
+use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -13,7 +17,22 @@ use ft_protocol::{
 
 use crate::background::{accept, listen, Stop};
 use crate::process::RUN_TIMEOUT;
-use crate::raw::{read_frame, IO_TIMEOUT};
+use crate::raw::{read_frame, shared_identity, IO_TIMEOUT};
+
+/// One connection of a [`MisbehavingServer`]: TLS over a blocking socket.
+type Conn = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
+
+/// The TLS server configuration of every [`MisbehavingServer`]: the shared
+/// identity, as ftserve serves it.
+fn server_config() -> Arc<rustls::ServerConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ServerConfig>> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        shared_identity()
+            .server_config()
+            .expect("a TLS server configuration")
+    });
+    Arc::clone(config)
+}
 
 /// How a [`MisbehavingServer`] departs from the protocol's honest path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +42,8 @@ pub enum Misbehaviour {
     /// Report a new modification time in every `Meta`, as if the file were
     /// rewritten between any two requests.
     EverChanging,
-    /// Welcome the client with this protocol version instead of 1.
+    /// Welcome the client with this protocol version instead of
+    /// [`ft_protocol::VERSION`] (inside TLS, as any v2 server).
     Version(u32),
     /// Answer every listing with [`HOSTILE_PATHS`], each a file.
     HostileListing,
@@ -138,12 +158,16 @@ impl MisbehavingServer {
             },
             stop: stop.clone(),
         };
+        let config = server_config();
         thread::spawn(move || {
-            while let Some(mut stream) = accept(&listener, &peer.stop) {
-                stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+            while let Some(tcp) = accept(&listener, &peer.stop) {
+                tcp.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
                 // Replies to pipelined requests go out one small write each:
                 // without this, each waits for the client's delayed ACK.
-                stream.set_nodelay(true).expect("nodelay");
+                tcp.set_nodelay(true).expect("nodelay");
+                let tls = rustls::ServerConnection::new(Arc::clone(&config)).expect("a TLS server");
+                // The TLS handshake runs in the first read.
+                let mut stream = Conn::new(tls, tcp);
                 // Each read waits at most IO_TIMEOUT; the stop ends a client
                 // that keeps sending.
                 while let Some(body) = read_frame(&mut stream) {
@@ -154,6 +178,9 @@ impl MisbehavingServer {
                         break;
                     }
                 }
+                // Ends as ftserve ends a connection: close_notify, then the close.
+                stream.conn.send_close_notify();
+                let _ = stream.flush();
             }
         });
         Self { addr, stop }
@@ -171,15 +198,18 @@ impl Drop for MisbehavingServer {
 }
 
 /// Sends one response; false once the client is gone.
-fn send(stream: &mut TcpStream, response: &Response) -> bool {
+fn send(stream: &mut Conn, response: &Response) -> bool {
     let frame = ft_protocol::codec::encode(response).expect("encodes");
-    std::io::Write::write_all(stream, &frame).is_ok()
+    stream
+        .write_all(&frame)
+        .and_then(|()| stream.flush())
+        .is_ok()
 }
 
 /// Sends a data frame that ends at byte `end` of the file and, if `end` is
 /// a chunk boundary, the checkpoint there from `hasher`, which has taken
 /// the file up to `end`; false once the client is gone.
-fn send_data(stream: &mut TcpStream, piece: Vec<u8>, end: u64, hasher: &ChainHasher) -> bool {
+fn send_data(stream: &mut Conn, piece: Vec<u8>, end: u64, hasher: &ChainHasher) -> bool {
     if !send(stream, &Response::Data(piece.into())) {
         return false;
     }
@@ -230,7 +260,7 @@ impl Peer {
     }
 
     /// Answers one request; false when the connection should end.
-    fn answer(&mut self, stream: &mut TcpStream, request: &Request) -> bool {
+    fn answer(&mut self, stream: &mut Conn, request: &Request) -> bool {
         let asks_for_file = !matches!(request, Request::Hello { .. } | Request::List { .. });
         if self.misbehaviour == Misbehaviour::ListedThenGone && asks_for_file {
             let gone = RemoteError::new(ErrorCode::NotFound, "no such file");
@@ -294,7 +324,7 @@ impl Peer {
         }
     }
 
-    fn list(&mut self, stream: &mut TcpStream, path: &str) -> bool {
+    fn list(&mut self, stream: &mut Conn, path: &str) -> bool {
         let meta = self.next_meta();
         let entry = |path: String| Entry {
             path,
@@ -369,14 +399,15 @@ impl Peer {
         }
     }
 
-    fn get(&mut self, stream: &mut TcpStream, offset: u64) -> bool {
+    fn get(&mut self, stream: &mut Conn, offset: u64) -> bool {
         let meta = self.next_meta();
         if !send(stream, &Response::Meta(meta)) {
             return false;
         }
         match self.misbehaviour {
             Misbehaviour::OversizedFrame => {
-                let _ = std::io::Write::write_all(stream, &0xffff_fff0u32.to_be_bytes());
+                let prefix = 0xffff_fff0u32.to_be_bytes();
+                let _ = stream.write_all(&prefix).and_then(|()| stream.flush());
                 thread::sleep(Duration::from_millis(500));
                 return false;
             }

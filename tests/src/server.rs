@@ -1,24 +1,27 @@
 //! `Server`: a real `ftserve` started for one test, found by the address it
 //! prints, its log kept, and killed when the handle drops.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use ft_server::identity::{CERT_FILE, KEY_FILE};
+
 use crate::bins::bin;
 use crate::env::state_dir;
 use crate::process::{
-    collect, kill_and_reap, signal, wait_bounded, wait_until, within, Drained, DRAIN_TIMEOUT,
-    START_TIMEOUT,
+    collect, kill_and_reap, signal, wait_bounded, wait_until, Drained, DRAIN_TIMEOUT, START_TIMEOUT,
 };
+use crate::raw::shared_identity;
 
 /// A running `ftserve` on 127.0.0.1 with a free port.
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     logs: Drained,
+    stdout: Drained,
 }
 
 impl Server {
@@ -42,17 +45,35 @@ impl Server {
     /// permissions apply to it: as `nobody` (65534) when the tests run as
     /// root, as the current user otherwise. The binary is copied into
     /// `scratch` first, which that user must be able to reach: the build
-    /// tree may not be.
+    /// tree may not be. So is the shared identity, into a state folder of
+    /// its own there (`scratch/state`, that user's): it cannot read the
+    /// shared key, which only its owner may, and it shows the same key as
+    /// every other server of the test process.
     pub fn start_unprivileged(root: &Path, scratch: &Path) -> Self {
         let copy = scratch.join("ftserve");
         std::fs::copy(bin("ftserve"), &copy).expect("copy ftserve");
+        let state = scratch.join("state");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&state)
+            .expect("mkdir state");
+        // Made now if no server made it yet.
+        shared_identity();
+        for file in [KEY_FILE, CERT_FILE] {
+            // The copy keeps the mode: 0600 for the key.
+            std::fs::copy(state_dir().join(file), state.join(file)).expect("copy the identity");
+        }
         let mut command = Command::new(&copy);
         if nix::unistd::geteuid().is_root() {
             use std::os::unix::process::CommandExt;
+            for path in [state.join(KEY_FILE), state.join(CERT_FILE), state.clone()] {
+                std::os::unix::fs::chown(&path, Some(65534), Some(65534)).expect("chown");
+            }
             // std drops the supplementary groups when root sets a uid.
             command.uid(65534).gid(65534);
         }
-        Self::launch(command, "127.0.0.1:0", root, &[], &[])
+        let state = state.to_str().expect("a UTF-8 scratch path");
+        Self::launch(command, "127.0.0.1:0", root, &["--state-dir", state], &[])
     }
 
     /// Starts `WRAPPER... ftserve --listen 127.0.0.1:0 EXTRA... ROOT`: ftserve
@@ -89,21 +110,33 @@ impl Server {
             .spawn()
             .expect("ftserve starts");
         let logs = collect(child.stderr.take().expect("stderr piped"));
-        let stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
-        // Read on a thread: a server that hangs before its banner would
-        // leave a plain read waiting for ever.
-        let banner = within(START_TIMEOUT, move || {
-            stdout
-                .lines()
-                .map_while(Result::ok)
+        // Drained for as long as the server runs: it prints its banner in
+        // two writes, and a pipe closed after the first would fail the
+        // second (ftserve then exits). Bounded: the wait has a deadline.
+        let stdout = collect(child.stdout.take().expect("stdout piped"));
+        let listening = |text: &str| {
+            text.lines()
                 .find_map(|line| Some(line.split_once("listening on ")?.1.trim().to_owned()))
+        };
+        let mut addr = None;
+        wait_until(START_TIMEOUT, || {
+            // A whole line: the address is the end of one.
+            let text = stdout.text();
+            let lines = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+            addr = listening(lines);
+            addr.is_some() || stdout.is_closed()
         });
-        let Some(Some(addr)) = banner else {
+        let Some(addr) = addr else {
             kill_and_reap(&mut child);
             panic!("ftserve did not print `listening on` within {START_TIMEOUT:?}");
         };
         let addr = addr.parse().expect("address after `listening on`");
-        Self { child, addr, logs }
+        Self {
+            child,
+            addr,
+            logs,
+            stdout,
+        }
     }
 
     /// `127.0.0.1:PORT`, as ftget takes it.
@@ -118,6 +151,11 @@ impl Server {
     /// Whether the process is still alive.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// What the server printed on stdout so far: its banner.
+    pub fn banner(&self) -> String {
+        self.stdout.text()
     }
 
     /// What the server logged on stderr so far.

@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ft_tests::{
-    bin, ftget, wait_bounded, within, OutputWithin, Server, TestEnv, RUN_TIMEOUT, START_TIMEOUT,
+    bin, config_home, ftget, state_dir, wait_bounded, within, OutputWithin, Server, TestEnv,
+    RUN_TIMEOUT, START_TIMEOUT,
 };
 
 /// Every long option `--help` shows, without its dashes.
@@ -79,7 +80,9 @@ fn man_pages_and_completions_are_generated_and_mention_every_flag() {
 /// Starts `ftserve` with `args` and `env`, returns its first stdout line and
 /// its stderr so far, then kills it.
 fn banner(args: &[&str], env: &[(&str, &str)]) -> String {
+    // The shared identity, not one made in the user's home.
     let mut child = Command::new(bin("ftserve"))
+        .env("FTSERVE_STATE_DIR", state_dir())
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -137,6 +140,7 @@ fn ftserve_takes_every_setting_from_the_environment_and_flags_win() {
     assert!(line.contains("at most 11 connections"), "flag wins: {line}");
 
     let bad = Command::new(bin("ftserve"))
+        .env("FTSERVE_STATE_DIR", state_dir())
         .env("FTSERVE_ROOT", root)
         .env("FTSERVE_IDLE_TIMEOUT", "forever")
         .output_within(RUN_TIMEOUT)
@@ -176,6 +180,7 @@ fn ftget_takes_its_connection_settings_from_the_environment_and_flags_win() {
     let env = TestEnv::new();
     let refused = |args: &[&str], vars: &[(&str, &str)]| {
         Command::new(bin("ftget"))
+            .env("XDG_CONFIG_HOME", config_home())
             .args(args)
             .envs(vars.iter().copied())
             .current_dir(&env.work)
@@ -282,6 +287,8 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
             env.root.display()
         );
         let mut script = Command::new("script");
+        // ftserve inherits it: the shared identity, not one in the user's home.
+        script.env("FTSERVE_STATE_DIR", state_dir());
         script.args(["-qec", &command, "/dev/null"]);
         match no_color {
             Some(value) => script.env("NO_COLOR", value),

@@ -175,6 +175,7 @@ fn a_full_disk_is_a_clear_error_and_the_partial_resumes() {
     // at 20 MiB.
     let ftget_bin = ft_tests::bin("ftget");
     let out = std::process::Command::new("prlimit")
+        .env("XDG_CONFIG_HOME", ft_tests::config_home())
         .arg(format!("--fsize={}", 20 * MIB))
         .arg(&ftget_bin)
         .args([&server.target(), "big.bin"])

@@ -205,43 +205,59 @@ fn malformed_frames_get_an_error_or_a_close_and_the_server_goes_on() {
         bytes
     };
     let stat = ft_protocol::codec::encode(&Request::Stat { path: "a".into() }).unwrap();
-    let mut cases: Vec<(&str, bool, Vec<u8>)> = vec![
-        // (what, after a handshake, bytes)
+    // Over TLS (after the ft handshake, or before it): the frame parser
+    // meets them. Without TLS: what the server meets before any TLS.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Start {
+        Plain,
+        Tls,
+        Greeted,
+    }
+    use Start::{Greeted, Plain, Tls};
+    let v1_hello = {
+        // Version 1's hello, as a version-1 ftget sends it, without TLS.
+        let mut body = 0u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&ft_protocol::MAGIC);
+        body.extend_from_slice(&1u32.to_le_bytes());
+        frame(&body)
+    };
+    let mut cases: Vec<(&str, Start, Vec<u8>)> = vec![
+        // (what, how it starts, bytes)
         (
             "length prefix near 4 GiB",
-            false,
+            Tls,
             0xffff_fff0u32.to_be_bytes().to_vec(),
         ),
         (
             "length prefix near 4 GiB",
-            true,
+            Greeted,
             0xffff_fff0u32.to_be_bytes().to_vec(),
         ),
         (
             "length just over the cap",
-            true,
+            Greeted,
             ((2 << 20) + 1u32).to_be_bytes().to_vec(),
         ),
-        ("empty frame", true, frame(&[])),
-        ("truncated frame", true, {
+        ("empty frame", Greeted, frame(&[])),
+        ("truncated frame", Greeted, {
             let mut cut = 100u32.to_be_bytes().to_vec();
             cut.extend_from_slice(&[1, 0, 0, 0]);
             cut
         }),
-        ("truncated length", true, vec![0, 0]),
-        ("unknown request variant", true, frame(&[99, 0, 0, 0])),
-        ("a string claiming 2^60 bytes", true, {
+        ("truncated length", Greeted, vec![0, 0]),
+        ("unknown request variant", Greeted, frame(&[99, 0, 0, 0])),
+        ("a string claiming 2^60 bytes", Greeted, {
             let mut body = vec![1, 0, 0, 0];
             body.extend_from_slice(&(1u64 << 60).to_le_bytes());
             frame(&body)
         }),
-        ("a path that is not UTF-8", true, {
+        ("a path that is not UTF-8", Greeted, {
             let mut body = vec![1, 0, 0, 0];
             body.extend_from_slice(&2u64.to_le_bytes());
             body.extend_from_slice(&[0xff, 0xfe]);
             frame(&body)
         }),
-        ("a bool that is 7", true, {
+        ("a bool that is 7", Greeted, {
             let mut body = ft_protocol::codec::encode(&Request::List {
                 path: String::new(),
                 recursive: false,
@@ -253,16 +269,16 @@ fn malformed_frames_get_an_error_or_a_close_and_the_server_goes_on() {
             body[last] = 7;
             frame(&body)
         }),
-        ("trailing bytes", true, {
+        ("trailing bytes", Greeted, {
             let mut body = stat[LEN_PREFIX..].to_vec();
             body.push(0);
             frame(&body)
         }),
-        ("a response sent as a request", true, {
+        ("a response sent as a request", Greeted, {
             ft_protocol::codec::encode(&Response::Data(bytes::Bytes::from_static(b"xyz"))).unwrap()
         }),
-        ("a request before the hello", false, stat.clone()),
-        ("a second hello", true, {
+        ("a request before the hello", Tls, stat.clone()),
+        ("a second hello", Greeted, {
             ft_protocol::codec::encode(&Request::Hello {
                 magic: ft_protocol::MAGIC,
                 version: 1,
@@ -270,7 +286,7 @@ fn malformed_frames_get_an_error_or_a_close_and_the_server_goes_on() {
             })
             .unwrap()
         }),
-        ("wrong magic", false, {
+        ("wrong magic", Tls, {
             ft_protocol::codec::encode(&Request::Hello {
                 magic: *b"HTTP",
                 version: 1,
@@ -278,7 +294,7 @@ fn malformed_frames_get_an_error_or_a_close_and_the_server_goes_on() {
             })
             .unwrap()
         }),
-        ("wrong version", false, {
+        ("wrong version", Tls, {
             ft_protocol::codec::encode(&Request::Hello {
                 magic: ft_protocol::MAGIC,
                 version: 7,
@@ -288,13 +304,29 @@ fn malformed_frames_get_an_error_or_a_close_and_the_server_goes_on() {
         }),
         (
             "an HTTP request",
-            false,
+            Tls,
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
         ),
         (
             "a TLS client hello",
-            false,
+            Tls,
             vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc],
+        ),
+        (
+            "a TLS client hello cut short",
+            Plain,
+            vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc],
+        ),
+        (
+            "length prefix near 4 GiB, then a hello",
+            Plain,
+            [&0xffff_fff0u32.to_be_bytes()[..], &v1_hello].concat(),
+        ),
+        ("a version-1 hello without TLS", Plain, v1_hello.clone()),
+        (
+            "an HTTP request without TLS",
+            Plain,
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
         ),
     ];
     let mut rng = fastrand::Rng::with_seed(4);
@@ -302,16 +334,29 @@ fn malformed_frames_get_an_error_or_a_close_and_the_server_goes_on() {
         let len = rng.usize(1..600);
         let mut body = vec![0u8; len];
         rng.fill(&mut body);
-        cases.push(("random bytes in a frame", true, frame(&body)));
+        cases.push(("random bytes in a frame", Greeted, frame(&body)));
         let mut noise = vec![0u8; len];
         rng.fill(&mut noise);
-        cases.push(("random bytes", rng.bool(), noise));
+        cases.push((
+            "random bytes",
+            if rng.bool() { Greeted } else { Tls },
+            noise,
+        ));
     }
-    for (what, greeted, bytes) in &cases {
-        let mut raw = if *greeted {
-            Raw::greeted(server.addr)
-        } else {
-            Raw::connect(server.addr)
+    // Its own generator: the cases above are the ones they always were.
+    let mut rng = fastrand::Rng::with_seed(5);
+    for _ in 0..10 {
+        // At least the 12 bytes the server looks at before it closes:
+        // fewer would wait out its handshake limit.
+        let mut noise = vec![0u8; rng.usize(12..600)];
+        rng.fill(&mut noise);
+        cases.push(("random bytes without TLS", Plain, noise));
+    }
+    for (what, start, bytes) in &cases {
+        let mut raw = match start {
+            Greeted => Raw::greeted(server.addr),
+            Tls => Raw::connect(server.addr),
+            Plain => Raw::plain(server.addr),
         };
         raw.send_bytes(bytes);
         // Half-close: a truncated frame then reads as cut short.
@@ -322,9 +367,17 @@ fn malformed_frames_get_an_error_or_a_close_and_the_server_goes_on() {
             replies.push(reply);
             assert!(replies.len() < 3, "{what}: kept answering: {replies:?}");
         }
-        // At most one reply, an error, then the close.
+        // At most one reply, an error, then the close. Without TLS, only a
+        // version-1 client hears one: which version the server speaks.
+        assert!(
+            bytes != &v1_hello || replies.len() == 1,
+            "{what}: no refusal"
+        );
         match replies.as_slice() {
             [] => {}
+            [Response::Error(err)] if *start == Plain => {
+                assert_eq!(err.code, ErrorCode::UnsupportedVersion, "{what}: {err:?}");
+            }
             [Response::Error(err)] => assert!(
                 matches!(
                     err.code,

@@ -13,7 +13,9 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ft_tests::{bin, ftget, peak_rss_kib, sha256_hex, wait_bounded, Server, TestEnv};
+use ft_tests::{
+    bin, config_home, ftget, peak_rss_kib, sha256_hex, wait_bounded, Raw, Server, TestEnv,
+};
 
 /// Raises this process's open-file limit to its hard limit; returns it.
 fn raise_file_limit() -> u64 {
@@ -48,6 +50,7 @@ fn five_hundred_concurrent_downloads_all_verify() {
     let mut children: Vec<_> = (0..CLIENTS)
         .map(|i| {
             Command::new(bin("ftget"))
+                .env("XDG_CONFIG_HOME", config_home())
                 .args([&server.target(), "four.bin", "-q", "--retries", "10"])
                 .arg("-o")
                 .arg(out.path().join(format!("{i}.bin")))
@@ -97,7 +100,7 @@ fn two_thousand_idle_connections_do_not_stop_a_real_client() {
     let server = Server::start(&env.root, &["--max-connections", "2100"]);
     let before = peak_rss_kib(server.pid()).unwrap();
 
-    // Slowloris: connect and say nothing.
+    // Slowloris: connect and say nothing, not even a TLS hello.
     let idle: Vec<TcpStream> = (0..IDLE)
         .map(|_| TcpStream::connect(server.addr).unwrap())
         .collect();
@@ -234,11 +237,13 @@ fn every_connection_doing_its_worst_keeps_the_server_under_its_stated_peak() {
         bytes
     };
     let started = Instant::now();
-    let held: Vec<TcpStream> = (0..CONNECTIONS)
+    // Each over TLS, as any client: the requests inside it.
+    let held: Vec<Raw> = (0..CONNECTIONS)
         .map(|i| {
-            let mut stream = TcpStream::connect(server.addr).unwrap();
-            stream.write_all(&worst(i)).unwrap();
-            stream
+            let mut raw = Raw::connect(server.addr);
+            raw.stream.write_all(&worst(i)).unwrap();
+            raw.stream.flush().unwrap();
+            raw
         })
         .collect();
     // Let every reply fill what it can: sample until the peak stops growing.
