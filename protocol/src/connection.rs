@@ -36,7 +36,7 @@ const READ_ROOM: usize = 64 * 1024;
 /// How much of a file is read at a time to be sent over a stream that is
 /// not a bare socket (TLS): a quarter of a `Data` frame, so that what a
 /// connection holds of a file is this one buffer, reused.
-const FILE_PIECE: usize = 256 * 1024;
+const FILE_PIECE: usize = 128 * 1024;
 
 /// A byte stream a connection can run over. Plain TCP also offers its
 /// socket, so that file bytes can be sent without passing through this
