@@ -278,9 +278,8 @@ impl<S: Transport> Connection<S> {
             while left > 0 {
                 let step = left.min(FILE_PIECE);
                 let read = match mode {
-                    ReadMode::Cached => read_cached(file, position, step, &mut self.piece),
-                    ReadMode::InMemory => read_here(file, position, step, &mut self.piece),
                     ReadMode::Blocking => Ok(false),
+                    here => read_here(file, position, step, &mut self.piece, here),
                 };
                 if read == Err(rustix::io::Errno::OPNOTSUPP) {
                     mode = ReadMode::Blocking;
@@ -368,45 +367,31 @@ impl<S: Transport> Connection<S> {
     }
 }
 
-/// Reads `len` bytes of `file` at `offset` into `buf` if they are all in
-/// the page cache (`preadv2` with `RWF_NOWAIT`, which never waits for the
-/// disk), so a warm file is read here, without a trip to a blocking thread.
-/// `Ok(false)` if they are not all there, an error if the kernel cannot
-/// tell: either way, read them with [`read_at`].
-fn read_cached(
-    file: &std::fs::File,
-    offset: u64,
-    len: usize,
-    buf: &mut Vec<u8>,
-) -> rustix::io::Result<bool> {
-    use rustix::io::{preadv2, ReadWriteFlags};
-    // Zeroed only the first time: a reused buffer is overwritten whole.
-    buf.resize(len, 0);
-    let read = preadv2(
-        file,
-        &mut [io::IoSliceMut::new(buf)],
-        offset,
-        ReadWriteFlags::NOWAIT,
-    );
-    match read {
-        Ok(n) => Ok(n == len),
-        Err(rustix::io::Errno::AGAIN) => Ok(false),
-        Err(err) => Err(err),
-    }
-}
-
-/// Reads `len` bytes of `file` at `offset` into `buf` here, on a file
-/// system in memory. `Ok(false)` if fewer were read: then [`read_at`]
-/// finds out why.
+/// Reads `len` bytes of `file` at `offset` into `buf` here, on the async
+/// thread: `ReadMode::Cached` only if they are all in the page cache
+/// (`preadv2` with `RWF_NOWAIT`, which never waits for the disk),
+/// `ReadMode::InMemory` plainly, the file system being memory. `Ok(false)`
+/// if not all were read, an error if the kernel cannot tell: either way, the
+/// caller reads them with [`read_at`].
 fn read_here(
     file: &std::fs::File,
     offset: u64,
     len: usize,
     buf: &mut Vec<u8>,
+    mode: ReadMode,
 ) -> rustix::io::Result<bool> {
+    use rustix::io::{preadv2, ReadWriteFlags};
+    let flags = match mode {
+        ReadMode::Cached => ReadWriteFlags::NOWAIT,
+        ReadMode::InMemory | ReadMode::Blocking => ReadWriteFlags::empty(),
+    };
+    // Zeroed only the first time: a reused buffer is overwritten whole.
     buf.resize(len, 0);
-    let read = rustix::io::pread(file, buf.as_mut_slice(), offset)?;
-    Ok(read == len)
+    match preadv2(file, &mut [io::IoSliceMut::new(buf)], offset, flags) {
+        Ok(n) => Ok(n == len),
+        Err(rustix::io::Errno::AGAIN) => Ok(false),
+        Err(err) => Err(err),
+    }
 }
 
 /// `len` bytes of `file` at `offset`, read on a blocking thread into

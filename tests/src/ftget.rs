@@ -93,7 +93,7 @@ pub fn ftget_with_cap(dir: &Path, args: &[&str], cap_kib: u64) -> (Run, u64) {
 
 /// Waits (bounded by [`RUN_TIMEOUT`]) for `child` to end, calling `tick`
 /// with its PID while it runs, and collects what it printed.
-fn run_to_end(child: Child, args: &[&str], tick: impl FnMut(u32)) -> Run {
+pub(crate) fn run_to_end(child: Child, args: &[&str], tick: impl FnMut(u32)) -> Run {
     let done = finish(child, RUN_TIMEOUT, tick);
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     let run = Run {

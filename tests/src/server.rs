@@ -90,7 +90,9 @@ impl Server {
         Self::launch(Command::new(bin("ftserve")), listen, root, extra, env)
     }
 
-    fn launch(
+    /// Starts `COMMAND --listen LISTEN EXTRA... ROOT` with `env` and waits
+    /// for it to say where it listens.
+    pub(crate) fn launch(
         mut command: Command,
         listen: &str,
         root: &Path,

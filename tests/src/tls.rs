@@ -22,11 +22,9 @@ use crate::background::{accept, listen, Stop};
 use crate::bins::bin;
 use crate::env::{config_home, state_dir};
 use crate::ftget::Run;
-use crate::process::{
-    collect, finish, kill_and_reap, signal, wait_bounded, wait_until, Drained, OutputWithin,
-    DRAIN_TIMEOUT, RUN_TIMEOUT, START_TIMEOUT,
-};
+use crate::process::{OutputWithin, RUN_TIMEOUT, START_TIMEOUT};
 use crate::raw::IO_TIMEOUT;
+use crate::server::Server;
 
 /// The settings of ftget and ftserve that come from the environment: none
 /// may leak in from the shell that runs the tests.
@@ -43,15 +41,13 @@ const INHERITED: [&str; 9] = [
 ];
 
 /// A running `ftserve` whose banner is kept: the fingerprint it prints and
-/// the address it listens on. Its output is drained for as long as it
-/// runs, and it is killed when the handle drops.
+/// the address it listens on. A [`Server`] underneath (its methods reach
+/// through), started without any ft setting of the shell's.
 pub struct TlsServer {
-    child: Child,
+    server: Server,
     pub addr: SocketAddr,
     /// `SHA256:...`, as the banner gives it.
     pub fingerprint: String,
-    stdout: Drained,
-    logs: Drained,
 }
 
 impl TlsServer {
@@ -63,100 +59,44 @@ impl TlsServer {
         for name in INHERITED {
             command.env_remove(name);
         }
-        let mut child = command
-            .env("FTSERVE_STATE_DIR", state_dir())
-            .arg("--listen")
-            .arg(listen)
-            .args(extra)
-            .arg(root)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ftserve starts");
-        let stdout = collect(child.stdout.take().expect("stdout piped"));
-        let logs = collect(child.stderr.take().expect("stderr piped"));
-        let banner = |text: &str| {
-            text.lines()
-                .find(|line| line.contains("listening on ") && text.contains(&format!("{line}\n")))
-                .map(str::to_owned)
-        };
-        wait_until(START_TIMEOUT, || {
-            banner(&stdout.text()).is_some() || stdout.is_closed()
-        });
-        let Some(line) = banner(&stdout.text()) else {
-            kill_and_reap(&mut child);
-            panic!(
-                "ftserve did not print `listening on` within {START_TIMEOUT:?}; stdout: {}; log: {}",
-                stdout.text(),
-                logs.text()
-            );
-        };
-        let addr = line
-            .rsplit_once("listening on ")
-            .and_then(|(_, addr)| addr.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no address in the banner: {line}"));
-        let fingerprint = line
+        let server = Server::launch(command, listen, root, extra, env);
+        let banner = server.banner();
+        let fingerprint = banner
             .split_once("fingerprint ")
             .and_then(|(_, rest)| rest.split(',').next())
-            .unwrap_or_else(|| panic!("no fingerprint in the banner: {line}"))
+            .unwrap_or_else(|| panic!("no fingerprint in the banner: {banner}"))
             .to_owned();
         Self {
-            child,
-            addr,
+            addr: server.addr,
+            server,
             fingerprint,
-            stdout,
-            logs,
         }
-    }
-
-    /// `127.0.0.1:PORT`, as ftget takes it.
-    pub fn target(&self) -> String {
-        self.addr.to_string()
     }
 
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Whether the process is still alive.
-    pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-
-    /// What it printed on stdout so far: the banner.
-    pub fn banner(&self) -> String {
-        self.stdout.text()
-    }
-
-    /// What it logged on stderr so far.
-    pub fn logs(&self) -> String {
-        self.logs.text()
-    }
-
     /// Sends SIGTERM and waits (bounded) for the exit; afterwards
-    /// [`TlsServer::logs`] holds everything it wrote. The port is free
-    /// again once this returns `Some`.
+    /// [`Server::logs`] holds everything it wrote. The port is free again
+    /// once this returns `Some`.
     pub fn stop(&mut self) -> Option<ExitStatus> {
-        signal(self.child.id(), nix::sys::signal::Signal::SIGTERM);
-        let status = wait_bounded(&mut self.child, START_TIMEOUT);
-        if status.is_some() {
-            wait_until(DRAIN_TIMEOUT, || {
-                self.logs.is_closed() && self.stdout.is_closed()
-            });
-        }
-        status
+        self.server
+            .stop(nix::sys::signal::Signal::SIGTERM, START_TIMEOUT)
     }
 }
 
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        kill_and_reap(&mut self.child);
+impl std::ops::Deref for TlsServer {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for TlsServer {
+    fn deref_mut(&mut self) -> &mut Server {
+        &mut self.server
     }
 }
 
@@ -223,18 +163,7 @@ pub fn ftget_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 /// Waits (bounded by [`RUN_TIMEOUT`]) for a spawned ftget and collects
 /// what it printed; fails the test if it had to be killed.
 pub fn finish_run(child: Child, args: &[&str]) -> Run {
-    let done = finish(child, RUN_TIMEOUT, |_| {});
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    let run = Run {
-        code: done.status.and_then(|s| s.code()),
-        stdout: text(&done.stdout),
-        stderr: text(&done.stderr),
-    };
-    assert!(
-        done.status.is_some(),
-        "ftget {args:?} did not finish within {RUN_TIMEOUT:?}: {run:?}"
-    );
-    run
+    crate::ftget::run_to_end(child, args, |_| {})
 }
 
 /// A client's own configuration home (`XDG_CONFIG_HOME`), so that what it

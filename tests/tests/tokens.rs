@@ -428,14 +428,19 @@ impl PsSampler {
 fn run_sampled(spawn: impl FnOnce() -> std::process::Child) -> (Run, Vec<String>, String) {
     let sampler = PsSampler::start();
     let child = spawn();
-    // Read until the kernel has set the new program's arguments up: right
-    // after the exec, they may not be there yet.
+    // Read until the child is ftget: before its exec, it shows the test's
+    // own command line, and right after, none yet.
     let read = || {
         fs::read(format!("/proc/{}/cmdline", child.id()))
             .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
             .unwrap_or_default()
     };
-    wait_until(START_TIMEOUT, || !read().is_empty());
+    let is_ftget = |line: &str| {
+        line.split(' ')
+            .next()
+            .is_some_and(|arg| arg.ends_with("/ftget"))
+    };
+    wait_until(START_TIMEOUT, || is_ftget(&read()));
     let cmdline = read();
     let run = finish_run(child, &["(sampled)"]);
     (run, sampler.finish(), cmdline)
