@@ -258,9 +258,10 @@ impl<S: Transport> Connection<S> {
     /// Writes a `Data` frame whose payload is the `len` bytes of `file` at
     /// `offset` (at most [`crate::MAX_DATA`]). Over a bare socket the payload
     /// goes by `sendfile(2)`, straight from the page cache, never through
-    /// this process; over anything else (TLS) it is read on a blocking
-    /// thread, [`FILE_PIECE`] at a time into one buffer the connection
-    /// keeps, and written from there. Each step must make progress within
+    /// this process; over anything else (TLS) it is read 128 KiB at a time
+    /// into one buffer the connection keeps, and written from there: in
+    /// place when the bytes are in the page cache or the file system is
+    /// memory, on a blocking thread when reading might wait for a disk. Each step must make progress within
     /// the timeout. A file shorter than promised is an error; the frame is
     /// then broken and the connection must close.
     pub async fn send_file_data(
