@@ -670,8 +670,10 @@ mod tests {
     async fn the_request_that_starts_a_pass_rides_it_within_the_budget() {
         let size = 3 * CHUNK_SIZE + 10;
         let expected: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-        // Room for one chunk at a time, then none at all.
-        for (budget, rides) in [(4 << 20, true), (0, false)] {
+        // Room for the chunk the rider holds and the next one (the pass may
+        // hand that one over before the rider lets the last go), then none
+        // at all.
+        for (budget, rides) in [(8 << 20, true), (0, false)] {
             let caches = Arc::new(Caches::new(1 << 20, 1 << 20));
             let passes = Arc::new(Passes::new(1, budget, caches));
             let meter = Arc::new(Meter::default());
