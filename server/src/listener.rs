@@ -172,6 +172,12 @@ async fn secure(
         }
     };
     match tokio::time::timeout(limit, work).await {
+        // rustls refuses a client offering other protocols, but not one
+        // offering none: that one is no ft client either.
+        Ok(Ok(Some(tls))) if tls.get_ref().1.alpn_protocol() != Some(ft_protocol::tls::ALPN) => {
+            tracing::info!(client = %peer, "refused: a TLS client that does not speak ft/2");
+            None
+        }
         Ok(Ok(Some(tls))) => Some(ServerTlsConnection::new(tls, idle).cap_frames(MAX_REQUEST)),
         Ok(Ok(None)) => None,
         Ok(Err(err)) => {

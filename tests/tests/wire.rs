@@ -280,3 +280,47 @@ fn a_reply_ends_soon_after_a_paused_link_recovers() {
         );
     }
 }
+
+#[test]
+fn a_tls_client_that_does_not_speak_ft_2_is_closed() {
+    use std::io::{Read, Write};
+    let env = TestEnv::new();
+    fs::write(env.root.join("a.txt"), MARKER).expect("write");
+    let server = TlsServer::start(&env.root, "127.0.0.1:0", &[], &[]);
+    let key = server.fingerprint.parse().expect("a fingerprint");
+    let settings = ft_client::trust::TrustSettings {
+        pin: Some(key),
+        ..Default::default()
+    };
+    let trust = ft_client::trust::Trust::new("127.0.0.1", server.port(), settings).expect("trust");
+    // ftget's own TLS, the server pinned, but no ALPN offered.
+    let mut config = (*trust.config()).clone();
+    config.alpn_protocols.clear();
+    let name = rustls::pki_types::ServerName::from(server.addr.ip());
+    let session = rustls::ClientConnection::new(Arc::new(config), name).expect("session");
+    let socket = std::net::TcpStream::connect_timeout(&server.addr, IO_TIMEOUT).expect("connects");
+    socket.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let port = socket.local_addr().expect("local").port();
+    let mut tls = rustls::StreamOwned::new(session, socket);
+    let hello = codec::encode(&ft_protocol::ClientHandshake::default().hello()).expect("encodes");
+    // The handshake may complete; the hello is never answered.
+    let _ = tls.write_all(&hello).and_then(|()| tls.flush());
+    let mut reply = Vec::new();
+    let _ = tls.read_to_end(&mut reply);
+    assert!(reply.is_empty(), "no answer: {reply:?}");
+    let mut lines = Vec::new();
+    wait_until(IO_TIMEOUT, || {
+        lines = lines_about(&server, port);
+        !lines.is_empty()
+    });
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("does not speak ft/2")),
+        "{lines:?}"
+    );
+    // The server goes on.
+    let home = ClientHome::new();
+    let run = home.ftget(&env.work, &[&server.target(), "a.txt"], &[]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+}
