@@ -2,10 +2,8 @@
 //! [`RUN_TIMEOUT`], and what it printed kept as a [`Run`].
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
-use crate::bins::bin;
-use crate::env::config_home;
 use crate::process::{finish, peak_rss_kib, RUN_TIMEOUT};
 
 /// What one ftget run did.
@@ -43,15 +41,7 @@ impl Run {
 
 /// Starts `ftget ARGS...` in `dir` without waiting.
 pub fn spawn_ftget(dir: &Path, args: &[&str]) -> Child {
-    Command::new(bin("ftget"))
-        .env("XDG_CONFIG_HOME", config_home())
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ftget starts")
+    crate::tls::spawn_ftget_env(dir, args, &[])
 }
 
 /// Runs `ftget ARGS...` in `dir` to the end (bounded by [`RUN_TIMEOUT`]).
