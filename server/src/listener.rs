@@ -149,14 +149,16 @@ async fn secure(
     let _ = stream.set_nodelay(true);
     let work = async {
         let mut first = [0u8; 12];
-        // Peeking waits for bytes; a peer that sends fewer than 12 and then
-        // waits is not an ft client of any version, and meets the limit.
+        // Peeking waits for bytes; a peer that sends fewer than 12, not a
+        // TLS record, and then waits is not an ft client of any version: it
+        // is looked at again every 50 ms (bytes already there would wake a
+        // wait for more at once), and meets the limit.
         let seen = loop {
             let seen = stream.peek(&mut first).await?;
             if seen == 0 || (seen >= 2 && first[0] == 0x16) || seen == first.len() {
                 break seen;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         };
         match opening(&first[..seen]) {
             Opening::Tls => acceptor.accept(stream).await.map(Some),
