@@ -61,7 +61,7 @@ pub struct Limits {
     /// Bytes of cold files' chunks held, server-wide, on their way from a
     /// hashing pass to the `Get` that started it, so that a file's first
     /// download reads it once: 64 MiB is 8 such downloads at full speed.
-    /// Past it, chunks go from the page cache by `sendfile(2)` instead.
+    /// Past it, chunks are read from the page cache again instead.
     pub ride_bytes: u64,
     /// Bytes of whole-file digests and checkpoint states kept: 64 MiB covers
     /// 8 TiB of files at one 32-byte state per 4 MiB chunk.

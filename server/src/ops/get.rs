@@ -1,14 +1,15 @@
 //! `Get`: a file from a chunk boundary. Runs of pipelined `Get`s are opened
 //! in one trip to a blocking thread; small files, up to a byte budget per
 //! run, are answered from memory, their replies written together; any other
-//! file is streamed from itself (by `sendfile(2)` over plain TCP), each
+//! file is streamed from itself (read in pieces and encrypted over TLS; by
+//! `sendfile(2)` over a bare socket), each
 //! checkpoint sent once the file's digests reach it: at once for a warm
 //! file, as the shared hashing pass gets there for a cold one (with
 //! keep-alives meanwhile). The `Get` that starts a pass rides it, sending
 //! the chunks the pass read rather than reading them again. What a
 //! connection holds is bounded whatever its client does: the budget, one
-//! frame of replies, of a stream at most what the server-wide riding budget
-//! grants it.
+//! frame of replies, of a stream one piece of the file and at most what the
+//! server-wide riding budget grants it.
 
 use std::sync::Arc;
 
