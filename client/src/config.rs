@@ -53,11 +53,7 @@ pub enum Mode {
 /// The server part of the settings, checked.
 pub fn server(config: &Config) -> Result<Server, Error> {
     let (host, port) = crate::addr::parse_server(&config.server)?;
-    let settings = TrustSettings {
-        announce: !config.show.quiet,
-        ..config.trust.clone()
-    };
-    let trust = Trust::new(&host, port, settings).map_err(|source| Error::Trust {
+    let trust = Trust::new(&host, port, config.trust.clone()).map_err(|source| Error::Trust {
         server: config.server.clone(),
         source,
     })?;

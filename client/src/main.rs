@@ -86,7 +86,8 @@ fn config(cli: cli::Cli, token: Option<Token>) -> Config {
             strict: cli.strict,
             ca: cli.ca,
             known_servers: ft_client::trust::default_known_servers(),
-            announce: true,
+            // -q: nothing but errors, as ssh -q leaves out "Permanently added".
+            announce: !cli.quiet,
         },
         token,
     }

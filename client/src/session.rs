@@ -243,9 +243,7 @@ async fn connect(server: &Server) -> Result<ClientTlsConnection, Failure> {
 /// The TLS handshake, within the timeout: the server's identity is checked
 /// (see `trust`) before anything of ft, a token above all, is sent.
 async fn secure(server: &Server, stream: TcpStream) -> Result<ClientTlsConnection, Failure> {
-    // Frames are written whole, so Nagle's delay would only add latency to
-    // small requests. Failing to set it changes nothing else.
-    let _ = stream.set_nodelay(true);
+    ft_protocol::connection::without_delay(&stream);
     let name = ServerName::try_from(server.host.clone())
         .or_else(|_| ServerName::try_from("ftserve"))
         .map_err(|_| broken(server, ServerError::Handshake))?;

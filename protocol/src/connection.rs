@@ -34,7 +34,7 @@ use crate::{codec, frame, MAX_FRAME};
 const READ_ROOM: usize = 64 * 1024;
 
 /// How much of a file is read at a time to be sent over a stream that is
-/// not a bare socket (TLS): a quarter of a `Data` frame, so that what a
+/// not a bare socket (TLS): an eighth of a `Data` frame, so that what a
 /// connection holds of a file is this one buffer, reused.
 const FILE_PIECE: usize = 128 * 1024;
 
@@ -64,9 +64,6 @@ impl Transport for tokio_rustls::server::TlsStream<TcpStream> {}
 
 /// The client's end of a TLS connection.
 impl Transport for tokio_rustls::client::TlsStream<TcpStream> {}
-
-/// A connection over bare TCP.
-pub type TcpConnection = Connection<TcpStream>;
 
 /// The server's end of a connection over TLS, as ftserve serves them.
 pub type ServerTlsConnection = Connection<tokio_rustls::server::TlsStream<TcpStream>>;
@@ -105,14 +102,11 @@ enum ReadMode {
     Blocking,
 }
 
-impl TcpConnection {
-    /// Wraps a TCP stream; every read and write must make progress within `timeout`.
-    pub fn tcp(stream: TcpStream, timeout: Duration) -> Self {
-        // Frames are written whole, so Nagle's delay would only add latency to
-        // small requests. Failing to set it changes nothing else.
-        let _ = stream.set_nodelay(true);
-        Self::new(stream, timeout)
-    }
+/// Turns Nagle's delay off on a socket frames will be written to: they are
+/// written whole, so the delay would only add latency to small messages.
+/// Failing to turn it off changes nothing else.
+pub fn without_delay(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
 }
 
 impl<S: Transport> Connection<S> {
@@ -261,9 +255,10 @@ impl<S: Transport> Connection<S> {
     /// this process; over anything else (TLS) it is read 128 KiB at a time
     /// into one buffer the connection keeps, and written from there: in
     /// place when the bytes are in the page cache or the file system is
-    /// memory, on a blocking thread when reading might wait for a disk. Each step must make progress within
-    /// the timeout. A file shorter than promised is an error; the frame is
-    /// then broken and the connection must close.
+    /// memory, on a blocking thread when reading might wait for a disk.
+    /// Each step must make progress within the timeout. A file shorter than
+    /// promised is an error; the frame is then broken and the connection
+    /// must close.
     pub async fn send_file_data(
         &mut self,
         file: &std::fs::File,
@@ -271,9 +266,9 @@ impl<S: Transport> Connection<S> {
         len: usize,
     ) -> Result<(), ConnectionError> {
         let header = codec::data_header(len)?;
+        let written = self.stream.write_all(&header).await;
+        written.map_err(|err| self.io_error(err))?;
         if self.stream.get_ref().raw_socket().is_none() {
-            let written = self.stream.write_all(&header).await;
-            written.map_err(|err| self.io_error(err))?;
             let (mut position, mut left) = (offset, len);
             let (device, mut mode) = self.read_mode(file);
             while left > 0 {
@@ -297,8 +292,6 @@ impl<S: Transport> Connection<S> {
             }
             return Ok(());
         }
-        let written = self.stream.write_all(&header).await;
-        written.map_err(|err| self.io_error(err))?;
         let socket = self.stream.get_ref().raw_socket();
         let socket = socket.ok_or_else(|| io::Error::other("the socket went away"))?;
         let mut position = i64::try_from(offset)

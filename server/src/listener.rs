@@ -144,9 +144,7 @@ async fn secure(
     limit: Duration,
     idle: Duration,
 ) -> Option<ServerTlsConnection> {
-    // Frames are written whole, so Nagle's delay would only add latency to
-    // small replies. Failing to set it changes nothing else.
-    let _ = stream.set_nodelay(true);
+    ft_protocol::connection::without_delay(&stream);
     let work = async {
         let mut first = [0u8; 12];
         // Peeking waits for bytes; a peer that sends fewer than 12, not a
@@ -155,7 +153,7 @@ async fn secure(
         // wait for more at once), and meets the limit.
         let seen = loop {
             let seen = stream.peek(&mut first).await?;
-            if seen == 0 || (seen >= 2 && first[0] == 0x16) || seen == first.len() {
+            if seen == 0 || seen == first.len() || opening(&first[..seen]) == Opening::Tls {
                 break seen;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
