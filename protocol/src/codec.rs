@@ -215,6 +215,11 @@ mod tests {
                 recursive: true,
                 digests: false,
             },
+            Request::Range {
+                path: "x".into(),
+                offset: 8 << 20,
+                end: 12 << 20,
+            },
         ];
         for request in requests {
             let frame = encode(&request).expect("encodes");

@@ -109,6 +109,22 @@ pub fn without_delay(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
 }
 
+/// Asks the kernel to send on `socket` with the congestion control `name`
+/// (`TCP_CONGESTION`), and says which one is in effect afterwards. A
+/// listening socket passes its choice to the connections it accepts. The
+/// kernel refuses an algorithm it has not loaded, and one outside
+/// `net.ipv4.tcp_allowed_congestion_control` to a process without
+/// `CAP_NET_ADMIN`; the socket then keeps what it had.
+pub fn set_congestion(socket: impl std::os::fd::AsFd, name: &str) -> io::Result<String> {
+    rustix::net::sockopt::set_tcp_congestion(&socket, name)?;
+    congestion(socket)
+}
+
+/// The congestion control `socket` sends with.
+pub fn congestion(socket: impl std::os::fd::AsFd) -> io::Result<String> {
+    Ok(rustix::net::sockopt::tcp_congestion(&socket)?)
+}
+
 impl<S: Transport> Connection<S> {
     /// Wraps a byte stream; every read and write must make progress within `timeout`.
     pub fn new(stream: S, timeout: Duration) -> Self {

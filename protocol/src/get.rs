@@ -1,8 +1,9 @@
-//! The reply to a `Get`, both sides: where the sender cuts data frames
-//! ([`piece_len`]), and a checker the receiver feeds every frame to
-//! ([`GetReply`]), which knows what may follow what, where checkpoints must
-//! sit and when the reply is complete. Whether the bytes hash right is not
-//! its business: it checks places, the hasher checks contents.
+//! The replies to `Get` and `Range`, both sides: where the sender cuts data
+//! frames ([`piece_len`]), and checkers the receiver feeds every frame to
+//! ([`GetReply`], [`RangeReply`]), which know what may follow what, where
+//! checkpoints must sit and when the reply is complete. Whether the bytes
+//! hash right is not their business: they check places, the hasher checks
+//! contents.
 
 use bytes::Bytes;
 
@@ -100,6 +101,12 @@ pub enum GetError {
         at: u64,
         /// The size `Meta` announced.
         size: u64,
+    },
+    /// More bytes than a `Range` asked for.
+    #[error("sent bytes past the end {end} of the range asked for")]
+    PastRange {
+        /// Where the range ends (or the file, if sooner).
+        end: u64,
     },
     /// A frame after the reply was complete.
     #[error("a {kind} frame after the end of a transfer")]
@@ -235,6 +242,105 @@ impl GetReply {
                 Ok(GetEvent::Failed(err))
             }
             other => Err(GetError::Unexpected { kind: other.kind() }),
+        }
+    }
+}
+
+/// Checks, frame by frame, the reply to a `Range { offset, end }`: `Meta`,
+/// then `Data` frames up to `end` or the end of the file, whichever comes
+/// first, and nothing else; or `Error` in place of any of them. The reply
+/// is complete with its last byte (at once after `Meta` when the range is
+/// empty).
+#[derive(Debug, Clone)]
+pub struct RangeReply {
+    offset: u64,
+    end: u64,
+    stage: Stage,
+}
+
+impl RangeReply {
+    /// A reply to `Range { offset, end }`, before its first frame.
+    pub fn new(offset: u64, end: u64) -> Self {
+        Self {
+            offset,
+            end,
+            stage: Stage::Meta,
+        }
+    }
+
+    /// Bytes of the file before the next data frame.
+    pub fn position(&self) -> u64 {
+        match self.stage {
+            Stage::Body { pos, .. } | Stage::Done { pos } => pos,
+            Stage::Meta => self.offset,
+        }
+    }
+
+    /// Whether the reply is complete.
+    pub fn is_done(&self) -> bool {
+        matches!(self.stage, Stage::Done { .. })
+    }
+
+    /// Takes the next frame (keep-alives already skipped) and says what it
+    /// is, or why it has no place here.
+    pub fn feed(&mut self, frame: Response) -> Result<GetEvent, GetError> {
+        let (stop, pos) = match self.stage {
+            Stage::Done { .. } => return Err(GetError::AfterEnd { kind: frame.kind() }),
+            Stage::Body { size, pos, .. } => (size, pos),
+            Stage::Meta => {
+                return match frame {
+                    Response::Meta(meta) if self.offset > meta.size => {
+                        Err(GetError::OffsetPastEnd {
+                            offset: self.offset,
+                            size: meta.size,
+                        })
+                    }
+                    Response::Meta(meta) => {
+                        let stop = self.end.min(meta.size);
+                        self.stage = self.after(stop, self.offset);
+                        Ok(GetEvent::Meta(meta))
+                    }
+                    Response::Error(err) => {
+                        self.stage = Stage::Done { pos: self.offset };
+                        Ok(GetEvent::Failed(err))
+                    }
+                    other => Err(GetError::NoMeta { kind: other.kind() }),
+                };
+            }
+        };
+        match frame {
+            Response::Data(data) => {
+                if data.is_empty() {
+                    return Err(GetError::EmptyData);
+                }
+                let end = pos + data.len() as u64;
+                if end > stop {
+                    return Err(GetError::PastRange { end: stop });
+                }
+                if pos / CHUNK_SIZE != (end - 1) / CHUNK_SIZE {
+                    return Err(GetError::CrossesCheckpoint);
+                }
+                self.stage = self.after(stop, end);
+                Ok(GetEvent::Data(data))
+            }
+            Response::Error(err) => {
+                self.stage = Stage::Done { pos };
+                Ok(GetEvent::Failed(err))
+            }
+            other => Err(GetError::Unexpected { kind: other.kind() }),
+        }
+    }
+
+    /// Where the reply stands with the bytes up to `pos` of `..stop` in.
+    fn after(&self, stop: u64, pos: u64) -> Stage {
+        if pos >= stop {
+            Stage::Done { pos }
+        } else {
+            Stage::Body {
+                size: stop,
+                pos,
+                marked: pos,
+            }
         }
     }
 }
@@ -466,5 +572,85 @@ mod tests {
             GetError::Unexpected { kind: "Welcome" }.to_string(),
             "unexpected Welcome frame during a transfer"
         );
+    }
+
+    /// What an honest server sends for `Range { offset, end }` of a file of `size`.
+    fn honest_range(size: u64, offset: u64, end: u64) -> Vec<Response> {
+        let mut frames = vec![Response::Meta(meta(size))];
+        let mut pos = offset;
+        while pos < end.min(size) {
+            let len = (piece_len(pos, size) as u64).min(end - pos);
+            frames.push(data(len));
+            pos += len;
+        }
+        frames
+    }
+
+    #[test]
+    fn honest_ranges_pass_and_end_with_their_last_byte() {
+        for size in [0, 1, CHUNK, 3 * CHUNK + 5] {
+            for offset in (0..=size).step_by(CHUNK as usize) {
+                for end in [offset + CHUNK, offset + 2 * CHUNK, u64::MAX] {
+                    let mut reply = RangeReply::new(offset, end);
+                    for frame in honest_range(size, offset, end) {
+                        assert!(!reply.is_done(), "{size}@{offset}..{end}");
+                        reply.feed(frame).expect("honest");
+                    }
+                    assert!(reply.is_done(), "{size}@{offset}..{end}");
+                    assert_eq!(reply.position(), end.min(size));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_range_reply_holds_its_bytes_and_nothing_else() {
+        let size = 3 * CHUNK;
+        let mut reply = RangeReply::new(CHUNK, 2 * CHUNK);
+        assert!(matches!(
+            reply.clone().feed(data(1)),
+            Err(GetError::NoMeta { .. })
+        ));
+        reply.feed(Response::Meta(meta(size))).expect("meta");
+        let mut wide = RangeReply::new(CHUNK, 3 * CHUNK);
+        wide.feed(Response::Meta(meta(size))).expect("meta");
+        assert_eq!(wide.feed(data(CHUNK + 1)), Err(GetError::CrossesCheckpoint));
+        assert!(matches!(
+            reply.clone().feed(point(2)),
+            Err(GetError::Unexpected { .. })
+        ));
+        assert!(matches!(
+            reply.clone().feed(end()),
+            Err(GetError::Unexpected { .. })
+        ));
+        assert_eq!(reply.clone().feed(data(0)), Err(GetError::EmptyData));
+        reply.feed(data(CHUNK)).expect("the range");
+        assert!(reply.is_done());
+        assert!(matches!(
+            reply.feed(data(1)),
+            Err(GetError::AfterEnd { .. })
+        ));
+
+        let mut short = RangeReply::new(0, CHUNK / 2);
+        short.feed(Response::Meta(meta(size))).expect("meta");
+        assert_eq!(
+            short.feed(data(CHUNK / 2 + 1)),
+            Err(GetError::PastRange { end: CHUNK / 2 })
+        );
+        let mut past = RangeReply::new(4 * CHUNK, 5 * CHUNK);
+        assert!(matches!(
+            past.feed(Response::Meta(meta(size))),
+            Err(GetError::OffsetPastEnd { .. })
+        ));
+        let mut failed = RangeReply::new(0, CHUNK);
+        failed.feed(Response::Meta(meta(size))).expect("meta");
+        failed.feed(data(7)).expect("some");
+        let err = RemoteError::new(ErrorCode::FileChanged, "x");
+        assert_eq!(
+            failed.feed(Response::Error(err.clone())),
+            Ok(GetEvent::Failed(err))
+        );
+        assert!(failed.is_done());
+        assert_eq!(failed.position(), 7);
     }
 }

@@ -51,7 +51,7 @@ pub mod tls;
 #[cfg(feature = "io")]
 pub use connection::{Connection, Transport};
 pub use error::{CodecError, ConnectionError, PathError};
-pub use get::{GetError, GetEvent, GetReply};
+pub use get::{GetError, GetEvent, GetReply, RangeReply};
 pub use handshake::{ClientHandshake, HandshakeError, ServerHandshake};
 pub use hash::{ChainHasher, Digest};
 pub use list::{ListError, ListEvent, ListReply};

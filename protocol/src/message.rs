@@ -57,6 +57,20 @@ pub enum Request {
         /// hashed; without it, digests appear only where already known.
         digests: bool,
     },
+    /// Send the bytes `offset..end` of a file (`offset` a multiple of
+    /// [`crate::CHUNK_SIZE`], at most the size; `end` past `offset`, a
+    /// multiple of it or anything from the size on): [`Response::Meta`], then
+    /// `Data` frames up to `end` or the end of the file, and nothing else.
+    /// One of the ranges of a download over several connections; the client
+    /// checks each chunk against the states `Checkpoints` gives.
+    Range {
+        /// Path relative to the served root, `/`-separated.
+        path: String,
+        /// First byte to send.
+        offset: u64,
+        /// The byte after the last one wanted.
+        end: u64,
+    },
 }
 
 /// What a server answers. `Error` and `Welcome` keep their index and layout in

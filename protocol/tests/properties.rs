@@ -75,6 +75,11 @@ fn request() -> impl Strategy<Value = Request> {
                 digests,
             }
         }),
+        (".{0,100}", any::<u64>(), any::<u64>()).prop_map(|(path, offset, end)| Request::Range {
+            path,
+            offset,
+            end
+        }),
     ]
 }
 

@@ -83,6 +83,12 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", env = "FTSERVE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
 
+    /// TCP congestion control to send with, e.g. bbr or cubic; `system`
+    /// keeps the system's default [default: bbr where the kernel offers it,
+    /// else the system's].
+    #[arg(long, value_name = "NAME", env = "FTSERVE_CONGESTION")]
+    pub congestion: Option<String>,
+
     /// Log format on stderr. Filter with RUST_LOG (default `info`); colour
     /// only on a terminal, never when NO_COLOR is set.
     #[arg(

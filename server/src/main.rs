@@ -117,6 +117,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         let addr = listener
             .local_addr()
             .context("cannot read the bound address")?;
+        let congestion = setup::congestion(&listener, cli.congestion.as_deref())?;
+        tracing::info!(congestion, "sending with congestion control {congestion}");
         let shutdown = setup::shutdown_signal()?;
         let mut stdout = std::io::stdout();
         let access = if cli.token_file.is_some() {
@@ -127,7 +129,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         writeln!(
             stdout,
             "ftserve: serving {} read-only to {access}, at most {} connections, idle timeout {} s, \
-             fingerprint {}, listening on {addr}",
+             congestion control {congestion}, fingerprint {}, listening on {addr}",
             root.display(),
             cli.max_connections,
             cli.idle_timeout,

@@ -1,5 +1,6 @@
 //! The process around the server: log output, the open-file limit, the
-//! shutdown signals, and the warning an exposed address deserves.
+//! shutdown signals, the congestion control its sockets send with, and the
+//! warning an exposed address deserves.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -32,6 +33,37 @@ pub fn init_logs(format: LogFormat) {
             .with_ansi(false)
             .with_writer(PrintableWriter(std::io::stderr))
             .init(),
+    }
+}
+
+/// The congestion control ftserve prefers: it reads random loss as loss,
+/// not as congestion (BENCHMARKS.md has the measurements).
+pub const PREFERRED_CONGESTION: &str = "bbr";
+
+/// Where the kernel lists the algorithms any process may choose.
+const ALLOWED_CONGESTION: &str = "/proc/sys/net/ipv4/tcp_allowed_congestion_control";
+
+/// Sets the congestion control of `listener`, which its connections
+/// inherit, and says which one they send with. Asked for by name, it must
+/// be available; by default [`PREFERRED_CONGESTION`] is tried and, where
+/// the kernel does not offer it, the system's default stays, quietly.
+pub fn congestion(
+    listener: &impl std::os::fd::AsFd,
+    asked: Option<&str>,
+) -> anyhow::Result<String> {
+    use ft_protocol::connection::{congestion, set_congestion};
+    let system = || congestion(listener).context("cannot read the socket's congestion control");
+    match asked {
+        Some("system") => system(),
+        Some(name) => set_congestion(listener, name).with_context(|| {
+            let allowed = std::fs::read_to_string(ALLOWED_CONGESTION).unwrap_or_default();
+            format!(
+                "cannot send with congestion control {name:?} (the kernel allows: {}; \
+                 `system` keeps its default)",
+                allowed.trim()
+            )
+        }),
+        None => set_congestion(listener, PREFERRED_CONGESTION).or_else(|_| system()),
     }
 }
 

@@ -9,7 +9,8 @@
 //! the chunks the pass read rather than reading them again. What a
 //! connection holds is bounded whatever its client does: the budget, one
 //! frame of replies, of a stream one piece of the file and at most what the
-//! server-wide riding budget grants it.
+//! server-wide riding budget grants it. A `Range` is a stream of part of a
+//! file with neither checkpoints nor `End`: its bytes never wait for a hash.
 
 use std::sync::Arc;
 
@@ -213,6 +214,86 @@ async fn stream<S: Transport, B: Backend>(
         Err(err) => Response::Error(err),
     };
     conn.send(&last).await
+}
+
+/// Answers `Range { offset, end }`: `Meta`, then the bytes from `offset` up
+/// to `end` or the end of the file, read straight from the file. Nothing
+/// waits for the file's digests, cold or warm: the client checks the bytes
+/// against the states it asks `Checkpoints` for.
+pub(crate) async fn range<S: Transport, B: Backend>(
+    conn: &mut Connection<S>,
+    client: &Client,
+    context: &Arc<Context<B>>,
+    path: &str,
+    (offset, end): (u64, u64),
+) -> Result<Next, ConnectionError> {
+    let opener = Arc::clone(context);
+    let (scope, asked) = (client.scope.clone(), path.to_owned());
+    let opened = blocking(move || {
+        let parsed = parse_path(&scope, &asked)?;
+        let file = opener.store.open(&scope.folder(), &parsed)?;
+        let meta = opener.store.meta(&file);
+        let aligned = offset.is_multiple_of(CHUNK_SIZE)
+            && (end.is_multiple_of(CHUNK_SIZE) || end >= meta.size);
+        if offset > meta.size || end <= offset || !aligned {
+            return Err(RemoteError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "range {offset}..{end} is not one of whole chunks within {asked} ({} bytes)",
+                    meta.size
+                ),
+            ));
+        }
+        Ok((meta, file))
+    })
+    .await;
+    let (meta, file) = match opened {
+        Ok(opened) => opened,
+        Err(err) => {
+            log_outcome(client, "range", path, offset, 0, Some(&err));
+            let next = Next::after(Some(&err));
+            conn.send(&Response::Error(err)).await?;
+            return Ok(next);
+        }
+    };
+    conn.send(&Response::Meta(meta)).await?;
+    let stop = end.min(meta.size);
+    let mut pos = offset;
+    let local = context.store.backend().local_file(&file);
+    let sending = async {
+        let Some(local) = local else {
+            return Ok(Err(not_local(path)));
+        };
+        while pos < stop {
+            let len = piece_len(pos, stop);
+            conn.send_file_data(local, pos, len).await?;
+            pos += len as u64;
+        }
+        Ok(Ok(()))
+    }
+    .await;
+    match sending {
+        Err(err) => {
+            log_outcome(
+                client,
+                "range",
+                path,
+                offset,
+                pos - offset,
+                Some(&lost(&err)),
+            );
+            Err(err)
+        }
+        Ok(Err(err)) => {
+            log_outcome(client, "range", path, offset, pos - offset, Some(&err));
+            conn.send(&Response::Error(err)).await?;
+            Ok(Next::Open)
+        }
+        Ok(Ok(())) => {
+            log_outcome(client, "range", path, offset, pos - offset, None);
+            Ok(Next::Open)
+        }
+    }
 }
 
 /// What a backend whose files are not local gets: this server sends file

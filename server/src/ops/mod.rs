@@ -1,5 +1,6 @@
 //! The requests of a connection, each answered in a module of its own:
-//! `stat`, `checkpoints`, `get`, `list`; what they share is in `shared`.
+//! `stat`, `checkpoints`, `get` (with `Range`), `list`; what they share is
+//! in `shared`.
 //! This module sends each request to its answer.
 
 mod checkpoints;
@@ -42,5 +43,8 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
             recursive,
             digests,
         } => list::answer(conn, client, context, &path, recursive, digests).await,
+        Request::Range { path, offset, end } => {
+            get::range(conn, client, context, &path, (offset, end)).await
+        }
     }
 }
