@@ -9,7 +9,7 @@ use crate::error::{Error, UsageError};
 use crate::folder::Output;
 use crate::output::Show;
 use crate::session::Server;
-use crate::transfer::{Job, Policy, Target};
+use crate::transfer::{Job, Policy, Spare, Target};
 use crate::trust::{Trust, TrustSettings};
 
 /// Settings as the user gave them.
@@ -73,6 +73,12 @@ pub fn resolve(config: Config) -> Result<Mode, Error> {
     let policy = Policy {
         resume: config.resume,
         retries: config.retries,
+        spare: std::sync::Arc::new(Spare::new(match config.paths.as_slice() {
+            // One file: all the connections but its own. A batch's files
+            // share those its workers leave (see `batch::pool`).
+            [_] if !config.recursive => config.connections.saturating_sub(1),
+            _ => 0,
+        })),
     };
     match config.paths.as_slice() {
         [] => Err(UsageError::NoPath.into()),

@@ -123,6 +123,17 @@ impl Tracker {
         }
     }
 
+    /// Another share of the same bar, for bytes of the same file that
+    /// arrive another way: its next `set` moves the bar by the difference
+    /// from `at`.
+    pub fn share(&self, at: u64) -> Tracker {
+        Tracker {
+            bar: self.bar.clone(),
+            single: self.single,
+            at,
+        }
+    }
+
     /// Bytes of the file now on disk.
     pub fn set(&mut self, position: u64) {
         if position >= self.at {

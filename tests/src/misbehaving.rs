@@ -47,7 +47,8 @@ pub enum Misbehaviour {
     Version(u32),
     /// Answer every listing with [`HOSTILE_PATHS`], each a file.
     HostileListing,
-    /// Send the right bytes and checkpoints but a wrong digest at the end.
+    /// Send the right bytes and checkpoints but a wrong digest at the end
+    /// (and in every `Checkpoints` reply).
     WrongDigest,
     /// Send one more data frame than the size announced.
     ExtraBytes,
@@ -309,7 +310,8 @@ impl Peer {
                     },
                 )
             }
-            Request::Checkpoints { .. } => false,
+            Request::Checkpoints { first, count, .. } => self.checkpoints(stream, *first, *count),
+            Request::Range { offset, end, .. } => self.range(stream, *offset, *end),
             Request::List { path, .. } => self.list(stream, path),
             Request::Get { path, offset } => match self.misbehaviour {
                 Misbehaviour::HugeListing { message_len, .. } => {
@@ -397,6 +399,68 @@ impl Peer {
             }
             _ => false,
         }
+    }
+
+    /// Honest states, from the data, as ftserve pages them.
+    fn checkpoints(&mut self, stream: &mut Conn, first: u64, count: u32) -> bool {
+        let mut meta = self.next_meta();
+        let whole = self.data.len() as u64 / CHUNK_SIZE;
+        let mut hasher = ChainHasher::new();
+        let mut states = Vec::new();
+        for k in 1..=whole {
+            let (start, end) = ((k - 1) * CHUNK_SIZE, k * CHUNK_SIZE);
+            hasher.update(&self.data[start as usize..end as usize]);
+            if k >= first && k < first + u64::from(count.min(MAX_CHECKPOINTS)) {
+                states.push(hasher.state().expect("boundary"));
+            }
+        }
+        hasher.update(&self.data[(whole * CHUNK_SIZE) as usize..]);
+        meta.sha256 = Some(match self.misbehaviour {
+            // The same wrong digest wherever it gives one.
+            Misbehaviour::WrongDigest => [0u8; 32],
+            _ => hasher.finalize(),
+        });
+        send(
+            stream,
+            &Response::Checkpoints {
+                meta,
+                first,
+                states,
+            },
+        )
+    }
+
+    /// A range: `Meta`, then its bytes, corrupted as a `Get`'s are.
+    fn range(&mut self, stream: &mut Conn, offset: u64, end: u64) -> bool {
+        let meta = self.next_meta();
+        if !send(stream, &Response::Meta(meta)) {
+            return false;
+        }
+        let stop = end.min(self.data.len() as u64);
+        // Only a range that holds the bad chunk counts as a download of it.
+        let holds = |chunk: u64| (offset..stop).contains(&(chunk * CHUNK_SIZE));
+        let corrupt = match self.misbehaviour {
+            Misbehaviour::Corrupt { chunk, .. } if holds(chunk) && self.corrupt_left > 0 => {
+                self.corrupt_left -= 1;
+                true
+            }
+            _ => false,
+        };
+        let mut pos = offset;
+        while pos < stop {
+            let next = pos + piece_len(pos, stop) as u64;
+            let mut piece = self.data[pos as usize..next as usize].to_vec();
+            if let Misbehaviour::Corrupt { chunk, .. } = self.misbehaviour {
+                if corrupt && pos / CHUNK_SIZE == chunk && pos.is_multiple_of(CHUNK_SIZE) {
+                    piece[0] ^= 0xff;
+                }
+            }
+            if !send(stream, &Response::Data(piece.into())) {
+                return false;
+            }
+            pos = next;
+        }
+        true
     }
 
     fn get(&mut self, stream: &mut Conn, offset: u64) -> bool {

@@ -134,12 +134,13 @@ fn corrupted_partial_is_never_accepted() {
 
     let run = ftget(&env.work, &[&server.target(), "big.bin", "--json"]);
     assert_eq!(run.code, Some(0), "{run:?}");
-    assert_eq!(
-        run.field("resumed_from"),
-        CHUNK_SIZE,
-        "keeps only the chunk before the flip"
-    );
-    assert_eq!(run.field("bytes_received"), SIZE as u64 - CHUNK_SIZE);
+    // Every whole chunk that checks out is kept, wherever it is: at most
+    // all those on disk but the flipped one (fewer if the sidecar had not
+    // yet recorded the last ones when the kill came).
+    let kept = run.field("resumed_from");
+    assert!(kept <= (on_disk / CHUNK_SIZE - 1) * CHUNK_SIZE, "{run:?}");
+    assert!(kept >= CHUNK_SIZE, "the chunk before the flip: {run:?}");
+    assert_eq!(run.field("bytes_received"), SIZE as u64 - kept, "{run:?}");
     assert!(fs::read(env.work.join("big.bin")).expect("output") == data);
 }
 
@@ -212,6 +213,16 @@ fn a_chunk_that_fails_twice_exits_4_without_a_final_file() {
 fn a_file_that_never_stops_changing_ends_in_an_error_not_a_loop() {
     let env = TestEnv::new();
     let server = MisbehavingServer::start(vec![7u8; 1000], Misbehaviour::EverChanging);
+    // A fresh download is one request, which sees one version. With a
+    // partial of ftget's beside it, ftget asks what the file is first, and
+    // its `Get` then meets another version every time.
+    let sidecar = serde_json::json!({
+        "kind": "ftget partial download", "format": 2, "output": "f.bin",
+        "server": server.target(), "remote": "f.bin", "size": 1000,
+        "mtime_secs": 1, "mtime_nanos": 0, "sha256": null,
+    });
+    fs::write(env.work.join("f.bin.part.json"), sidecar.to_string()).expect("sidecar");
+    fs::write(env.work.join("f.bin.part"), b"").expect("partial");
     let run = ftget(&env.work, &[&server.target(), "f.bin", "--retries", "2"]);
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(run.stderr.contains("keeps changing"), "{}", run.stderr);

@@ -93,9 +93,10 @@ fn forge_lines(server: &Server) {
     assert!(logged, "no line for a.txt in:\n{}", server.logs());
 }
 
-/// Lines the server logs in `forge_lines`: one per request (6 refused, 1
-/// list, 1 stat), one per entry left out (3).
-const LINES: usize = 6 + 1 + 1 + 3;
+/// Lines the server logs in `forge_lines`: one at start (its congestion
+/// control), one per request (6 refused, 1 list, 1 stat), one per entry
+/// left out (3).
+const LINES: usize = 1 + 6 + 1 + 1 + 3;
 
 /// What holds in both formats: the number of lines, and no raw control
 /// or bidi character but the newline that ends each.

@@ -34,6 +34,9 @@ pub(super) async fn worker(
     loop {
         let batch = next_batch(queue);
         if batch.is_empty() {
+            // This connection is free: a large file still on its way may
+            // use one in its place.
+            policy.spare.give(1);
             return;
         }
         // Small files already present are checked in one go; those not

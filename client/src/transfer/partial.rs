@@ -18,12 +18,11 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 
-use ft_protocol::{hash, ChainHasher, Digest, FileMeta};
+use ft_protocol::{hash, ChainHasher, FileMeta};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::folder::{Folder, FolderError, Obstacle, Output, Use};
-use crate::verify::{self, Verified};
 
 /// What a sidecar says it is, so that no other JSON file passes for one.
 const SIDECAR_KIND: &str = "ftget partial download";
@@ -82,6 +81,18 @@ struct Sidecar {
     mtime_secs: i64,
     mtime_nanos: u32,
     sha256: Option<String>,
+    /// The chunks on disk, verified when they were written, as runs
+    /// `[first, end)`: a resume checks them again, and fetches the rest.
+    /// Absent: the partial holds its chunks from the start, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunks: Option<Vec<[u64; 2]>>,
+}
+
+/// A sidecar as ftget writes it: pretty JSON and a newline.
+fn sidecar_text(sidecar: &Sidecar) -> io::Result<Vec<u8>> {
+    let mut text = serde_json::to_vec_pretty(sidecar).map_err(io::Error::other)?;
+    text.push(b'\n');
+    Ok(text)
 }
 
 /// Whose the sidecar's place holds.
@@ -186,16 +197,120 @@ impl Partial {
             mtime_secs: meta.mtime_secs,
             mtime_nanos: meta.mtime_nanos,
             sha256: meta.sha256.as_ref().map(hash::to_hex),
+            chunks: None,
         };
         let shown = self.sidecar.shown();
-        let text = serde_json::to_string_pretty(&sidecar)
-            .map_err(|err| io::Error::other(err.to_string()))
-            .map_err(Error::local(&shown))?;
         let mut file = self.folder().create_new(self.sidecar.name())?;
-        file.write_all((text + "\n").as_bytes())
+        file.write_all(&sidecar_text(&sidecar).map_err(Error::local(&shown))?)
             .map_err(Error::local(&shown))?;
         self.folder().create_new(self.data.name())?;
         Ok(())
+    }
+
+    /// Whether a sidecar of ftget's for this output is there.
+    pub fn is_ours(&self) -> bool {
+        matches!(self.claim(), Ok(Claim::Ours(_)))
+    }
+
+    /// The chunk runs the sidecar records, if it records any.
+    pub fn recorded_chunks(&self) -> Option<Vec<[u64; 2]>> {
+        match self.claim() {
+            Ok(Claim::Ours(saved)) => saved.chunks,
+            _ => None,
+        }
+    }
+
+    /// Records in the sidecar the chunk runs on disk: written beside it
+    /// under a name of its own, then renamed over it, so that a crash
+    /// leaves the old sidecar or the new one, never half of one.
+    pub fn record_chunks(&self, runs: &[[u64; 2]]) -> Result<(), Error> {
+        let Claim::Ours(mut saved) = self.claim()? else {
+            return Ok(());
+        };
+        if saved.chunks.as_deref() == Some(runs) {
+            return Ok(());
+        }
+        saved.chunks = Some(runs.to_vec());
+        let next = self.output.name().with_file_name(self.next_sidecar_name());
+        let shown = self.output.folder().shown(&next);
+        let text = sidecar_text(&saved).map_err(Error::local(&shown))?;
+        let _ = self.folder().remove(&next);
+        let mut file = self.folder().create_new(&next)?;
+        file.write_all(&text).map_err(Error::local(&shown))?;
+        Ok(self.folder().rename(&next, self.sidecar.name())?)
+    }
+
+    /// The name a new sidecar is written under before it replaces the old:
+    /// hidden, and short enough for any output name.
+    fn next_sidecar_name(&self) -> OsString {
+        let mut hasher = ChainHasher::new();
+        hasher.update(self.file_name().as_bytes());
+        let hex = hash::to_hex(&hasher.finalize());
+        format!("{HASHED_PREFIX}{}.part.json.new", &hex[..HASHED_DIGITS]).into()
+    }
+
+    /// Opens the partial for writing anywhere, keeping what it holds.
+    pub fn open_rw(&self) -> Result<File, Error> {
+        Ok(self
+            .folder()
+            .open_existing(self.data.name(), Use::Partial)?)
+    }
+
+    /// Opens the partial for writing at `offset`, keeping what it holds.
+    pub fn open_from(&self, offset: u64) -> Result<File, Error> {
+        let mut file = self.open_rw()?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(Error::local(self.data.shown()))?;
+        Ok(file)
+    }
+
+    /// Which of `candidates` (chunk indices) of the partial check out
+    /// against the server's `table`, read and hashed on `threads` threads.
+    /// `checked` hears of the bytes as they are read.
+    pub(crate) fn check_chunks(
+        &self,
+        table: &super::swarm::Table,
+        candidates: &[u64],
+        threads: usize,
+        checked: &(dyn Fn(u64) + Sync),
+    ) -> Result<Vec<u64>, Error> {
+        let file = self.open_rw()?;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let shown = self.data.shown();
+        let results = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads.max(1))
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut good = Vec::new();
+                        loop {
+                            let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(&k) = candidates.get(at) else {
+                                return Ok(good);
+                            };
+                            if table.check_on_disk(&file, k)? {
+                                good.push(k);
+                            }
+                            let (start, end) = super::chunks::bytes(k, table.meta.size);
+                            checked(end - start);
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| {
+                    worker
+                        .join()
+                        .unwrap_or_else(|_| Err(io::Error::other("a hashing thread panicked")))
+                })
+                .collect::<Vec<io::Result<Vec<u64>>>>()
+        });
+        let mut good = Vec::new();
+        for result in results {
+            good.extend(result.map_err(Error::local(&shown))?);
+        }
+        good.sort_unstable();
+        Ok(good)
     }
 
     /// Creates the partial fresh, for a file written whole in one go (no
@@ -210,36 +325,6 @@ impl Partial {
             Ok(Some(found)) if found.as_file(1).is_none() => found.len,
             _ => 0,
         }
-    }
-
-    /// Opens the partial for writing at `offset`, dropping anything after it.
-    pub fn open_at(&self, offset: u64) -> Result<File, Error> {
-        let shown = self.data.shown();
-        let mut file = self
-            .folder()
-            .open_existing(self.data.name(), Use::Partial)?;
-        file.set_len(offset).map_err(Error::local(&shown))?;
-        file.seek(SeekFrom::Start(offset))
-            .map_err(Error::local(&shown))?;
-        Ok(file)
-    }
-
-    /// How much of the partial checks out against the server's checkpoint
-    /// `states` (boundaries 1, 2, …), checked by the verification engine on
-    /// `threads` threads. Bytes after the last whole chunk are not kept:
-    /// they cost less than a chunk to fetch again. `checked` hears of the
-    /// bytes as they are read.
-    pub fn verify(
-        &self,
-        states: &[Digest],
-        threads: usize,
-        checked: &(dyn Fn(u64) + Sync),
-    ) -> Result<Verified, Error> {
-        let file = self
-            .folder()
-            .open_existing(self.data.name(), Use::Partial)?;
-        verify::check_file(&file, states, threads, checked)
-            .map_err(Error::unchecked(self.data.shown()))
     }
 
     /// Gives the verified partial its final name, in one atomic rename, and
@@ -477,7 +562,7 @@ mod tests {
             in_the_way(partial.begin("h", "x", &meta(10))),
             (at.join("x.part"), Obstacle::Symlink)
         );
-        assert!(partial.open_at(0).is_err());
+        assert!(partial.open_rw().is_err());
         fs::remove_file(at.join("x.part")).expect("rm");
         std::os::unix::fs::symlink(&secret, at.join("x.part.json")).expect("symlink");
         assert_eq!(
@@ -490,7 +575,7 @@ mod tests {
             in_the_way(partial.begin("h", "x", &meta(10))).1,
             Obstacle::HardLinked { links: 2 }
         );
-        assert!(partial.open_at(0).is_err());
+        assert!(partial.open_rw().is_err());
         assert_eq!(fs::read(&secret).expect("read"), b"keep");
     }
 
@@ -567,50 +652,63 @@ mod tests {
     }
 
     #[test]
-    fn verify_keeps_what_checks_out_of_the_partial_on_disk() {
-        // The engine's rules are tested in verify.rs; this is the partial's
-        // file going through it.
+    fn only_the_chunks_that_check_out_are_kept_wherever_they_are() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (partial, _) = partial_in(&dir, "f");
         let chunk = CHUNK_SIZE as usize;
-        let data: Vec<u8> = (0..3 * chunk + 10).map(|i| (i % 253) as u8).collect();
-        let server = crate::verify::testing::states(&data);
-        fs::write(partial.data.shown(), &data[..2 * chunk + 100]).expect("write");
+        let data: Vec<u8> = (0..4 * chunk + 10).map(|i| (i % 253) as u8).collect();
+        let meta = meta(data.len() as u64);
+        let table = super::super::swarm::Table::new(
+            meta,
+            crate::verify::testing::sha256(&data),
+            crate::verify::testing::states(&data),
+        );
+        let mut on_disk = data.clone();
+        on_disk[chunk + 5] ^= 1; // chunk 1 damaged
+        on_disk[2 * chunk..3 * chunk].fill(0); // chunk 2 a hole
+        fs::write(partial.data.shown(), &on_disk).expect("write");
         let read = AtomicUsize::new(0);
         let count = |bytes: u64| {
             read.fetch_add(bytes as usize, Ordering::Relaxed);
         };
-        let kept = partial.verify(&server, 2, &count).expect("verifies");
+        let good = partial
+            .check_chunks(&table, &[0, 1, 2, 3, 4], 2, &count)
+            .expect("checks");
         assert_eq!(
-            kept.offset,
-            2 * CHUNK_SIZE,
-            "a short partial keeps its whole chunks"
+            good,
+            vec![0, 3, 4],
+            "the short last chunk against the digest"
         );
-        assert_eq!(kept.state, server[1]);
-        assert_eq!(
-            read.into_inner(),
-            2 * chunk,
-            "the progress hears of every byte read"
-        );
-
-        let mut corrupt = data.clone();
-        corrupt[chunk + 5] ^= 1;
-        fs::write(partial.data.shown(), &corrupt).expect("write");
-        let upto = partial.verify(&server, 2, &|_| {}).expect("verifies");
-        assert_eq!(upto.offset, CHUNK_SIZE);
+        assert_eq!(read.into_inner(), data.len(), "every byte read is heard of");
         fs::remove_file(partial.data.shown()).expect("rm");
-        assert!(
-            partial.verify(&server, 2, &|_| {}).is_err(),
-            "no partial: a local error"
-        );
+        assert!(partial.check_chunks(&table, &[0], 2, &|_| {}).is_err());
     }
 
     #[test]
-    fn open_at_truncates_to_the_offset() {
+    fn the_sidecar_records_chunks_by_replacing_itself_whole() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (partial, _) = partial_in(&dir, "f");
-        fs::write(partial.data.shown(), [7u8; 100]).expect("write");
-        drop(partial.open_at(40).expect("opens"));
-        assert_eq!(fs::read(partial.data.shown()).expect("read"), vec![7u8; 40]);
+        let (partial, at) = partial_in(&dir, "f.bin");
+        assert!(!partial.is_ours());
+        partial
+            .record_chunks(&[[0, 1]])
+            .expect("nothing to record into");
+        partial.begin("h:1", "f.bin", &meta(10)).expect("begins");
+        assert!(partial.is_ours());
+        assert_eq!(
+            partial.recorded_chunks(),
+            None,
+            "a fresh partial: from the start"
+        );
+        partial.record_chunks(&[[0, 2], [5, 7]]).expect("records");
+        assert_eq!(partial.recorded_chunks(), Some(vec![[0, 2], [5, 7]]));
+        assert!(
+            partial.matches("f.bin", &meta(10)),
+            "still the same version"
+        );
+        let names: Vec<_> = fs::read_dir(&at)
+            .expect("list")
+            .map(|entry| entry.expect("entry").file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no leftover beside them: {names:?}");
     }
 }

@@ -44,12 +44,8 @@ pub enum SinkError {
 pub struct SinkReport {
     /// What is verified on disk now.
     pub verified: Verified,
-    /// Payload bytes that arrived.
-    pub received: u64,
     /// The digest of the whole file, or why there is none.
     pub result: Result<Digest, SinkError>,
-    /// The file's progress, handed back.
-    pub tracker: Tracker,
 }
 
 /// Writes one transfer into the partial while the verification engine
@@ -119,9 +115,7 @@ impl Sink {
         };
         SinkReport {
             verified: checked.verified,
-            received: self.received,
             result,
-            tracker: self.tracker,
         }
     }
 
@@ -235,7 +229,6 @@ mod tests {
         assert!(report.result.is_ok());
         assert_eq!(written, data);
         assert_eq!(report.verified.offset, 2 * CHUNK_SIZE);
-        assert_eq!(report.received, data.len() as u64);
     }
 
     #[test]
