@@ -56,6 +56,9 @@ pub struct Config {
     pub tls: Arc<rustls::ServerConfig>,
     /// The token file; without one, anyone who reaches the port may read.
     pub token_file: Option<PathBuf>,
+    /// The congestion control every connection sends with; `None` leaves
+    /// the kernel's choice (the system's, or the route's).
+    pub congestion: Option<String>,
 }
 
 /// The server could not start.
@@ -78,6 +81,7 @@ pub enum ServerError {
 pub struct Server {
     context: Arc<ops::Context<local::LocalFiles>>,
     tls: Arc<rustls::ServerConfig>,
+    congestion: Option<String>,
 }
 
 impl Server {
@@ -101,12 +105,14 @@ impl Server {
         Ok(Self {
             context,
             tls: config.tls,
+            congestion: config.congestion,
         })
     }
 
     /// Serves `listener` until `shutdown` completes, then stops accepting and
     /// gives transfers in flight up to the configured grace to finish.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        listener::run(listener, self.tls, self.context, shutdown).await;
+        let congestion = self.congestion;
+        listener::run(listener, (self.tls, congestion), self.context, shutdown).await;
     }
 }

@@ -26,7 +26,7 @@ use crate::ops::Context;
 /// gives the connections in flight up to the grace period to finish.
 pub(crate) async fn run<B: Backend>(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    (tls, congestion): (Arc<rustls::ServerConfig>, Option<String>),
     context: Arc<Context<B>>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -47,6 +47,12 @@ pub(crate) async fn run<B: Backend>(
         let (stream, peer) = match accepted {
             Ok(accepted) => {
                 backoff = limits.accept_backoff_min;
+                // A route's own congestion control (`ip route … congctl`)
+                // overrides the listener's for the connections it accepts;
+                // the chosen one is set again on each.
+                if let Some(name) = &congestion {
+                    let _ = ft_protocol::connection::set_congestion(&accepted.0, name);
+                }
                 accepted
             }
             Err(err) => {

@@ -106,9 +106,9 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         },
         tls: identity.server_config()?,
         token_file: cli.token_file.clone(),
+        congestion: None,
     };
     let blocking_shutdown = config.limits.blocking_shutdown;
-    let server = Server::open(config)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
         let listener = TcpListener::bind(cli.listen)
@@ -119,6 +119,17 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             .context("cannot read the bound address")?;
         let congestion = setup::congestion(&listener, cli.congestion.as_deref())?;
         tracing::info!(congestion, "sending with congestion control {congestion}");
+        // What ftserve chose, every connection gets; the system's own
+        // choice stays the kernel's to make, route by route.
+        let chosen = match cli.congestion.as_deref() {
+            Some("system") => None,
+            Some(_) => Some(congestion.clone()),
+            None => (congestion == setup::PREFERRED_CONGESTION).then(|| congestion.clone()),
+        };
+        let server = Server::open(Config {
+            congestion: chosen,
+            ..config
+        })?;
         let shutdown = setup::shutdown_signal()?;
         let mut stdout = std::io::stdout();
         let access = if cli.token_file.is_some() {

@@ -21,6 +21,7 @@ async fn start(
     let config = ft_server::Config {
         tls: identity.server_config().expect("tls"),
         token_file: None,
+        congestion: None,
         root,
         limits: ft_server::Limits {
             max_connections: 8,
