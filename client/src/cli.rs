@@ -81,10 +81,14 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
 
-    /// Connections used at once for -r or several PATHs.
-    #[arg(long, value_name = "N", default_value_t = 8, env = "FTGET_CONNECTIONS",
+    /// Connections used at once. One file comes over one connection, and
+    /// over more, up to N, while each step up makes it faster (on long,
+    /// lossy links) [default: 16]. With -r or several PATHs, N connections
+    /// share the files, a large file taking those the others leave
+    /// [default: 8].
+    #[arg(long, value_name = "N", env = "FTGET_CONNECTIONS",
           value_parser = clap::value_parser!(u64).range(1..=64))]
-    pub connections: u64,
+    pub connections: Option<u64>,
 
     /// Accept only the server whose key has this fingerprint (as ftserve
     /// prints it at start: SHA256:...).

@@ -31,8 +31,9 @@ pub struct Config {
     pub retries: u32,
     /// Connect and silence bound.
     pub timeout: Duration,
-    /// Connections used at once for many files.
-    pub connections: usize,
+    /// Connections used at once, if the user chose (see
+    /// [`ONE_FILE_CONNECTIONS`] and [`MANY_FILES_CONNECTIONS`]).
+    pub connections: Option<usize>,
     /// What to print.
     pub show: Show,
     /// Whom to trust as the server.
@@ -67,6 +68,13 @@ pub fn server(config: &Config) -> Result<Server, Error> {
     })
 }
 
+/// Connections one file may use by default: as many as aria2c's cap; the
+/// controller only adds them while they make the download faster.
+pub const ONE_FILE_CONNECTIONS: usize = 16;
+
+/// Connections a batch's files share by default.
+pub const MANY_FILES_CONNECTIONS: usize = 8;
+
 /// Checks the settings and works out what to fetch and where to.
 pub fn resolve(config: Config) -> Result<Mode, Error> {
     let server = server(&config)?;
@@ -76,7 +84,10 @@ pub fn resolve(config: Config) -> Result<Mode, Error> {
         spare: std::sync::Arc::new(Spare::new(match config.paths.as_slice() {
             // One file: all the connections but its own. A batch's files
             // share those its workers leave (see `batch::pool`).
-            [_] if !config.recursive => config.connections.saturating_sub(1),
+            [_] if !config.recursive => config
+                .connections
+                .unwrap_or(ONE_FILE_CONNECTIONS)
+                .saturating_sub(1),
             _ => 0,
         })),
     };
@@ -103,7 +114,7 @@ pub fn resolve(config: Config) -> Result<Mode, Error> {
                 paths: config.paths,
                 outdir,
                 recursive: config.recursive,
-                connections: config.connections,
+                connections: config.connections.unwrap_or(MANY_FILES_CONNECTIONS),
             }))
         }
     }

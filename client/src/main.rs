@@ -74,7 +74,7 @@ fn config(cli: cli::Cli, token: Option<Token>) -> Config {
         retries: cli.retries,
         timeout: Duration::from_secs(cli.timeout),
         // At most 64, by the parser's range.
-        connections: cli.connections as usize,
+        connections: cli.connections.map(|n| n as usize),
         show: Show {
             json: cli.json,
             quiet: cli.quiet,

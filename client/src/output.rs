@@ -225,9 +225,13 @@ fn describe(report: &Report, how: &str) -> String {
     } else {
         String::new()
     };
+    let over = match report.connections {
+        0 | 1 => String::new(),
+        n => format!(", over {n} connections"),
+    };
     let rate = report.bytes_received as f64 / report.seconds.max(1e-6);
     format!(
-        "{} -> {}: {} in {:.2} s ({}/s{resumed}), sha256 {} {how}",
+        "{} -> {}: {} in {:.2} s ({}/s{resumed}{over}), sha256 {} {how}",
         report.path,
         report.output,
         HumanBytes(report.size),

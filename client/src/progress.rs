@@ -134,6 +134,12 @@ impl Tracker {
         }
     }
 
+    /// Bytes its other shares moved the bar by: the next `set` or `start`
+    /// moves it from there (taking back what they counted, if less).
+    pub fn moved(&mut self, bytes: u64) {
+        self.at += bytes;
+    }
+
     /// Bytes of the file now on disk.
     pub fn set(&mut self, position: u64) {
         if position >= self.at {

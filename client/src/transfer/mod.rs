@@ -330,7 +330,7 @@ async fn attempt(
         asked.unwrap_or_default(),
         (&front_running, &front_received),
         partial,
-        tracker,
+        tracker.clone(),
         policy.retries,
     );
     tokio::pin!(control);
@@ -351,7 +351,7 @@ async fn attempt(
                 // The download failed beside the front: nothing it brings
                 // is wanted now.
                 link.reset();
-                finish_state(state, &swarm, &front_received);
+                finish_state(state, &swarm, &front_received, tracker);
                 return Err(controlled.err().unwrap_or(Failure::Changed));
             }
         };
@@ -384,7 +384,7 @@ async fn attempt(
                         swarm.front_mismatch(at);
                     }
                     failure => {
-                        finish_state(state, &swarm, &front_received);
+                        finish_state(state, &swarm, &front_received, tracker);
                         return Err(failure);
                     }
                 }
@@ -392,7 +392,7 @@ async fn attempt(
         }
     }
     let controlled = control.await;
-    finish_state(state, &swarm, &front_received);
+    finish_state(state, &swarm, &front_received, tracker);
     state.connections = state.connections.max(*controlled.as_ref().unwrap_or(&1));
     controlled?;
 
@@ -423,10 +423,17 @@ async fn attempt(
 
 /// What this attempt leaves for the next: the verified chunks, the table,
 /// the bytes received.
-fn finish_state(state: &mut Progressed, swarm: &Swarm, front_received: &AtomicU64) {
+fn finish_state(
+    state: &mut Progressed,
+    swarm: &Swarm,
+    front_received: &AtomicU64,
+    tracker: &mut Tracker,
+) {
     state.done = swarm.done();
     state.table = swarm.table().or(state.table.take());
-    state.received += front_received.load(Ordering::Acquire) + swarm.received();
+    let front = front_received.load(Ordering::Acquire);
+    state.received += front + swarm.received();
+    tracker.moved(front + swarm.bar_moved.load(Ordering::Acquire));
 }
 
 /// Sends `Get` from `offset` and reads its `Meta`: the version, which must

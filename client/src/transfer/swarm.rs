@@ -135,6 +135,8 @@ pub(crate) struct Swarm {
     pub ranged: bool,
     /// Connections lost in a row: the retries allowed bound them.
     lost: std::sync::atomic::AtomicU32,
+    /// Bytes the workers moved the progress bar by.
+    pub bar_moved: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -143,6 +145,8 @@ struct State {
     table: Option<Arc<Table>>,
     /// Whether a worker has asked for the table.
     table_asked: bool,
+    /// Which, until the table comes.
+    table_asker: Option<u32>,
     /// Payload bytes the range workers received.
     received: u64,
     /// Chunks that failed to check out, and how often.
@@ -172,12 +176,14 @@ impl Swarm {
             spare,
             ranged: meta.size <= MAX_RANGED,
             lost: std::sync::atomic::AtomicU32::new(0),
+            bar_moved: AtomicU64::new(0),
             state: Mutex::new(State {
                 chunks,
                 // A table of part of the file (a resume's) is no use to
                 // the ranges.
                 table_asked: table.as_ref().is_some_and(|table| table.is_whole()),
                 table: table.filter(|table| table.is_whole()),
+                table_asker: None,
                 received: 0,
                 mismatches: HashMap::new(),
                 failure: None,
@@ -289,7 +295,14 @@ pub(crate) async fn worker(swarm: Arc<Swarm>, id: u32, tracker: Tracker) -> Resu
     let server = swarm.server.clone();
     let mut link = Link::new(&server);
     let result = work(&swarm, &mut link, id, tracker).await;
-    swarm.lock().chunks.release(id);
+    let mut state = swarm.lock();
+    state.chunks.release(id);
+    // A table asked for on a connection now gone is asked for again.
+    if state.table.is_none() && state.table_asker == Some(id) {
+        state.table_asked = false;
+        state.table_asker = None;
+    }
+    drop(state);
     result
 }
 
@@ -337,31 +350,13 @@ async fn work(
             });
             awaited.push_back(Awaited::Range(first, end));
             ranges += 1;
-            // The first worker asks for the table right after its first
-            // range: the range's bytes need not wait for a cold server's
-            // hashing.
-            let ask = {
-                let mut state = swarm.lock();
-                !std::mem::replace(&mut state.table_asked, true)
-            };
-            if ask {
-                let boundaries = ft_protocol::boundaries(swarm.meta.size);
-                let mut first = 1;
-                loop {
-                    let count = (boundaries + 1 - first).min(u64::from(MAX_CHECKPOINTS)) as u32;
-                    requests.push(Request::Checkpoints {
-                        path: swarm.remote.clone(),
-                        first,
-                        count,
-                    });
-                    awaited.push_back(Awaited::Table { first, count });
-                    first += u64::from(count);
-                    if count == 0 || first > boundaries {
-                        break;
-                    }
-                }
-            }
+            // The table goes right after the first range: that range's
+            // bytes need not wait for a cold server's hashing.
+            ask_table(swarm, id, &mut requests, &mut awaited);
         }
+        // A worker with no range to take still asks for the table when
+        // chunks wait for it and nobody else is asking.
+        ask_table(swarm, id, &mut requests, &mut awaited);
         if !requests.is_empty() {
             link.send_all(&requests).await?;
         }
@@ -381,6 +376,34 @@ async fn work(
                     swarm.lock().table = Some(Arc::new(table));
                 }
             }
+        }
+    }
+}
+
+/// Asks for the table, in pages, if nobody has asked yet: the asker is
+/// this worker until its table comes or it ends.
+fn ask_table(swarm: &Swarm, id: u32, requests: &mut Vec<Request>, awaited: &mut VecDeque<Awaited>) {
+    {
+        let mut state = swarm.lock();
+        if state.table_asked {
+            return;
+        }
+        state.table_asked = true;
+        state.table_asker = Some(id);
+    }
+    let boundaries = ft_protocol::boundaries(swarm.meta.size);
+    let mut first = 1;
+    loop {
+        let count = (boundaries + 1 - first).min(u64::from(MAX_CHECKPOINTS)) as u32;
+        requests.push(Request::Checkpoints {
+            path: swarm.remote.clone(),
+            first,
+            count,
+        });
+        awaited.push_back(Awaited::Table { first, count });
+        first += u64::from(count);
+        if count == 0 || first > boundaries {
+            break;
         }
     }
 }
@@ -436,6 +459,15 @@ async fn receive(
         let data = match event {
             GetEvent::Meta(meta) if meta.same_version(&swarm.meta) => continue,
             GetEvent::Meta(_) => return Err(Failure::Changed),
+            // A server from before `Range` refuses it: the connection is
+            // lost to the download, as a dropped one, not the download.
+            GetEvent::Failed(err) if err.code == ft_protocol::ErrorCode::BadRequest => {
+                link.reset();
+                return Err(Failure::Retry(Error::Server {
+                    server: swarm.server.label.clone(),
+                    source: ServerError::Remote(err),
+                }));
+            }
             GetEvent::Failed(err) => return Err(remote_failure(&swarm.server, err)),
             GetEvent::Data(data) => data,
             GetEvent::Checkpoint { .. } | GetEvent::End { .. } => continue,
@@ -455,6 +487,7 @@ async fn receive(
         swarm.lock().received += data.len() as u64;
         *counted += data.len() as u64;
         tracker.set(*counted);
+        swarm.bar_moved.fetch_add(data.len() as u64, AtomicOrdering::AcqRel);
         let now = reply.position();
         if now == chunks::bytes(k, size).1 {
             match hasher.take() {
@@ -467,6 +500,7 @@ async fn receive(
                         let (start, end) = chunks::bytes(k, size);
                         *counted -= end - start;
                         tracker.set(*counted);
+                        swarm.bar_moved.fetch_sub(end - start, AtomicOrdering::AcqRel);
                         swarm.mismatch(k, Some(id));
                     }
                 }
@@ -641,7 +675,7 @@ pub(crate) async fn control(
     rtt: Duration,
     (front_running, front_received): (&AtomicBool, &AtomicU64),
     partial: &super::Partial,
-    tracker: &Tracker,
+    tracker: Tracker,
     retries: u32,
 ) -> Result<usize, Failure> {
     let mut adapt = Adapt::new(rtt, Instant::now());
@@ -687,16 +721,20 @@ pub(crate) async fn control(
             false => usize::from(front),
         };
         let running = workers.len() + usize::from(front);
-        let (missing, waiting) = {
+        let (missing, waiting, unasked) = {
             let state = swarm.lock();
             (
                 state.chunks.has_missing(),
                 !state.chunks.waiting().is_empty(),
+                state.table.is_none() && !state.table_asked,
             )
         };
+        // Work for a worker: chunks to fetch, or chunks waiting for a table
+        // nobody is asking for.
+        let work = missing || (waiting && unasked);
         if running > wanted {
             swarm.lock().retiring = running - wanted;
-        } else if running < wanted && missing && pause_until.is_none_or(|until| now >= until) {
+        } else if running < wanted && work && pause_until.is_none_or(|until| now >= until) {
             swarm.lock().retiring = 0;
             for _ in running..wanted {
                 next_id += 1;
