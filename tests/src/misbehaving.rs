@@ -45,6 +45,9 @@ pub enum Misbehaviour {
     /// first `times` `Range` replies that hold it; a `Get` sends it
     /// honestly, and so do the checkpoints and the digest.
     LieInRange { chunk: u64, times: usize },
+    /// Close the connection instead of answering the first `times`
+    /// `Checkpoints` requests: a link lost while a server hashes the file.
+    HangUpOnCheckpoints { times: usize },
     /// Report a new modification time in every `Meta`, as if the file were
     /// rewritten between any two requests.
     EverChanging,
@@ -199,10 +202,10 @@ impl MisbehavingServer {
                 mtime_nanos: 0,
                 sha256,
             },
-            altered_left: match misbehaviour {
-                Misbehaviour::Corrupt { times, .. } | Misbehaviour::LieInRange { times, .. } => {
-                    times
-                }
+            times_left: match misbehaviour {
+                Misbehaviour::Corrupt { times, .. }
+                | Misbehaviour::LieInRange { times, .. }
+                | Misbehaviour::HangUpOnCheckpoints { times } => times,
                 _ => 0,
             },
             served: Vec::new(),
@@ -309,12 +312,13 @@ fn send_data(stream: &mut Conn, piece: Vec<u8>, end: u64, hasher: &ChainHasher) 
 }
 
 /// What a [`MisbehavingServer`]'s connections share: the version it
-/// announces, the altered replies it has yet to send, and its log.
+/// announces, how many more times it misbehaves, and its log.
 struct Tally {
     meta: FileMeta,
     /// Replies still to alter ([`Misbehaviour::Corrupt`],
-    /// [`Misbehaviour::LieInRange`]).
-    altered_left: usize,
+    /// [`Misbehaviour::LieInRange`]) or hang up on
+    /// ([`Misbehaviour::HangUpOnCheckpoints`]).
+    times_left: usize,
     served: Vec<Served>,
     altered: Vec<Altered>,
 }
@@ -385,10 +389,10 @@ impl Peer {
             _ => return false,
         };
         let mut tally = self.tally();
-        if chunk != bad || tally.altered_left == 0 {
+        if chunk != bad || tally.times_left == 0 {
             return false;
         }
-        tally.altered_left -= 1;
+        tally.times_left -= 1;
         let connection = self.connection;
         tally.altered.push(Altered {
             connection,
@@ -396,6 +400,17 @@ impl Peer {
             chunk,
         });
         true
+    }
+
+    /// Whether to hang up on this `Checkpoints` request.
+    fn hangs_up(&self) -> bool {
+        let mut tally = self.tally();
+        let hangs_up = matches!(self.misbehaviour, Misbehaviour::HangUpOnCheckpoints { .. })
+            && tally.times_left > 0;
+        if hangs_up {
+            tally.times_left -= 1;
+        }
+        hangs_up
     }
 
     /// Answers one request; false when the connection should end.
@@ -448,6 +463,7 @@ impl Peer {
                     },
                 )
             }
+            Request::Checkpoints { .. } if self.hangs_up() => false,
             Request::Checkpoints { first, count, .. } => self.checkpoints(stream, *first, *count),
             Request::Range { offset, end, .. } => self.range(stream, *offset, *end),
             Request::List { path, .. } => self.list(stream, path),
