@@ -31,7 +31,8 @@ pub use bins::bin;
 pub use env::{config_home, sha256_hex, state_dir, tree_contents, TestEnv};
 pub use ftget::{ftget, ftget_with_cap, ftget_with_peak, spawn_ftget, Run};
 pub use misbehaving::{
-    escape_names, MisbehavingServer, Misbehaviour, ESCAPES, HOSTILE_PATHS, LISTED_THEN_GONE,
+    escape_names, Altered, MisbehavingServer, Misbehaviour, Reply, Served, ESCAPES, HOSTILE_PATHS,
+    LISTED_THEN_GONE,
 };
 pub use process::{
     bytes_read, cpu_seconds, peak_rss_kib, read_pipe, rss_kib, signal, wait_bounded, wait_until,

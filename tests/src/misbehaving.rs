@@ -1,11 +1,12 @@
 //! `MisbehavingServer`: a protocol server in the test process that serves
-//! one file honestly but for one [`Misbehaviour`], to see how ftget copes.
-//! It speaks TLS with the identity every server of the test process shows,
-//! so ftget trusts it as it trusts them; its misbehaviour is inside TLS.
+//! one file honestly but for one [`Misbehaviour`], to see how ftget copes,
+//! and keeps a log of what it sent. It speaks TLS with the identity every
+//! server of the test process shows, so ftget trusts it as it trusts them;
+//! its misbehaviour is inside TLS.
 
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, OnceLock};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -37,8 +38,16 @@ fn server_config() -> Arc<rustls::ServerConfig> {
 /// How a [`MisbehavingServer`] departs from the protocol's honest path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Misbehaviour {
-    /// Flip a byte in chunk `chunk` of the first `times` downloads it sends.
+    /// Flip a byte in chunk `chunk` of the first `times` replies that send
+    /// it, a `Get`'s or a `Range`'s: the first byte of the chunk.
     Corrupt { chunk: u64, times: usize },
+    /// Send wrong bytes (every byte of it inverted) for chunk `chunk` in the
+    /// first `times` `Range` replies that hold it; a `Get` sends it
+    /// honestly, and so do the checkpoints and the digest.
+    LieInRange { chunk: u64, times: usize },
+    /// Close the connection instead of answering the first `times`
+    /// `Checkpoints` requests: a link lost while a server hashes the file.
+    HangUpOnCheckpoints { times: usize },
     /// Report a new modification time in every `Meta`, as if the file were
     /// rewritten between any two requests.
     EverChanging,
@@ -122,16 +131,58 @@ pub const HOSTILE_PATHS: &[&str] = &[
     "good.txt",
 ];
 
+/// Which kind of reply sent file bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    Get,
+    Range,
+}
+
+/// A reply of a [`MisbehavingServer`] that sent file bytes: on which
+/// connection (counting from 1, in the order accepted), and which bytes it
+/// was asked for (a `Get`'s end is the file's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    pub connection: usize,
+    pub reply: Reply,
+    pub offset: u64,
+    pub end: u64,
+}
+
+/// A chunk a [`MisbehavingServer`] sent altered, and on which connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Altered {
+    pub connection: usize,
+    pub reply: Reply,
+    pub chunk: u64,
+}
+
 /// A test server that serves one file under any path, honestly but for one
-/// [`Misbehaviour`]. It serves one connection at a time, until it is
-/// dropped or [`RUN_TIMEOUT`] has passed ("forever" above means as long).
+/// [`Misbehaviour`], until it is dropped or [`RUN_TIMEOUT`] has passed
+/// ("forever" above means as long). [`MisbehavingServer::start`] serves one
+/// connection at a time, the next one waiting until the last has ended;
+/// [`MisbehavingServer::start_concurrent`] serves each as it comes, for a
+/// client that fetches over several at once.
 pub struct MisbehavingServer {
     pub addr: SocketAddr,
     stop: Stop,
+    tally: Arc<Mutex<Tally>>,
 }
 
 impl MisbehavingServer {
+    /// Serves one connection at a time.
     pub fn start(data: Vec<u8>, misbehaviour: Misbehaviour) -> Self {
+        Self::spawn(data, misbehaviour, false)
+    }
+
+    /// Serves every connection as it comes, each on a thread of its own;
+    /// what the misbehaviour counts (the corrupted replies, the changing
+    /// modification time) is counted across all of them.
+    pub fn start_concurrent(data: Vec<u8>, misbehaviour: Misbehaviour) -> Self {
+        Self::spawn(data, misbehaviour, true)
+    }
+
+    fn spawn(data: Vec<u8>, misbehaviour: Misbehaviour, concurrent: bool) -> Self {
         let (listener, addr) = listen();
         let stop = Stop::after(RUN_TIMEOUT);
         let size = match misbehaviour {
@@ -144,52 +195,90 @@ impl MisbehavingServer {
             Misbehaviour::EndlessCheckpoints | Misbehaviour::HugeListing { .. } => Some([7; 32]),
             _ => None,
         };
-        let mut peer = Peer {
-            data,
-            misbehaviour,
+        let tally = Arc::new(Mutex::new(Tally {
             meta: FileMeta {
                 size,
                 mtime_secs: 1_700_000_000,
                 mtime_nanos: 0,
                 sha256,
             },
-            corrupt_left: match misbehaviour {
-                Misbehaviour::Corrupt { times, .. } => times,
+            times_left: match misbehaviour {
+                Misbehaviour::Corrupt { times, .. }
+                | Misbehaviour::LieInRange { times, .. }
+                | Misbehaviour::HangUpOnCheckpoints { times } => times,
                 _ => 0,
             },
+            served: Vec::new(),
+            altered: Vec::new(),
+        }));
+        let peer = Peer {
+            data: Arc::new(data),
+            misbehaviour,
+            tally: Arc::clone(&tally),
+            connection: 0,
             stop: stop.clone(),
         };
-        let config = server_config();
-        thread::spawn(move || {
-            while let Some(tcp) = accept(&listener, &peer.stop) {
-                tcp.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-                // Replies to pipelined requests go out one small write each:
-                // without this, each waits for the client's delayed ACK.
-                tcp.set_nodelay(true).expect("nodelay");
-                let tls = rustls::ServerConnection::new(Arc::clone(&config)).expect("a TLS server");
-                // The TLS handshake runs in the first read.
-                let mut stream = Conn::new(tls, tcp);
-                // Each read waits at most IO_TIMEOUT; the stop ends a client
-                // that keeps sending.
-                while let Some(body) = read_frame(&mut stream) {
-                    let Ok(request) = ft_protocol::codec::decode_request(&body) else {
-                        break;
-                    };
-                    if peer.stop.is_due() || !peer.answer(&mut stream, &request) {
-                        break;
-                    }
-                }
-                // Ends as ftserve ends a connection: close_notify, then the close.
-                stream.conn.send_close_notify();
-                let _ = stream.flush();
-            }
-        });
-        Self { addr, stop }
+        thread::spawn(move || accept_loop(&listener, &peer, concurrent));
+        Self { addr, stop, tally }
     }
 
     pub fn target(&self) -> String {
         self.addr.to_string()
     }
+
+    /// Every reply that sent file bytes so far, in the order they began.
+    pub fn served(&self) -> Vec<Served> {
+        self.tally.lock().unwrap().served.clone()
+    }
+
+    /// Every chunk sent altered so far, in the order sent.
+    pub fn altered(&self) -> Vec<Altered> {
+        self.tally.lock().unwrap().altered.clone()
+    }
+}
+
+/// Accepts connections until the stop falls due, and serves each (on a
+/// thread of its own when `concurrent`, else before the next is accepted).
+fn accept_loop(listener: &TcpListener, peer: &Peer, concurrent: bool) {
+    let config = server_config();
+    let mut connection = 0;
+    while let Some(tcp) = accept(listener, &peer.stop) {
+        connection += 1;
+        let peer = Peer {
+            connection,
+            ..peer.clone()
+        };
+        let config = Arc::clone(&config);
+        if concurrent {
+            thread::spawn(move || serve(tcp, config, peer));
+        } else {
+            serve(tcp, config, peer);
+        }
+    }
+}
+
+/// Serves one connection until the client leaves, a request cannot be
+/// read (each read waits at most [`IO_TIMEOUT`]), or the stop falls due.
+fn serve(tcp: TcpStream, config: Arc<rustls::ServerConfig>, mut peer: Peer) {
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    // Replies to pipelined requests go out one small write each:
+    // without this, each waits for the client's delayed ACK.
+    tcp.set_nodelay(true).expect("nodelay");
+    let tls = rustls::ServerConnection::new(config).expect("a TLS server");
+    // The TLS handshake runs in the first read.
+    let mut stream = Conn::new(tls, tcp);
+    // The stop ends a client that keeps sending.
+    while let Some(body) = read_frame(&mut stream) {
+        let Ok(request) = ft_protocol::codec::decode_request(&body) else {
+            break;
+        };
+        if peer.stop.is_due() || !peer.answer(&mut stream, &request) {
+            break;
+        }
+    }
+    // Ends as ftserve ends a connection: close_notify, then the close.
+    stream.conn.send_close_notify();
+    let _ = stream.flush();
 }
 
 impl Drop for MisbehavingServer {
@@ -222,12 +311,26 @@ fn send_data(stream: &mut Conn, piece: Vec<u8>, end: u64, hasher: &ChainHasher) 
     send(stream, &Response::Checkpoint { index, state })
 }
 
-/// The state of a [`MisbehavingServer`].
-struct Peer {
-    data: Vec<u8>,
-    misbehaviour: Misbehaviour,
+/// What a [`MisbehavingServer`]'s connections share: the version it
+/// announces, how many more times it misbehaves, and its log.
+struct Tally {
     meta: FileMeta,
-    corrupt_left: usize,
+    /// Replies still to alter ([`Misbehaviour::Corrupt`],
+    /// [`Misbehaviour::LieInRange`]) or hang up on
+    /// ([`Misbehaviour::HangUpOnCheckpoints`]).
+    times_left: usize,
+    served: Vec<Served>,
+    altered: Vec<Altered>,
+}
+
+/// One connection of a [`MisbehavingServer`].
+#[derive(Clone)]
+struct Peer {
+    data: Arc<Vec<u8>>,
+    misbehaviour: Misbehaviour,
+    tally: Arc<Mutex<Tally>>,
+    /// Which connection, counting from 1 (0 for none yet).
+    connection: usize,
     /// Ends the endless answers too.
     stop: Stop,
 }
@@ -253,11 +356,61 @@ fn long_path(i: usize, len: usize) -> String {
 }
 
 impl Peer {
+    fn tally(&self) -> MutexGuard<'_, Tally> {
+        self.tally.lock().unwrap()
+    }
+
     fn next_meta(&mut self) -> FileMeta {
+        let mut tally = self.tally();
         if self.misbehaviour == Misbehaviour::EverChanging {
-            self.meta.mtime_secs += 1;
+            tally.meta.mtime_secs += 1;
         }
-        self.meta
+        tally.meta
+    }
+
+    /// Notes a reply that sends bytes `offset..end`.
+    fn note_served(&self, reply: Reply, offset: u64, end: u64) {
+        let connection = self.connection;
+        self.tally().served.push(Served {
+            connection,
+            reply,
+            offset,
+            end,
+        });
+    }
+
+    /// Whether this `reply`, about to send the frame that opens chunk
+    /// `chunk`, alters the chunk: once per reply, while the misbehaviour
+    /// has replies left to alter. Noted if so.
+    fn alters(&self, reply: Reply, chunk: u64) -> bool {
+        let bad = match (self.misbehaviour, reply) {
+            (Misbehaviour::Corrupt { chunk: bad, .. }, _) => bad,
+            (Misbehaviour::LieInRange { chunk: bad, .. }, Reply::Range) => bad,
+            _ => return false,
+        };
+        let mut tally = self.tally();
+        if chunk != bad || tally.times_left == 0 {
+            return false;
+        }
+        tally.times_left -= 1;
+        let connection = self.connection;
+        tally.altered.push(Altered {
+            connection,
+            reply,
+            chunk,
+        });
+        true
+    }
+
+    /// Whether to hang up on this `Checkpoints` request.
+    fn hangs_up(&self) -> bool {
+        let mut tally = self.tally();
+        let hangs_up = matches!(self.misbehaviour, Misbehaviour::HangUpOnCheckpoints { .. })
+            && tally.times_left > 0;
+        if hangs_up {
+            tally.times_left -= 1;
+        }
+        hangs_up
     }
 
     /// Answers one request; false when the connection should end.
@@ -310,6 +463,7 @@ impl Peer {
                     },
                 )
             }
+            Request::Checkpoints { .. } if self.hangs_up() => false,
             Request::Checkpoints { first, count, .. } => self.checkpoints(stream, *first, *count),
             Request::Range { offset, end, .. } => self.range(stream, *offset, *end),
             Request::List { path, .. } => self.list(stream, path),
@@ -430,30 +584,32 @@ impl Peer {
         )
     }
 
-    /// A range: `Meta`, then its bytes, corrupted as a `Get`'s are.
+    /// A range: `Meta`, then its bytes, the chunk that [`Misbehaviour::Corrupt`]
+    /// or [`Misbehaviour::LieInRange`] names altered while it has replies
+    /// left to alter.
     fn range(&mut self, stream: &mut Conn, offset: u64, end: u64) -> bool {
         let meta = self.next_meta();
         if !send(stream, &Response::Meta(meta)) {
             return false;
         }
         let stop = end.min(self.data.len() as u64);
-        // Only a range that holds the bad chunk counts as a download of it.
-        let holds = |chunk: u64| (offset..stop).contains(&(chunk * CHUNK_SIZE));
-        let corrupt = match self.misbehaviour {
-            Misbehaviour::Corrupt { chunk, .. } if holds(chunk) && self.corrupt_left > 0 => {
-                self.corrupt_left -= 1;
-                true
-            }
-            _ => false,
-        };
+        self.note_served(Reply::Range, offset, stop);
+        let mut altering = false;
         let mut pos = offset;
         while pos < stop {
             let next = pos + piece_len(pos, stop) as u64;
             let mut piece = self.data[pos as usize..next as usize].to_vec();
-            if let Misbehaviour::Corrupt { chunk, .. } = self.misbehaviour {
-                if corrupt && pos / CHUNK_SIZE == chunk && pos.is_multiple_of(CHUNK_SIZE) {
-                    piece[0] ^= 0xff;
+            let opens_chunk = pos.is_multiple_of(CHUNK_SIZE);
+            if opens_chunk {
+                altering = self.alters(Reply::Range, pos / CHUNK_SIZE);
+            }
+            match self.misbehaviour {
+                Misbehaviour::LieInRange { .. } if altering => {
+                    piece.iter_mut().for_each(|byte| *byte = !*byte);
                 }
+                // As in a `Get`: the first byte of the frame that opens it.
+                Misbehaviour::Corrupt { .. } if altering && opens_chunk => piece[0] ^= 0xff,
+                _ => {}
             }
             if !send(stream, &Response::Data(piece.into())) {
                 return false;
@@ -468,6 +624,7 @@ impl Peer {
         if !send(stream, &Response::Meta(meta)) {
             return false;
         }
+        self.note_served(Reply::Get, offset, meta.size);
         match self.misbehaviour {
             Misbehaviour::OversizedFrame => {
                 let prefix = 0xffff_fff0u32.to_be_bytes();
@@ -497,12 +654,6 @@ impl Peer {
             }
             _ => {}
         }
-        let corrupt = self.corrupt_left > 0;
-        self.corrupt_left = self.corrupt_left.saturating_sub(1);
-        let bad_chunk = match self.misbehaviour {
-            Misbehaviour::Corrupt { chunk, .. } => Some(chunk),
-            _ => None,
-        };
         // FewerBytes stops half-way on purpose: the frames are cut as for a
         // file of that size, the same frames as the whole file's up to there.
         let end = match self.misbehaviour {
@@ -517,8 +668,10 @@ impl Peer {
             let honest = &self.data[pos as usize..next as usize];
             hasher.update(honest);
             let mut piece = honest.to_vec();
-            // Corrupt flips the first byte of the frame that opens its chunk.
-            if corrupt && Some(pos / CHUNK_SIZE) == bad_chunk && pos.is_multiple_of(CHUNK_SIZE) {
+            // Corrupt flips the first byte of the frame that opens its
+            // chunk, counted when that frame goes out: a `Get` stopped
+            // before it never sent the chunk.
+            if pos.is_multiple_of(CHUNK_SIZE) && self.alters(Reply::Get, pos / CHUNK_SIZE) {
                 piece[0] ^= 0xff;
             }
             if !send_data(stream, piece, next, &hasher) {

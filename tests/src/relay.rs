@@ -1,8 +1,11 @@
-//! `Relay`: a TCP relay in front of a server that carries a byte budget and
-//! then stalls, cuts or pauses the link, to fail a transfer on purpose.
+//! `Relay`: a TCP relay in front of a server that fails or slows a transfer
+//! on purpose: a byte budget after which a connection stalls, is cut or
+//! pauses, and a cap on the rate it passes from the server, for each
+//! connection or shared by all; and a count of what it relayed.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,7 +18,12 @@ use crate::raw::IO_TIMEOUT;
 /// its [`Stop`] again.
 const READ_SLICE: Duration = Duration::from_millis(100);
 
-/// What a [`Relay`] does to its first connection once the budget is spent.
+/// The most a capped connection reads from the server at once: the burst
+/// it passes on before the cap makes it wait (a few ms at the rates the
+/// tests use).
+const CAPPED_READ: usize = 16 * 1024;
+
+/// What a [`Relay`] does to a connection once its budget is spent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterBudget {
     /// Forward nothing more but keep the connection open: a stalled link.
@@ -27,36 +35,149 @@ pub enum AfterBudget {
     Pause(Duration),
 }
 
-/// A TCP relay on 127.0.0.1 in front of a server. Its first connection (or
-/// every one) carries `budget` bytes from the server and then stalls, is cut
-/// or pauses; other connections pass through untouched. The budget counts
-/// bytes on the wire, TLS and all: its handshake (about 1 KiB from the
-/// server) and about 22 bytes a record of up to 16 KiB, so some 0.2% less
-/// of the file's bytes get through than the budget says.
+/// Which connections a budget applies to.
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    /// The `n`th accepted, counting from 1.
+    Nth(usize),
+    Every,
+}
+
+/// A budget: how many bytes from the server, for which connections, and
+/// what then.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    which: Which,
+    bytes: u64,
+    after: AfterBudget,
+}
+
+/// A cap on the bytes per second passed from the server.
+#[derive(Debug, Clone, Copy)]
+enum Cap {
+    /// Each connection on its own: a path whose every flow is policed.
+    Each(u64),
+    /// All connections together: one narrow link.
+    Shared(u64),
+}
+
+/// Lets bytes through at a rate: each batch waits until the batches before
+/// it have had their time. A batch that comes late may make up for at
+/// most [`CATCH_UP`], so an idle spell earns no burst, but a sleep that
+/// overran costs the rate nothing.
+#[derive(Debug)]
+struct Pacer {
+    bytes_per_sec: u64,
+    /// When the next batch may go.
+    next: Mutex<Instant>,
+}
+
+/// How far behind its schedule a [`Pacer`] may fall and still catch up:
+/// more than a sleep overruns by.
+const CATCH_UP: Duration = Duration::from_millis(5);
+
+impl Pacer {
+    fn new(bytes_per_sec: u64) -> Arc<Self> {
+        Arc::new(Self {
+            bytes_per_sec,
+            next: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// Waits until `n` more bytes may go. Bounded: by the time the batches
+    /// already scheduled take, one per relayed connection at most, each of
+    /// at most [`CAPPED_READ`] bytes (milliseconds at the rates tests use).
+    fn wait(&self, n: usize) {
+        let at = {
+            let mut next = self.next.lock().unwrap();
+            let now = Instant::now();
+            let at = (*next).max(now.checked_sub(CATCH_UP).unwrap_or(now));
+            *next = at + Duration::from_secs_f64(n as f64 / self.bytes_per_sec as f64);
+            at
+        };
+        // A plain sleep: the stop's polls are too coarse for a pace.
+        thread::sleep(at.saturating_duration_since(Instant::now()));
+    }
+}
+
+/// What a [`Relay`] has seen so far.
+#[derive(Debug, Default)]
+struct Counts {
+    accepted: AtomicUsize,
+    /// Connections whose client side is still open.
+    open: AtomicUsize,
+    peak: AtomicUsize,
+    spent: AtomicUsize,
+}
+
+/// A TCP relay on 127.0.0.1 in front of a server. A budget makes chosen
+/// connections carry that many bytes from the server and then stall, be
+/// cut or pause; a cap slows what the server sends. The budget and the cap
+/// count bytes on the wire, TLS and all: its handshake (about 1 KiB from
+/// the server) and about 22 bytes a record of up to 16 KiB, so some 0.2%
+/// less of the file's bytes get through than they say.
 pub struct Relay {
     pub addr: SocketAddr,
     stop: Stop,
     streams: Arc<Mutex<Vec<TcpStream>>>,
+    counts: Arc<Counts>,
 }
 
 impl Relay {
     /// Budget and `after` for the first connection only.
     pub fn start(target: SocketAddr, budget: u64, after: AfterBudget) -> Self {
-        Self::spawn(target, budget, after, false)
+        let budget = Budget {
+            which: Which::Nth(1),
+            bytes: budget,
+            after,
+        };
+        Self::spawn(target, Some(budget), None)
     }
 
     /// Budget and `after` for every connection: a link that keeps failing.
     pub fn start_every(target: SocketAddr, budget: u64, after: AfterBudget) -> Self {
-        Self::spawn(target, budget, after, true)
+        let budget = Budget {
+            which: Which::Every,
+            bytes: budget,
+            after,
+        };
+        Self::spawn(target, Some(budget), None)
     }
 
-    fn spawn(target: SocketAddr, budget: u64, after: AfterBudget, every: bool) -> Self {
+    /// Each connection passes at most `bytes_per_sec` from the server: one
+    /// connection is slow, several together are not.
+    pub fn capped(target: SocketAddr, bytes_per_sec: u64) -> Self {
+        Self::spawn(target, None, Some(Cap::Each(bytes_per_sec)))
+    }
+
+    /// All connections together pass at most `bytes_per_sec` from the
+    /// server: more connections share the same rate.
+    pub fn shared_cap(target: SocketAddr, bytes_per_sec: u64) -> Self {
+        Self::spawn(target, None, Some(Cap::Shared(bytes_per_sec)))
+    }
+
+    /// [`Relay::capped`], and the `nth` connection (counting from 1) is cut
+    /// once it has carried `budget` bytes from the server.
+    pub fn capped_cutting(target: SocketAddr, bytes_per_sec: u64, nth: usize, budget: u64) -> Self {
+        let budget = Budget {
+            which: Which::Nth(nth),
+            bytes: budget,
+            after: AfterBudget::Cut,
+        };
+        Self::spawn(target, Some(budget), Some(Cap::Each(bytes_per_sec)))
+    }
+
+    fn spawn(target: SocketAddr, budget: Option<Budget>, cap: Option<Cap>) -> Self {
         let (listener, addr) = listen();
         let stop = Stop::after(RUN_TIMEOUT);
         let streams = Arc::new(Mutex::new(Vec::new()));
-        let (stop2, streams2) = (stop.clone(), Arc::clone(&streams));
+        let counts = Arc::new(Counts::default());
+        let (stop2, streams2, counts2) = (stop.clone(), Arc::clone(&streams), Arc::clone(&counts));
+        let shared = match cap {
+            Some(Cap::Shared(rate)) => Some(Pacer::new(rate)),
+            _ => None,
+        };
         thread::spawn(move || {
-            let mut budget = Some(budget);
             while let Some(client) = accept(&listener, &stop2) {
                 // A server that is down (being restarted) refuses: so does the relay.
                 let Ok(server) = TcpStream::connect_timeout(&target, IO_TIMEOUT) else {
@@ -67,30 +188,63 @@ impl Relay {
                     held.push(client.try_clone().expect("clone"));
                     held.push(server.try_clone().expect("clone"));
                 }
-                let limit = if every {
-                    budget.unwrap_or(u64::MAX)
-                } else {
-                    budget.take().unwrap_or(u64::MAX)
+                let nth = counts2.accepted.fetch_add(1, Ordering::AcqRel) + 1;
+                let open = counts2.open.fetch_add(1, Ordering::AcqRel) + 1;
+                counts2.peak.fetch_max(open, Ordering::AcqRel);
+                let budget = budget.filter(|budget| match budget.which {
+                    Which::Nth(n) => n == nth,
+                    Which::Every => true,
+                });
+                let pacer = match cap {
+                    Some(Cap::Each(rate)) => Some(Pacer::new(rate)),
+                    Some(Cap::Shared(_)) => shared.clone(),
+                    None => None,
                 };
-                let stop3 = stop2.clone();
-                thread::spawn(move || relay_one(client, server, limit, after, &stop3));
+                let (stop3, counts3) = (stop2.clone(), Arc::clone(&counts2));
+                thread::spawn(move || relay_one(client, server, budget, pacer, &stop3, &counts3));
             }
         });
         Self {
             addr,
             stop,
             streams,
+            counts,
         }
     }
 
     pub fn target(&self) -> String {
         self.addr.to_string()
     }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.counts.accepted.load(Ordering::Acquire)
+    }
+
+    /// The most connections open at once so far (open: until the client
+    /// closes its side, or the relay cuts it).
+    pub fn peak_connections(&self) -> usize {
+        self.counts.peak.load(Ordering::Acquire)
+    }
+
+    /// Connections whose budget ran out so far.
+    pub fn budgets_spent(&self) -> usize {
+        self.counts.spent.load(Ordering::Acquire)
+    }
 }
 
-/// Relays one connection: everything upstream, `limit` bytes downstream, then
-/// `after`. Every read and wait ends once `stop` is due.
-fn relay_one(client: TcpStream, server: TcpStream, limit: u64, after: AfterBudget, stop: &Stop) {
+/// Relays one connection: everything upstream; downstream, at the pace of
+/// `pacer` if there is one, the budget's bytes and then what it says, or
+/// everything if there is none. Every read and wait ends once `stop` is
+/// due.
+fn relay_one(
+    client: TcpStream,
+    server: TcpStream,
+    budget: Option<Budget>,
+    pacer: Option<Arc<Pacer>>,
+    stop: &Stop,
+    counts: &Arc<Counts>,
+) {
     // The timeout is the socket's, so the clones below share it.
     for stream in [&client, &server] {
         stream
@@ -101,11 +255,22 @@ fn relay_one(client: TcpStream, server: TcpStream, limit: u64, after: AfterBudge
         client.try_clone().expect("clone"),
         server.try_clone().expect("clone"),
     );
-    let up_stop = stop.clone();
-    thread::spawn(move || forward(&mut up_from, &mut up_to, &up_stop));
+    let (up_stop, up_counts) = (stop.clone(), Arc::clone(counts));
+    thread::spawn(move || {
+        forward(&mut up_from, &mut up_to, &up_stop);
+        // The client has closed its side (or the relay has): no longer open.
+        up_counts.open.fetch_sub(1, Ordering::AcqRel);
+    });
     let (mut down_from, mut down_to) = (server, client);
-    let mut left = limit;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = budget.map_or(u64::MAX, |budget| budget.bytes);
+    let mut buf = vec![
+        0u8;
+        if pacer.is_some() {
+            CAPPED_READ
+        } else {
+            64 * 1024
+        }
+    ];
     // What was read past the budget: held back, and sent after a pause.
     let mut held_back = Vec::new();
     while left > 0 {
@@ -113,14 +278,18 @@ fn relay_one(client: TcpStream, server: TcpStream, limit: u64, after: AfterBudge
             break;
         };
         let send = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+        if let Some(pacer) = &pacer {
+            pacer.wait(send);
+        }
         if down_to.write_all(&buf[..send]).is_err() {
             break;
         }
         left -= send as u64;
         held_back = buf[send..n].to_vec();
     }
-    if left == 0 {
-        match after {
+    if let (0, Some(budget)) = (left, budget) {
+        counts.spent.fetch_add(1, Ordering::AcqRel);
+        match budget.after {
             AfterBudget::Stall => stop.sleep(),
             AfterBudget::Cut => {}
             AfterBudget::Pause(pause) => {
