@@ -32,7 +32,7 @@ pub struct Config {
     /// Connect and silence bound.
     pub timeout: Duration,
     /// Connections used at once, if the user chose (see
-    /// [`ONE_FILE_CONNECTIONS`] and [`MANY_FILES_CONNECTIONS`]).
+    /// `ONE_FILE_CONNECTIONS` and `MANY_FILES_CONNECTIONS`).
     pub connections: Option<usize>,
     /// What to print.
     pub show: Show,

@@ -127,6 +127,16 @@ enum Stage {
     Done { pos: u64 },
 }
 
+impl Stage {
+    /// Bytes of the file before the next data frame of a reply from `offset`.
+    fn position(self, offset: u64) -> u64 {
+        match self {
+            Stage::Body { pos, .. } | Stage::Done { pos } => pos,
+            Stage::Meta => offset,
+        }
+    }
+}
+
 /// Checks, frame by frame, the reply to a `Get` from `offset`.
 #[derive(Debug, Clone)]
 pub struct GetReply {
@@ -154,10 +164,7 @@ impl GetReply {
     /// Bytes of the file before the next data frame: `offset` plus what
     /// has come.
     pub fn position(&self) -> u64 {
-        match self.stage {
-            Stage::Body { pos, .. } | Stage::Done { pos } => pos,
-            Stage::Meta => self.offset,
-        }
+        self.stage.position(self.offset)
     }
 
     /// Whether the reply is complete (after `End` or `Error`).
@@ -270,10 +277,7 @@ impl RangeReply {
 
     /// Bytes of the file before the next data frame.
     pub fn position(&self) -> u64 {
-        match self.stage {
-            Stage::Body { pos, .. } | Stage::Done { pos } => pos,
-            Stage::Meta => self.offset,
-        }
+        self.stage.position(self.offset)
     }
 
     /// Whether the reply is complete.

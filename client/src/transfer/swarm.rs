@@ -487,7 +487,9 @@ async fn receive(
         swarm.lock().received += data.len() as u64;
         *counted += data.len() as u64;
         tracker.set(*counted);
-        swarm.bar_moved.fetch_add(data.len() as u64, AtomicOrdering::AcqRel);
+        swarm
+            .bar_moved
+            .fetch_add(data.len() as u64, AtomicOrdering::AcqRel);
         let now = reply.position();
         if now == chunks::bytes(k, size).1 {
             match hasher.take() {
@@ -500,7 +502,9 @@ async fn receive(
                         let (start, end) = chunks::bytes(k, size);
                         *counted -= end - start;
                         tracker.set(*counted);
-                        swarm.bar_moved.fetch_sub(end - start, AtomicOrdering::AcqRel);
+                        swarm
+                            .bar_moved
+                            .fetch_sub(end - start, AtomicOrdering::AcqRel);
                         swarm.mismatch(k, Some(id));
                     }
                 }
