@@ -65,18 +65,30 @@ pub(crate) enum Failure {
 pub(crate) struct Link<'a> {
     pub server: &'a Server,
     conn: Option<ClientTlsConnection>,
+    /// The hello sent on it whose answer is still to be read: the first
+    /// requests go out behind the hello, not a round trip after it.
+    greeting: Option<ClientHandshake>,
 }
 
 impl<'a> Link<'a> {
     pub fn new(server: &'a Server) -> Self {
-        Self { server, conn: None }
+        Self {
+            server,
+            conn: None,
+            greeting: None,
+        }
     }
 
-    /// The open connection, connecting and greeting first if there is none.
+    /// The open connection, connecting and sending the hello first if
+    /// there is none. Its answer is read before the first reply (`read`).
     pub async fn conn(&mut self) -> Result<&mut ClientTlsConnection, Failure> {
         let conn = match self.conn.take() {
             Some(conn) => conn,
-            None => connect(self.server).await?,
+            None => {
+                let (conn, greeting) = connect(self.server).await?;
+                self.greeting = Some(greeting);
+                conn
+            }
         };
         Ok(self.conn.insert(conn))
     }
@@ -84,6 +96,28 @@ impl<'a> Link<'a> {
     /// Forgets the connection: after a failure it may be mid-reply.
     pub fn reset(&mut self) {
         self.conn = None;
+        self.greeting = None;
+    }
+
+    /// Reads the server's answer to the hello, if it is still owed.
+    async fn greeted(&mut self) -> Result<(), Failure> {
+        let server = self.server;
+        let (Some(handshake), Some(conn)) = (self.greeting.take(), self.conn.as_mut()) else {
+            return Ok(());
+        };
+        let welcome = conn.read_response().await.map_err(|err| lost(server, err));
+        let answer = welcome.and_then(|welcome| match handshake.receive(welcome) {
+            Ok(_) => Ok(()),
+            Err(HandshakeError::Version { server: version }) => {
+                Err(broken(server, ServerError::Version(version)))
+            }
+            Err(HandshakeError::Refused(err)) => Err(remote(server, err)),
+            Err(HandshakeError::Unexpected { .. }) => Err(broken(server, ServerError::Handshake)),
+        });
+        if answer.is_err() {
+            self.reset();
+        }
+        answer
     }
 
     /// Sends requests ahead of their replies, in one write.
@@ -100,6 +134,7 @@ impl<'a> Link<'a> {
     /// one would owe no reply).
     pub async fn read(&mut self) -> Result<Response, Failure> {
         let server = self.server;
+        self.greeted().await?;
         let Some(conn) = self.conn.as_mut() else {
             return Err(lost(server, ConnectionError::Closed));
         };
@@ -189,7 +224,9 @@ impl<'a> Link<'a> {
     }
 }
 
-async fn connect(server: &Server) -> Result<ClientTlsConnection, Failure> {
+/// Connects, secures the connection and sends the hello, whose answer the
+/// caller reads.
+async fn connect(server: &Server) -> Result<(ClientTlsConnection, ClientHandshake), Failure> {
     let unreachable = |source| {
         Failure::Retry(Error::Connection {
             server: server.label.clone(),
@@ -226,18 +263,7 @@ async fn connect(server: &Server) -> Result<ClientTlsConnection, Failure> {
     conn.send(&handshake.hello())
         .await
         .map_err(|err| lost(server, err))?;
-    let welcome = conn
-        .read_response()
-        .await
-        .map_err(|err| lost(server, err))?;
-    match handshake.receive(welcome) {
-        Ok(_) => Ok(conn),
-        Err(HandshakeError::Version { server: version }) => {
-            Err(broken(server, ServerError::Version(version)))
-        }
-        Err(HandshakeError::Refused(err)) => Err(remote(server, err)),
-        Err(HandshakeError::Unexpected { .. }) => Err(broken(server, ServerError::Handshake)),
-    }
+    Ok((conn, handshake))
 }
 
 /// The TLS handshake, within the timeout: the server's identity is checked

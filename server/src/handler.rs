@@ -37,6 +37,9 @@ pub(crate) async fn serve<S: Transport, B: Backend>(
         Ok(Ok(client)) => client,
         Ok(Err(err)) => {
             info!(client = %peer, "handshake failed: {err}");
+            if let HandshakeError::Refused(_) = err {
+                linger(&mut conn, limit).await;
+            }
             return;
         }
         Err(_) => {
@@ -115,9 +118,9 @@ fn unreadable(err: &ConnectionError) -> Option<RemoteError> {
 }
 
 /// Tells a client over the connection limit that the server is busy: the
-/// reply goes out at once, then the hello is read (for at most the limit's
-/// `busy_hello_timeout`, the connection's timeout) so that closing does not
-/// reset the connection under the reply.
+/// reply goes out at once, then what the client sent is read (for at most
+/// the limit's `busy_hello_timeout`) so that closing does not reset the
+/// connection under the reply.
 pub(crate) async fn refuse_busy<S: Transport>(
     mut conn: Connection<S>,
     peer: SocketAddr,
@@ -131,9 +134,25 @@ pub(crate) async fn refuse_busy<S: Transport>(
         ),
     );
     let _ = conn.send(&Response::Error(reply)).await;
-    let _ = conn.read_request().await;
-    let _ = conn.shutdown().await;
+    linger(&mut conn, limits.busy_hello_timeout).await;
     info!(client = %peer, "refused: busy");
+}
+
+/// Closes the sending side after a refusal, then reads and drops the
+/// requests a client may have sent behind its hello until it closes too (at
+/// most `limit`, and a few frames): closing a socket with bytes unread
+/// resets the connection, and the reset can overtake the refusal on its way.
+async fn linger<S: Transport>(conn: &mut Connection<S>, limit: std::time::Duration) {
+    const MOST: usize = 64;
+    let _ = conn.shutdown().await;
+    let _ = tokio::time::timeout(limit, async {
+        for _ in 0..MOST {
+            if !matches!(conn.read_request().await, Ok(Some(_))) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 #[derive(Debug, thiserror::Error)]
