@@ -391,6 +391,8 @@ async fn attempt(
             }
         }
     }
+    // The controller hears at once that the front has ended, and how.
+    swarm.wake.notify_one();
     let controlled = control.await;
     finish_state(state, &swarm, &front_received, tracker);
     state.connections = state.connections.max(*controlled.as_ref().unwrap_or(&1));

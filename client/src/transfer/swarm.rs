@@ -137,6 +137,8 @@ pub(crate) struct Swarm {
     lost: std::sync::atomic::AtomicU32,
     /// Bytes the workers moved the progress bar by.
     pub bar_moved: AtomicU64,
+    /// Wakes the controller: the front stream has ended.
+    pub wake: tokio::sync::Notify,
     state: Mutex<State>,
 }
 
@@ -177,6 +179,7 @@ impl Swarm {
             ranged: meta.size <= MAX_RANGED,
             lost: std::sync::atomic::AtomicU32::new(0),
             bar_moved: AtomicU64::new(0),
+            wake: tokio::sync::Notify::new(),
             state: Mutex::new(State {
                 chunks,
                 // A table of part of the file (a resume's) is no use to
@@ -756,6 +759,7 @@ pub(crate) async fn control(
         }
         tokio::select! {
             () = tokio::time::sleep(TICK) => {}
+            () = swarm.wake.notified() => {}
             Some(joined) = workers.join_next() => match joined {
                 Ok(Ok(())) => {}
                 // A connection added beside others that still run, lost
