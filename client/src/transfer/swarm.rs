@@ -260,6 +260,17 @@ impl Swarm {
         self.lock().chunks.complete()
     }
 
+    /// Worker `id` is gone: what it had not landed is missing again, and a
+    /// table it asked for and never got is asked for again.
+    fn forget(&self, id: u32) {
+        let mut state = self.lock();
+        state.chunks.release(id);
+        if state.table.is_none() && state.table_asker == Some(id) {
+            state.table_asked = false;
+            state.table_asker = None;
+        }
+    }
+
     /// One more connection lost; whether that is more than `retries`
     /// allow.
     pub fn lost_one(&self, retries: u32) -> (u32, bool) {
@@ -298,14 +309,7 @@ pub(crate) async fn worker(swarm: Arc<Swarm>, id: u32, tracker: Tracker) -> Resu
     let server = swarm.server.clone();
     let mut link = Link::new(&server);
     let result = work(&swarm, &mut link, id, tracker).await;
-    let mut state = swarm.lock();
-    state.chunks.release(id);
-    // A table asked for on a connection now gone is asked for again.
-    if state.table.is_none() && state.table_asker == Some(id) {
-        state.table_asked = false;
-        state.table_asker = None;
-    }
-    drop(state);
+    swarm.forget(id);
     result
 }
 
@@ -488,30 +492,33 @@ async fn receive(
         });
         written.map_err(|err| Failure::Fatal(Error::local(swarm.shown.clone())(err)))?;
         swarm.lock().received += data.len() as u64;
-        *counted += data.len() as u64;
-        tracker.set(*counted);
-        swarm
-            .bar_moved
-            .fetch_add(data.len() as u64, AtomicOrdering::AcqRel);
         let now = reply.position();
-        if now == chunks::bytes(k, size).1 {
-            match hasher.take() {
+        let (start, end) = chunks::bytes(k, size);
+        if now == end {
+            // The bar moves by whole chunks landed: a worker stopped midway
+            // leaves nothing on it to take back.
+            let landed = match hasher.take() {
                 Some(done) => {
                     let table = swarm.table();
                     let good = table.is_some_and(|table| table.accepts(k, done));
                     if good {
                         swarm.lock().chunks.landed(k, id, true);
                     } else {
-                        let (start, end) = chunks::bytes(k, size);
-                        *counted -= end - start;
-                        tracker.set(*counted);
-                        swarm
-                            .bar_moved
-                            .fetch_sub(end - start, AtomicOrdering::AcqRel);
                         swarm.mismatch(k, Some(id));
                     }
+                    good
                 }
-                None => swarm.lock().chunks.landed(k, id, false),
+                None => {
+                    swarm.lock().chunks.landed(k, id, false);
+                    true
+                }
+            };
+            if landed {
+                *counted += end - start;
+                tracker.set(*counted);
+                swarm
+                    .bar_moved
+                    .fetch_add(end - start, AtomicOrdering::AcqRel);
             }
         }
     }
@@ -689,6 +696,8 @@ pub(crate) async fn control(
     // Connections taken from the spare ones, given back at the end.
     let mut held = 0usize;
     let mut workers: JoinSet<Result<(), Failure>> = JoinSet::new();
+    // The workers by age, to stop the newest when a step is given back.
+    let mut started: Vec<(u32, tokio::task::AbortHandle)> = Vec::new();
     let mut next_id = 0u32;
     let mut most = 1;
     let mut recorded = Instant::now();
@@ -727,7 +736,10 @@ pub(crate) async fn control(
             true => target.max(usize::from(!front)),
             false => usize::from(front),
         };
-        let running = workers.len() + usize::from(front);
+        // Workers stopped by the controller still wait in the set to be
+        // joined: count those not stopped.
+        started.retain(|(_, handle)| !handle.is_finished());
+        let running = started.len() + usize::from(front);
         let (missing, waiting, unasked) = {
             let state = swarm.lock();
             (
@@ -739,16 +751,26 @@ pub(crate) async fn control(
         // Work for a worker: chunks to fetch, or chunks waiting for a table
         // nobody is asking for.
         let work = missing || (waiting && unasked);
-        if running > wanted {
+        if running > wanted && front {
+            // A step given back while the front runs: the newest workers
+            // stop now, and their chunks go back to the front, the stream
+            // with the open window, rather than finish on a young one.
+            let keep = started.len().saturating_sub(running - wanted);
+            for (id, handle) in started.split_off(keep) {
+                handle.abort();
+                swarm.forget(id);
+            }
+        } else if running > wanted {
             swarm.lock().retiring = running - wanted;
         } else if running < wanted && work && pause_until.is_none_or(|until| now >= until) {
             swarm.lock().retiring = 0;
             for _ in running..wanted {
                 next_id += 1;
-                workers.spawn(worker(Arc::clone(swarm), next_id, tracker.share(0)));
+                let handle = workers.spawn(worker(Arc::clone(swarm), next_id, tracker.share(0)));
+                started.push((next_id, handle));
             }
         }
-        most = most.max(workers.len() + usize::from(front));
+        most = most.max(started.len() + usize::from(front));
         if waiting {
             check_waiting(swarm).await?;
         }
@@ -780,6 +802,8 @@ pub(crate) async fn control(
                     pause_until = Some(Instant::now() + backoff(lost));
                 }
                 Ok(Err(failure)) => break Err(failure),
+                // Stopped by the controller (above).
+                Err(err) if err.is_cancelled() => {}
                 Err(err) => break Err(Failure::Fatal(Error::Worker(WorkerError::from(err)))),
             },
         }
