@@ -169,7 +169,13 @@ fn with_one_cap_shared_by_all_ftget_gives_back_the_connection_it_tried() {
     let run = ftget(&env.work, &[&relay.target(), "big.bin", "--json"]);
     let took = started.elapsed();
     assert_eq!(run.code, Some(0), "{run:?}");
-    assert_eq!(run.field("bytes_received"), size, "each byte once");
+    // The connection given back stops at once: what it had of its two
+    // ranges in flight is fetched again by the first stream.
+    let received = run.field("bytes_received");
+    assert!(
+        (size..=size + 2 * CHUNK_SIZE).contains(&received),
+        "{received} bytes received for {size}"
+    );
     assert_exact(&env.work, "big.bin", &data);
     let peak = relay.peak_connections();
     let logs = server.logs();
