@@ -127,6 +127,20 @@ enum Stage {
     Done { pos: u64 },
 }
 
+/// The first frame of a reply to a request from `offset`, for `Get` and
+/// `Range` alike: `Meta` of a file that reaches `offset`, or `Error`.
+fn opening(offset: u64, frame: Response) -> Result<GetEvent, GetError> {
+    match frame {
+        Response::Meta(meta) if offset > meta.size => Err(GetError::OffsetPastEnd {
+            offset,
+            size: meta.size,
+        }),
+        Response::Meta(meta) => Ok(GetEvent::Meta(meta)),
+        Response::Error(err) => Ok(GetEvent::Failed(err)),
+        other => Err(GetError::NoMeta { kind: other.kind() }),
+    }
+}
+
 impl Stage {
     /// Bytes of the file before the next data frame of a reply from `offset`.
     fn position(self, offset: u64) -> u64 {
@@ -178,27 +192,16 @@ impl GetReply {
         let (size, pos, marked) = match self.stage {
             Stage::Done { .. } => return Err(GetError::AfterEnd { kind: frame.kind() }),
             Stage::Meta => {
-                return match frame {
-                    Response::Meta(meta) if self.offset > meta.size => {
-                        Err(GetError::OffsetPastEnd {
-                            offset: self.offset,
-                            size: meta.size,
-                        })
-                    }
-                    Response::Meta(meta) => {
-                        self.stage = Stage::Body {
-                            size: meta.size,
-                            pos: self.offset,
-                            marked: self.offset,
-                        };
-                        Ok(GetEvent::Meta(meta))
-                    }
-                    Response::Error(err) => {
-                        self.stage = Stage::Done { pos: self.offset };
-                        Ok(GetEvent::Failed(err))
-                    }
-                    other => Err(GetError::NoMeta { kind: other.kind() }),
+                let event = opening(self.offset, frame)?;
+                self.stage = match &event {
+                    GetEvent::Meta(meta) => Stage::Body {
+                        size: meta.size,
+                        pos: self.offset,
+                        marked: self.offset,
+                    },
+                    _ => Stage::Done { pos: self.offset },
                 };
+                return Ok(event);
             }
             Stage::Body { size, pos, marked } => (size, pos, marked),
         };
@@ -292,24 +295,12 @@ impl RangeReply {
             Stage::Done { .. } => return Err(GetError::AfterEnd { kind: frame.kind() }),
             Stage::Body { size, pos, .. } => (size, pos),
             Stage::Meta => {
-                return match frame {
-                    Response::Meta(meta) if self.offset > meta.size => {
-                        Err(GetError::OffsetPastEnd {
-                            offset: self.offset,
-                            size: meta.size,
-                        })
-                    }
-                    Response::Meta(meta) => {
-                        let stop = self.end.min(meta.size);
-                        self.stage = self.after(stop, self.offset);
-                        Ok(GetEvent::Meta(meta))
-                    }
-                    Response::Error(err) => {
-                        self.stage = Stage::Done { pos: self.offset };
-                        Ok(GetEvent::Failed(err))
-                    }
-                    other => Err(GetError::NoMeta { kind: other.kind() }),
+                let event = opening(self.offset, frame)?;
+                self.stage = match &event {
+                    GetEvent::Meta(meta) => self.after(self.end.min(meta.size), self.offset),
+                    _ => Stage::Done { pos: self.offset },
                 };
+                return Ok(event);
             }
         };
         match frame {
