@@ -189,14 +189,16 @@ impl<'a> Link<'a> {
     }
 
     /// The server's checkpoint states of `path` for boundaries `1..=count`,
-    /// asked for in pages; `Changed` if the file is no longer `meta`.
+    /// asked for in pages, and the file's digest as the last page gave it;
+    /// `Changed` if the file is no longer `meta`.
     pub async fn checkpoints(
         &mut self,
         path: &str,
         meta: &FileMeta,
         count: u64,
-    ) -> Result<Vec<Digest>, Failure> {
+    ) -> Result<(Vec<Digest>, Option<Digest>), Failure> {
         let mut states = Vec::new();
+        let mut sha256 = None;
         while (states.len() as u64) < count {
             let next = states.len() as u64 + 1;
             let want = (count - states.len() as u64).min(u64::from(MAX_CHECKPOINTS)) as u32;
@@ -210,17 +212,18 @@ impl<'a> Link<'a> {
                     return Err(Failure::Changed)
                 }
                 Response::Checkpoints {
+                    meta: now,
                     first,
                     states: page,
-                    ..
                 } if first == next && !page.is_empty() && page.len() <= want as usize => {
                     states.extend(page);
+                    sha256 = now.sha256;
                 }
                 Response::Error(err) => return Err(remote(self.server, err)),
                 _ => return Err(self.broken(ServerError::CheckpointsReply)),
             }
         }
-        Ok(states)
+        Ok((states, sha256))
     }
 }
 

@@ -98,7 +98,7 @@ async fn evidence(
         return Ok(Some((meta, None)));
     }
     match link.checkpoints(&target.remote, &meta, chunks).await {
-        Ok(states) => Ok(Some((meta, Some(states)))),
+        Ok((states, _)) => Ok(Some((meta, Some(states)))),
         Err(Failure::Fatal(err)) => Err(err),
         Err(_) => Ok(None),
     }

@@ -207,6 +207,11 @@ impl Chunks {
         self.held(Slot::Landed)
     }
 
+    /// Whether any chunk waits for the states.
+    pub fn has_waiting(&self) -> bool {
+        self.slots.values().any(|slot| *slot == Slot::Landed)
+    }
+
     /// Chunk `k`, on disk, checked once the states came.
     pub fn checked(&mut self, k: u64, good: bool) {
         if self.slot(k) == Slot::Landed {
@@ -328,6 +333,7 @@ mod tests {
         chunks.landed(0, 1, false);
         assert_eq!(chunks.slot(0), Slot::Done, "not the worker's: untouched");
         assert_eq!(chunks.waiting(), vec![1, 2]);
+        assert!(chunks.has_waiting());
         chunks.checked(1, true);
         chunks.checked(2, false);
         assert_eq!(chunks.slot(1), Slot::Done);

@@ -744,7 +744,7 @@ pub(crate) async fn control(
             let state = swarm.lock();
             (
                 state.chunks.has_missing(),
-                !state.chunks.waiting().is_empty(),
+                state.chunks.has_waiting(),
                 state.table.is_none() && !state.table_asked,
             )
         };
@@ -821,47 +821,24 @@ fn backoff(n: u32) -> Duration {
 }
 
 /// The server's checkpoint states of `remote` at the boundaries of `meta`
-/// up to `upto`, and its digest, asked for in pages.
+/// up to `upto`, and its digest: the pages `Link::checkpoints` asks for,
+/// or for a file of no whole chunk, the digest alone.
 pub(crate) async fn table(
     link: &mut Link<'_>,
     remote: &str,
     meta: &FileMeta,
     upto: u64,
 ) -> Result<Table, Failure> {
-    let boundaries = ft_protocol::boundaries(meta.size).min(upto);
-    let mut states = Vec::new();
-    let mut first = 1;
-    loop {
-        let count = (boundaries + 1 - first).min(u64::from(MAX_CHECKPOINTS)) as u32;
-        let request = Request::Checkpoints {
-            path: remote.to_owned(),
-            first,
-            count,
-        };
-        link.send_all(std::slice::from_ref(&request)).await?;
-        let server = link.server;
-        let sha256 = match link.read().await? {
-            Response::Checkpoints { meta: now, .. } if !now.same_version(meta) => {
-                return Err(Failure::Changed)
-            }
-            Response::Checkpoints {
-                meta: now,
-                first: got,
-                states: page,
-            } if got == first && page.len() == count as usize => {
-                states.extend(page);
-                now.sha256
-            }
-            Response::Error(err) => return Err(remote_failure(server, err)),
-            _ => None,
-        };
-        let Some(sha256) = sha256 else {
-            link.reset();
-            return Err(broken(server, ServerError::CheckpointsReply));
-        };
-        first += u64::from(count);
-        if count == 0 || first > boundaries {
-            return Ok(Table::new(*meta, sha256, states));
-        }
-    }
+    let (states, sha256) = match ft_protocol::boundaries(meta.size).min(upto) {
+        0 => match link.digest(remote).await? {
+            now if !now.same_version(meta) => return Err(Failure::Changed),
+            now => (Vec::new(), now.sha256),
+        },
+        count => link.checkpoints(remote, meta, count).await?,
+    };
+    let Some(sha256) = sha256 else {
+        link.reset();
+        return Err(broken(link.server, ServerError::CheckpointsReply));
+    };
+    Ok(Table::new(*meta, sha256, states))
 }
