@@ -138,3 +138,27 @@ pub fn generate(mut command: clap::Command, dir: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The access token: the first line of `--token-file`, else the variable
+/// `var`. Never an argument, where other users could read it.
+pub fn token(file: Option<&Path>, var: &str) -> anyhow::Result<Option<ft_protocol::Token>> {
+    use std::io::Read;
+    if let Some(path) = file {
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(4096).read_to_string(&mut text))
+            .with_context(|| format!("--token-file {}", path.display()))?;
+        let line = text.lines().next().unwrap_or_default().trim();
+        anyhow::ensure!(
+            !line.is_empty(),
+            "--token-file {}: no token on its first line",
+            path.display()
+        );
+        return Ok(Some(ft_protocol::Token::new(line)));
+    }
+    Ok(std::env::var(var)
+        .ok()
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty())
+        .map(ft_protocol::Token::new))
+}

@@ -65,6 +65,7 @@ pub fn server(config: &Config) -> Result<Server, Error> {
         timeout: config.timeout,
         trust: std::sync::Arc::new(trust),
         token: config.token.clone(),
+        congestion: None,
     })
 }
 

@@ -113,6 +113,20 @@ pub enum Error {
     /// A thread doing the work for these files panicked or was cancelled.
     #[error("a worker thread failed")]
     Worker(#[source] WorkerError),
+    /// The server found the same chunk of an upload corrupt twice.
+    #[error("{}: the server found the chunk at byte {offset} corrupt twice", path.display())]
+    Sent {
+        /// The local file.
+        path: PathBuf,
+        /// Where the chunk starts.
+        offset: u64,
+    },
+    /// A local file kept changing while it was being uploaded.
+    #[error("{}: the file keeps changing while it is uploaded; nothing was stored", path.display())]
+    Changing {
+        /// The local file.
+        path: PathBuf,
+    },
 }
 
 /// Which thread failed.
@@ -142,6 +156,12 @@ pub enum UsageError {
     /// No PATH, and not `--list`.
     #[error("no PATH given")]
     NoPath,
+    /// A LOCAL folder without `-r`.
+    #[error("{} is a folder: upload it with -r", .0.display())]
+    Folder(PathBuf),
+    /// A LOCAL that is neither a file nor a folder.
+    #[error("{} is not a regular file or a folder", .0.display())]
+    NotAFile(PathBuf),
     /// PATH ends in no file name, and there is no `-o` to name one.
     #[error("cannot tell a file name from {0:?}; name one with -o")]
     NoFileName(String),
@@ -239,6 +259,12 @@ pub enum ServerError {
     /// It answered a `Stat` with something else than `Meta`.
     #[error("unexpected reply to a stat request")]
     StatReply,
+    /// A reply to an upload's request that does not answer it.
+    #[error("unexpected reply to an upload request")]
+    UploadReply,
+    /// The connections carrying an upload's chunks were lost.
+    #[error("the connections carrying the upload were lost")]
+    Lost,
     /// A `Checkpoints` reply that does not fit the request.
     #[error("bad reply to a checkpoints request")]
     CheckpointsReply,
@@ -331,7 +357,7 @@ impl Error {
         match self {
             Error::Usage(_) => Exit::Usage,
             Error::Refused { .. } => Exit::Refused,
-            Error::Verification { .. } => Exit::Verification,
+            Error::Verification { .. } | Error::Sent { .. } => Exit::Verification,
             Error::Connection { .. } => Exit::Connection,
             Error::Identity { .. } => Exit::Identity,
             Error::Credentials { .. } => Exit::Credentials,
@@ -340,6 +366,7 @@ impl Error {
             | Error::Local { .. }
             | Error::InTheWay { .. }
             | Error::Folder { .. }
+            | Error::Changing { .. }
             | Error::Worker(_) => Exit::Failure,
         }
     }

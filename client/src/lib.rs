@@ -28,6 +28,7 @@ mod listing;
 mod output;
 mod printable;
 mod progress;
+mod put;
 mod session;
 mod transfer;
 pub mod trust;
@@ -42,6 +43,7 @@ pub use folder::{Folder, Kind, Obstacle, Output};
 pub use listing::{list, Listed};
 pub use output::Show;
 pub use progress::Progress;
+pub use put::{run_put, PutConfig, PutReport, PutSummary};
 pub use session::Server;
 #[doc(hidden)]
 pub use transfer::SinkError;

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
                 Exit::Failure
             }
         },
-        None => match token(&cli) {
+        None => match cli::token(cli.token_file.as_deref(), "FTGET_TOKEN") {
             Ok(token) => ft_client::run(config(cli, token)),
             Err(err) => {
                 eprintln!("ftget: {err:#}");
@@ -34,31 +34,6 @@ fn main() -> ExitCode {
         },
     };
     exit.into()
-}
-
-/// The access token: the first line of `--token-file`, else FTGET_TOKEN.
-/// Never an argument, where other users could read it.
-fn token(cli: &cli::Cli) -> anyhow::Result<Option<Token>> {
-    use anyhow::Context;
-    use std::io::Read;
-    if let Some(path) = &cli.token_file {
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .and_then(|file| file.take(4096).read_to_string(&mut text))
-            .with_context(|| format!("--token-file {}", path.display()))?;
-        let line = text.lines().next().unwrap_or_default().trim();
-        anyhow::ensure!(
-            !line.is_empty(),
-            "--token-file {}: no token on its first line",
-            path.display()
-        );
-        return Ok(Some(Token::new(line)));
-    }
-    Ok(std::env::var("FTGET_TOKEN")
-        .ok()
-        .map(|text| text.trim().to_owned())
-        .filter(|text| !text.is_empty())
-        .map(Token::new))
 }
 
 /// The settings the command line gives, resolved; the library never sees clap.

@@ -53,6 +53,22 @@ impl serde_json::ser::Formatter for PrintableJson {
     }
 }
 
+/// The name this program was run as (`ftget` or `ftput`), for the lines
+/// both print; `ftget` if it cannot be told.
+pub(crate) fn program() -> &'static str {
+    static NAME: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let arg0 = std::env::args_os().next().unwrap_or_default();
+        match std::path::Path::new(&arg0)
+            .file_name()
+            .and_then(|n| n.to_str())
+        {
+            Some(name) if name.starts_with("ftput") => "ftput",
+            _ => "ftget",
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

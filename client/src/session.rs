@@ -46,6 +46,9 @@ pub struct Server {
     pub trust: Arc<Trust>,
     /// The token to present, if any.
     pub token: Option<Token>,
+    /// The congestion control to send with (ftput sends; ftget leaves the
+    /// kernel's); tried quietly, as the kernel may not offer it.
+    pub congestion: Option<String>,
 }
 
 /// Why a step failed, and so what to do next.
@@ -259,6 +262,9 @@ async fn connect(server: &Server) -> Result<(ClientTlsConnection, ClientHandshak
         }
     }
     let stream = stream.ok_or_else(|| unreachable(last))?;
+    if let Some(name) = &server.congestion {
+        let _ = ft_protocol::connection::set_congestion(&stream, name);
+    }
     let mut conn = secure(server, stream).await?;
     let handshake = ClientHandshake {
         token: server.token.clone(),
@@ -345,7 +351,11 @@ pub(crate) fn remote(server: &Server, err: RemoteError) -> Failure {
         | ErrorCode::NotAFile
         | ErrorCode::NotADirectory
         | ErrorCode::InvalidPath
-        | ErrorCode::PermissionDenied => Failure::Fatal(Error::Refused {
+        | ErrorCode::PermissionDenied
+        | ErrorCode::AlreadyExists
+        | ErrorCode::NoSpace
+        | ErrorCode::TooLarge
+        | ErrorCode::NotAllowed => Failure::Fatal(Error::Refused {
             server: label,
             reason: err,
         }),
@@ -358,7 +368,7 @@ pub(crate) fn remote(server: &Server, err: RemoteError) -> Failure {
             server: label,
             source: ServerError::Remote(err),
         }),
-        ErrorCode::UnsupportedVersion | ErrorCode::BadRequest => {
+        ErrorCode::UnsupportedVersion | ErrorCode::BadRequest | ErrorCode::Mismatch => {
             broken(server, ServerError::Remote(err))
         }
         ErrorCode::Unauthorized => Failure::Fatal(Error::Credentials {
@@ -505,6 +515,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             trust: Arc::new(Trust::new("h", 1, Default::default()).expect("trust")),
             token: None,
+            congestion: None,
         };
         let failure = |code| remote(&server, RemoteError::new(code, "x"));
         assert!(matches!(

@@ -213,7 +213,8 @@ impl Trust {
         first.recorded = true;
         if self.verifier.settings.announce {
             eprintln!(
-                "ftget: first contact with {}: recorded its key {got} in {}",
+                "{}: first contact with {}: recorded its key {got} in {}",
+                crate::printable::program(),
                 self.verifier.host,
                 file.display()
             );

@@ -167,6 +167,10 @@ mod tests {
             ]),
             Response::ListEnd { skipped: 7 },
             Response::KeepAlive,
+            Response::Held {
+                chunks: vec![(0, 3), (5, 6)],
+            },
+            Response::Stored { index: 4 },
         ]
     }
 
@@ -220,6 +224,21 @@ mod tests {
                 offset: 8 << 20,
                 end: 12 << 20,
             },
+            Request::Put {
+                path: "in/x".into(),
+                size: 5 << 20,
+                sha256: [6; 32],
+                mtime_secs: -3,
+                mtime_nanos: 4,
+                overwrite: true,
+            },
+            Request::Chunk {
+                index: 1,
+                start: [1; 32],
+                end: [2; 32],
+            },
+            Request::Data(Bytes::from_static(b"bytes")),
+            Request::Commit,
         ];
         for request in requests {
             let frame = encode(&request).expect("encodes");

@@ -44,6 +44,7 @@ pub mod hash;
 pub mod list;
 pub mod message;
 pub mod path;
+pub mod put;
 pub mod text;
 #[cfg(feature = "io")]
 pub mod tls;
@@ -57,6 +58,7 @@ pub use hash::{ChainHasher, Digest};
 pub use list::{ListError, ListEvent, ListReply};
 pub use message::{Entry, EntryKind, ErrorCode, FileMeta, RemoteError, Request, Response, Token};
 pub use path::RemotePath;
+pub use put::{ChunkCheck, ChunkError};
 
 /// Protocol version spoken by this crate. A peer asking for another one gets
 /// [`ErrorCode::UnsupportedVersion`].
@@ -101,6 +103,14 @@ pub const LIST_BATCH_BYTES: usize = 1024 * 1024;
 /// for that long, sends [`Response::KeepAlive`]. Well under any client
 /// timeout ftget accepts (1 s at least).
 pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Largest payload of one upload `Data` request: well within
+/// [`MAX_REQUEST`], so a server reads uploads under the same cap as any
+/// other request.
+pub const MAX_PUT_DATA: usize = 64 * 1024;
+
+/// Most runs of chunks one `Held` reply lists: 1 MiB of them.
+pub const MAX_HELD_RUNS: usize = 64 * 1024;
 
 /// Longest token a hello may carry, in bytes; ft's own tokens are 47.
 pub const MAX_TOKEN_BYTES: usize = 256;

@@ -71,6 +71,44 @@ pub enum Request {
         /// The byte after the last one wanted.
         end: u64,
     },
+    /// Opens an upload of a file to `path`, or resumes one: answered by
+    /// [`Response::Held`] (the chunks the server already holds, verified)
+    /// or `Error`. It becomes the connection's upload, which `Chunk` and
+    /// `Commit` act on until the next `Put`.
+    Put {
+        /// Path relative to the served root, `/`-separated.
+        path: String,
+        /// Size of the whole file in bytes.
+        size: u64,
+        /// SHA-256 of the whole file: with `path` and `size`, what names
+        /// this upload, so two versions of a file are never spliced.
+        sha256: Digest,
+        /// Modification time the stored file gets: whole seconds since the epoch.
+        mtime_secs: i64,
+        /// Nanoseconds past `mtime_secs`.
+        mtime_nanos: u32,
+        /// Replace a file already at `path` (when the token may).
+        overwrite: bool,
+    },
+    /// Chunk `index` of the connection's upload follows, in `Data`
+    /// requests carrying exactly its bytes; answered by
+    /// [`Response::Stored`] once they hash from `start` to `end`, or `Error`.
+    Chunk {
+        /// Which chunk, from 0: the bytes `index * CHUNK_SIZE` onwards.
+        index: u64,
+        /// The SHA-256 chaining state at the chunk's start (boundary `index`).
+        start: Digest,
+        /// The state at its end (boundary `index + 1`); for the last chunk,
+        /// the SHA-256 of the whole file.
+        end: Digest,
+    },
+    /// Bytes of the chunk announced by the last `Chunk`: at most
+    /// [`crate::MAX_PUT_DATA`] each. Not answered on its own.
+    Data(Bytes),
+    /// Every chunk of the connection's upload has been stored: check the
+    /// chain and the whole digest, and give the file its name. Answered by
+    /// [`Response::Meta`] of the stored file, or `Error`.
+    Commit,
 }
 
 /// What a server answers. `Error` and `Welcome` keep their index and layout in
@@ -125,6 +163,18 @@ pub enum Response {
     /// hash. It may come before or between the frames of any reply;
     /// readers skip it (the connection's `read_response` does).
     KeepAlive,
+    /// The answer to `Put`: the chunks the server already holds of this
+    /// upload, verified, as runs `[first, end)` of chunk indices in order.
+    /// At most [`crate::MAX_HELD_RUNS`]; a client sends the chunks outside them.
+    Held {
+        /// Runs of chunks held.
+        chunks: Vec<(u64, u64)>,
+    },
+    /// Chunk `index` arrived, hashed to the states given, and is on disk.
+    Stored {
+        /// The chunk.
+        index: u64,
+    },
 }
 
 impl Response {
@@ -141,6 +191,8 @@ impl Response {
             Response::Entries(_) => "Entries",
             Response::ListEnd { .. } => "ListEnd",
             Response::KeepAlive => "KeepAlive",
+            Response::Held { .. } => "Held",
+            Response::Stored { .. } => "Stored",
         }
     }
 }
@@ -254,6 +306,20 @@ pub enum ErrorCode {
     /// The server wants a token and the hello carried none, or one it does
     /// not know. The server closes the connection after it.
     Unauthorized,
+    /// An upload's name is taken and the client did not ask to replace it,
+    /// or another upload stored it first.
+    AlreadyExists,
+    /// The server has no room for the upload (free space, a quota, a file
+    /// size limit); what it holds verified is kept for a resume.
+    NoSpace,
+    /// The upload is larger than the server accepts (`--max-upload-size`).
+    TooLarge,
+    /// The server takes no uploads, or not from this client, or not to
+    /// this path (its token's scope), or may not replace this file.
+    NotAllowed,
+    /// A chunk's bytes do not hash from its start state to its end state,
+    /// or the chunks' states do not chain to the whole file's SHA-256.
+    Mismatch,
 }
 
 /// An access token, as a client presents it in its hello. Its `Debug` shows

@@ -60,6 +60,11 @@ impl RemotePath {
             })
     }
 
+    /// The components, in order from the root.
+    pub fn components(&self) -> &[String] {
+        &self.components
+    }
+
     /// Whether this is the root itself.
     pub fn is_root(&self) -> bool {
         self.components.is_empty()

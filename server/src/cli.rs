@@ -10,14 +10,16 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 
-/// Serve a folder, read-only, to ftget clients, over TLS 1.3.
+/// Serve a folder to ftget clients, and take uploads from ftput, over TLS 1.3.
 ///
 /// Every regular file under ROOT can be downloaded, and its folders listed;
 /// nothing outside it is ever opened. Every connection is encrypted, and
 /// the server proves its identity with a key kept in the state folder
 /// (made on first start). Without --token-file, anyone who can reach the
 /// port can read the folder; with it, only holders of a token can, each
-/// within the folder its token allows.
+/// within the folder its token allows. The folder is read-only unless
+/// --allow-upload is given, and then only tokens made with --write may
+/// upload.
 #[derive(Debug, Parser)]
 #[command(
     name = "ftserve",
@@ -83,6 +85,23 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", env = "FTSERVE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
 
+    /// Take uploads (ftput) from tokens made with --write, within their
+    /// folders. Needs --token-file. Partial uploads live in
+    /// ROOT/.ftserve-partial, which is never listed or served.
+    #[arg(long, env = "FTSERVE_ALLOW_UPLOAD", requires = "token_file")]
+    pub allow_upload: bool,
+
+    /// Refuse uploads larger than SIZE (bytes, or with K, M, G or T:
+    /// binary units) [default: no limit but the free space].
+    #[arg(long, value_name = "SIZE", env = "FTSERVE_MAX_UPLOAD_SIZE", value_parser = parse_size)]
+    pub max_upload_size: Option<u64>,
+
+    /// Remove partial uploads untouched for this long (seconds, or with
+    /// s, m, h or d).
+    #[arg(long, value_name = "DURATION", default_value = "1d", env = "FTSERVE_UPLOAD_TTL",
+          value_parser = parse_duration)]
+    pub upload_ttl: std::time::Duration,
+
     /// TCP congestion control to send with, e.g. bbr or cubic; `system`
     /// keeps the system's default [default: bbr where the kernel offers it,
     /// else the system's].
@@ -127,6 +146,14 @@ pub enum TokenCommand {
         /// Limit the token to this folder and what is below it.
         #[arg(long, value_name = "PREFIX")]
         path: Option<String>,
+        /// Let the token also upload new files (where the server runs with
+        /// --allow-upload), within its folder.
+        #[arg(long)]
+        write: bool,
+        /// Let the token also replace existing files when the client asks
+        /// (ftput --overwrite); implies --write.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// List the tokens' names and the folders they are limited to.
     List {
@@ -143,6 +170,50 @@ pub enum TokenCommand {
         #[arg(long, value_name = "FILE", env = "FTSERVE_TOKEN_FILE")]
         token_file: PathBuf,
     },
+}
+
+/// A size in bytes, with an optional binary unit: `10G` is 10 GiB.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (number, unit) = split_unit(text);
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KIB" => 10,
+        "M" | "MIB" => 20,
+        "G" | "GIB" => 30,
+        "T" | "TIB" => 40,
+        _ => return Err(format!("unknown unit {unit:?}: use K, M, G or T")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| format!("{text:?} is not a size in bytes"))
+}
+
+/// A duration: seconds, or a number with s, m, h or d.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = split_unit(text);
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit {unit:?}: use s, m, h or d")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|secs| *secs > 0)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is not a positive duration"))
+}
+
+fn split_unit(text: &str) -> (&str, &str) {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    text.split_at(digits)
 }
 
 /// How log lines look.
@@ -172,4 +243,28 @@ pub fn generate(mut command: clap::Command, dir: &Path) -> anyhow::Result<()> {
         println!("{}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse_with_units() {
+        assert_eq!(parse_size("123"), Ok(123));
+        assert_eq!(parse_size("10M"), Ok(10 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("1X").is_err() && parse_size("").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert_eq!(parse_duration("90"), Ok(std::time::Duration::from_secs(90)));
+        assert_eq!(
+            parse_duration("1d"),
+            Ok(std::time::Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            parse_duration("2h"),
+            Ok(std::time::Duration::from_secs(7200))
+        );
+        assert!(parse_duration("0s").is_err() && parse_duration("5w").is_err());
+    }
 }

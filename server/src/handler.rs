@@ -50,6 +50,8 @@ pub(crate) async fn serve<S: Transport, B: Backend>(
     let client = &client;
     // A request read while gathering a run of `Get`s that was not one.
     let mut held = None;
+    // The upload the last `Put` opened, which `Chunk` and `Commit` act on.
+    let mut upload = ops::put::Current::default();
     loop {
         let request = match held.take() {
             Some(request) => request,
@@ -92,7 +94,7 @@ pub(crate) async fn serve<S: Transport, B: Backend>(
                 }
                 ops::get::batch(&mut conn, client, &context, gets).await
             }
-            request => ops::answer(&mut conn, client, &context, request).await,
+            request => ops::answer(&mut conn, client, &context, &mut upload, request).await,
         };
         match outcome {
             Ok(Next::Open) => {}
@@ -218,7 +220,7 @@ fn admit(
         }),
         Verdict::Refused if token.is_none() => Err(RemoteError::new(
             ErrorCode::Unauthorized,
-            "authentication required: this server wants a token (FTGET_TOKEN or --token-file)",
+            "authentication required: this server wants a token (FTGET_TOKEN, FTPUT_TOKEN or --token-file)",
         )),
         Verdict::Refused => Err(RemoteError::new(
             ErrorCode::Unauthorized,
@@ -259,6 +261,7 @@ mod tests {
             store: Store::new(files, &limits),
             limits,
             gate: None,
+            uploads: None,
         });
         let (client, server) = tokio::io::duplex(4 << 20);
         let server = Connection::new(server, Duration::from_secs(5));

@@ -35,6 +35,7 @@ mod ops;
 mod relay;
 mod store;
 pub mod tokens;
+mod upload;
 mod workers;
 
 use std::future::Future;
@@ -44,6 +45,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use limits::Limits;
+pub use upload::Settings as UploadSettings;
 
 /// The server's settings, resolved from the command line.
 #[derive(Debug, Clone)]
@@ -59,6 +61,9 @@ pub struct Config {
     /// The congestion control every connection sends with; `None` leaves
     /// the kernel's choice (the system's, or the route's).
     pub congestion: Option<String>,
+    /// Take uploads, with these settings (`--allow-upload`); only from
+    /// tokens that may write.
+    pub uploads: Option<UploadSettings>,
 }
 
 /// The server could not start.
@@ -75,6 +80,18 @@ pub enum ServerError {
     /// The token file cannot be used.
     #[error(transparent)]
     Tokens(#[from] tokens::TokenError),
+    /// Uploads were asked for, but the folder cannot take them.
+    #[error("cannot take uploads into {}: cannot make its partials' folder", path.display())]
+    Uploads {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Uploads were asked for without a token file: anonymous writes never
+    /// happen.
+    #[error("--allow-upload needs --token-file: only tokens made with --write may upload")]
+    UploadsNeedTokens,
 }
 
 /// A folder ready to be served.
@@ -97,10 +114,21 @@ impl Server {
             .as_deref()
             .map(tokens::Gate::open)
             .transpose()?;
+        let uploads = match config.uploads {
+            None => None,
+            Some(_) if gate.is_none() => return Err(ServerError::UploadsNeedTokens),
+            Some(settings) => Some(upload::Uploads::open(&config.root, settings).map_err(
+                |source| ServerError::Uploads {
+                    path: config.root.clone(),
+                    source,
+                },
+            )?),
+        };
         let context = Arc::new(ops::Context {
             store: store::Store::new(files, &config.limits),
             limits: config.limits,
             gate,
+            uploads,
         });
         Ok(Self {
             context,
@@ -113,6 +141,39 @@ impl Server {
     /// gives transfers in flight up to the configured grace to finish.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let congestion = self.congestion;
+        let _sweeper = self
+            .context
+            .uploads
+            .is_some()
+            .then(|| tokio::spawn(sweep(Arc::clone(&self.context))))
+            .map(tokio_util::task::AbortOnDropHandle::new);
         listener::run(listener, (self.tls, congestion), self.context, shutdown).await;
+    }
+}
+
+/// Removes partial uploads no one has touched for the TTL: at start, then
+/// every half TTL (every 10 minutes at most, every second at least).
+async fn sweep(context: Arc<ops::Context<local::LocalFiles>>) {
+    let Some(uploads) = context.uploads.as_ref() else {
+        return;
+    };
+    let every = (uploads.settings().ttl / 2).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(600),
+    );
+    loop {
+        let swept = Arc::clone(&context);
+        let removed = tokio::task::spawn_blocking(move || {
+            swept
+                .uploads
+                .as_ref()
+                .map_or(0, |uploads| uploads.sweep(std::time::SystemTime::now()))
+        })
+        .await
+        .unwrap_or(0);
+        if removed > 0 {
+            tracing::info!(removed, "removed partial uploads untouched for the TTL");
+        }
+        tokio::time::sleep(every).await;
     }
 }

@@ -48,24 +48,36 @@ fn tokens(action: cli::TokenCommand) -> anyhow::Result<()> {
             name,
             token_file,
             path,
+            write,
+            overwrite,
         } => {
-            let token = tokens::add(&token_file, &name, path.as_deref())?;
+            let access = match (write, overwrite) {
+                (_, true) => tokens::Access::Overwrite,
+                (true, false) => tokens::Access::Write,
+                (false, false) => tokens::Access::Read,
+            };
+            let token = tokens::add(&token_file, &name, path.as_deref(), access)?;
             let limit = match path {
                 Some(path) => format!(", limited to {}", path.trim_end_matches('/')),
                 None => String::new(),
             };
+            let may = match access.word() {
+                Some(word) => format!(" ({word})"),
+                None => " (read-only)".to_owned(),
+            };
             writeln!(
                 stdout,
-                "ftserve: added token {name}{limit} to {}; it is shown this once:",
+                "ftserve: added token {name}{may}{limit} to {}; it is shown this once:",
                 token_file.display()
             )?;
             writeln!(stdout, "{}", token.expose())?;
         }
         cli::TokenCommand::List { token_file } => {
             for entry in tokens::Tokens::read(&token_file)?.entries() {
+                let may = entry.access.word().unwrap_or("read");
                 match &entry.scope {
-                    Some(scope) => writeln!(stdout, "{}\t{scope}/", entry.name)?,
-                    None => writeln!(stdout, "{}\t(everything)", entry.name)?,
+                    Some(scope) => writeln!(stdout, "{}\t{may}\t{scope}/", entry.name)?,
+                    None => writeln!(stdout, "{}\t{may}\t(everything)", entry.name)?,
                 }
             }
         }
@@ -107,6 +119,10 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         tls: identity.server_config()?,
         token_file: cli.token_file.clone(),
         congestion: None,
+        uploads: cli.allow_upload.then_some(ft_server::UploadSettings {
+            max_size: cli.max_upload_size,
+            ttl: cli.upload_ttl,
+        }),
     };
     let blocking_shutdown = config.limits.blocking_shutdown;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -131,15 +147,20 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             ..config
         })?;
         let shutdown = setup::shutdown_signal()?;
+        // Past a file-size limit (RLIMIT_FSIZE) the kernel sends SIGXFSZ,
+        // which kills at once; with a handler installed, the write fails
+        // with EFBIG instead, and the upload ends with a clean `NoSpace`.
+        let _file_size_signal =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ));
         let mut stdout = std::io::stdout();
-        let access = if cli.token_file.is_some() {
-            "token holders"
-        } else {
-            "anyone"
+        let access = match (cli.allow_upload, cli.token_file.is_some()) {
+            (true, _) => "to token holders, uploads from tokens that may write",
+            (false, true) => "read-only to token holders",
+            (false, false) => "read-only to anyone",
         };
         writeln!(
             stdout,
-            "ftserve: serving {} read-only to {access}, at most {} connections, idle timeout {} s, \
+            "ftserve: serving {} {access}, at most {} connections, idle timeout {} s, \
              congestion control {congestion}, fingerprint {}, listening on {addr}",
             root.display(),
             cli.max_connections,

@@ -1,5 +1,5 @@
-//! Access tokens: the token file (names, hashes of tokens, the path each is
-//! limited to), making and removing tokens in it, and the check of a token a
+//! Access tokens: the token file (names, what each may do, hashes of
+//! tokens, the path each is limited to), making and removing tokens in it, and the check of a token a
 //! client presents, in constant time, with failures limited per address.
 
 use std::collections::HashMap;
@@ -47,7 +47,7 @@ pub enum TokenError {
         /// Why.
         source: std::io::Error,
     },
-    /// A line of the file is not `NAME sha256:HEX [PATH]`.
+    /// A line of the file is not `NAME [write|overwrite] sha256:HEX [PATH]`.
     #[error("{}, line {line}: {what}", path.display())]
     Malformed {
         /// The file.
@@ -83,32 +83,67 @@ pub struct Entry {
     hash: [u8; 32],
     /// The folder it is limited to; the root when `None`.
     pub scope: Option<RemotePath>,
+    /// What it may do there.
+    pub access: Access,
 }
 
-/// What a client may reach: everything, or one folder and what is below it.
+/// What a token may do within its folder. Ordered: each allows what the
+/// ones before it do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    /// Download and list.
+    #[default]
+    Read,
+    /// Also upload files under names not yet taken (`--write`).
+    Write,
+    /// Also replace files when the client asks (`--overwrite`).
+    Overwrite,
+}
+
+impl Access {
+    /// The word the token file and `token list` use; none for reading.
+    pub fn word(self) -> Option<&'static str> {
+        match self {
+            Access::Read => None,
+            Access::Write => Some("write"),
+            Access::Overwrite => Some("overwrite"),
+        }
+    }
+}
+
+/// What a client may reach: everything, or one folder and what is below
+/// it; and what it may do there.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Scope(Option<RemotePath>);
+pub struct Scope {
+    folder: Option<RemotePath>,
+    access: Access,
+}
 
 impl Scope {
-    /// The whole served folder.
+    /// The whole served folder, to read: an anonymous client's.
     pub fn everything() -> Self {
-        Self(None)
+        Self::default()
     }
 
     /// The folder every path of the client is resolved within: the root,
     /// or the token's folder, so that no link inside it leads a client
     /// out of it.
     pub fn folder(&self) -> RemotePath {
-        self.0.clone().unwrap_or_else(RemotePath::root)
+        self.folder.clone().unwrap_or_else(RemotePath::root)
     }
 
     /// Whether `path` is the scope's folder or lies below it. Both are
     /// parsed paths, so `pub/../x` and `pub-secret` are never inside `pub`.
     pub fn allows(&self, path: &RemotePath) -> bool {
-        match &self.0 {
+        match &self.folder {
             None => true,
             Some(prefix) => path.starts_with(prefix),
         }
+    }
+
+    /// What the client may do within its folder.
+    pub fn access(&self) -> Access {
+        self.access
     }
 }
 
@@ -155,8 +190,21 @@ impl Tokens {
             let mut fields = line.splitn(3, ' ');
             let name = fields.next().unwrap_or_default();
             check_name(name).map_err(|_| malformed("bad name"))?;
-            let hash = fields
-                .next()
+            // Lines of read tokens are `NAME sha256:… [PATH]`, as before
+            // writing existed: a word in the hash's place is the access,
+            // and the hash follows it. A folder named `write` stays a folder.
+            let mut second = fields.next();
+            let access = match second {
+                Some("write") => Access::Write,
+                Some("overwrite") => Access::Overwrite,
+                _ => Access::Read,
+            };
+            if access != Access::Read {
+                let rest = fields.next().unwrap_or_default();
+                fields = rest.splitn(2, ' ');
+                second = fields.next();
+            }
+            let hash = second
                 .and_then(|field| field.strip_prefix("sha256:"))
                 .and_then(|hex| hex::decode(hex).ok())
                 .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
@@ -171,6 +219,7 @@ impl Tokens {
                 name: name.to_owned(),
                 hash,
                 scope: scope.filter(|path| !path.is_root()),
+                access,
             });
         }
         Ok(Self(entries))
@@ -195,9 +244,14 @@ impl Tokens {
     }
 
     fn render(&self) -> String {
-        let mut text = String::from("# ftserve tokens: NAME sha256:HASH-OF-TOKEN [PATH]\n");
+        let mut text =
+            String::from("# ftserve tokens: NAME [write|overwrite] sha256:HASH-OF-TOKEN [PATH]\n");
         for entry in &self.0 {
             text.push_str(&entry.name);
+            if let Some(word) = entry.access.word() {
+                text.push(' ');
+                text.push_str(word);
+            }
             text.push_str(" sha256:");
             text.push_str(&hex::encode(entry.hash));
             if let Some(scope) = &entry.scope {
@@ -242,10 +296,16 @@ impl Tokens {
     }
 }
 
-/// Makes a token named `name`, limited to `scope` if given, adds its hash to
-/// the file at `path` (made, mode 0600, if there is none) and returns the
-/// token: the only time it exists outside the client.
-pub fn add(path: &Path, name: &str, scope: Option<&str>) -> Result<Token, TokenError> {
+/// Makes a token named `name`, limited to `scope` if given, that may do
+/// `access` there, adds its hash to the file at `path` (made, mode 0600, if
+/// there is none) and returns the token: the only time it exists outside
+/// the client.
+pub fn add(
+    path: &Path,
+    name: &str,
+    scope: Option<&str>,
+    access: Access,
+) -> Result<Token, TokenError> {
     check_name(name)?;
     let scope = scope
         .map(|prefix| parse_scope(prefix).map_err(|err| TokenError::BadPath(prefix.into(), err)))
@@ -260,6 +320,7 @@ pub fn add(path: &Path, name: &str, scope: Option<&str>) -> Result<Token, TokenE
         name: name.to_owned(),
         hash: Sha256::digest(token.expose().as_bytes()).into(),
         scope,
+        access,
     });
     tokens.write(path)?;
     Ok(token)
@@ -387,7 +448,10 @@ impl Gate {
         match token.and_then(|token| tokens.find(token)) {
             Some(entry) => Verdict::Allowed {
                 name: entry.name.clone(),
-                scope: Scope(entry.scope.clone()),
+                scope: Scope {
+                    folder: entry.scope.clone(),
+                    access: entry.access,
+                },
             },
             None => {
                 let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -448,7 +512,10 @@ mod tests {
 
     #[test]
     fn a_scope_holds_its_folder_and_what_is_below_only() {
-        let scope = Scope(Some(path("pub")));
+        let scope = Scope {
+            folder: Some(path("pub")),
+            access: Access::Read,
+        };
         for inside in ["pub", "pub/a", "pub/a/b"] {
             assert!(scope.allows(&path(inside)), "{inside}");
         }
@@ -462,8 +529,8 @@ mod tests {
     fn added_tokens_are_found_by_their_text_only() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("tokens");
-        let alice = add(&file, "alice", None).expect("added");
-        let bob = add(&file, "bob", Some("pub/")).expect("added");
+        let alice = add(&file, "alice", None, Access::Read).expect("added");
+        let bob = add(&file, "bob", Some("pub/"), Access::Read).expect("added");
         assert!(alice.expose().starts_with("ftk_") && alice.expose().len() == 47);
         let mode = std::fs::metadata(&file).expect("file").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
@@ -475,7 +542,7 @@ mod tests {
         assert_eq!(found.scope, Some(path("pub")));
         assert!(tokens.find(&Token::new("ftk_guess")).is_none());
         assert!(matches!(
-            add(&file, "alice", None),
+            add(&file, "alice", None, Access::Read),
             Err(TokenError::Exists(_))
         ));
         remove(&file, "alice").expect("removed");
@@ -486,16 +553,49 @@ mod tests {
         ));
         for bad in ["", "a b", "x/y", &"n".repeat(65)] {
             assert!(
-                matches!(add(&file, bad, None), Err(TokenError::BadName(_))),
+                matches!(
+                    add(&file, bad, None, Access::Read),
+                    Err(TokenError::BadName(_))
+                ),
                 "{bad}"
             );
         }
         for bad in ["../x", "a\nb", "/abs"] {
             assert!(
-                matches!(add(&file, "c", Some(bad)), Err(TokenError::BadPath(..))),
+                matches!(
+                    add(&file, "c", Some(bad), Access::Read),
+                    Err(TokenError::BadPath(..))
+                ),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn access_words_are_read_and_written_and_a_folder_named_write_stays_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("tokens");
+        let writer = add(&file, "w", Some("incoming"), Access::Write).expect("added");
+        let owner = add(&file, "o", None, Access::Overwrite).expect("added");
+        let text = std::fs::read_to_string(&file).expect("read");
+        assert!(text.contains("\nw write sha256:"), "{text}");
+        assert!(text.contains("\no overwrite sha256:"), "{text}");
+        let tokens = Tokens::read(&file).expect("read");
+        let found = tokens.find(&writer).expect("w");
+        assert_eq!(
+            (found.access, found.scope.clone()),
+            (Access::Write, Some(path("incoming")))
+        );
+        assert_eq!(
+            tokens.find(&owner).map(|e| e.access),
+            Some(Access::Overwrite)
+        );
+        // A read token limited to a folder named `write`, in the old layout.
+        let hash = hex::encode([1u8; 32]);
+        let old = Tokens::parse(&format!("r sha256:{hash} write\n"), Path::new("t")).expect("ok");
+        assert_eq!(old.0[0].access, Access::Read);
+        assert_eq!(old.0[0].scope, Some(path("write")));
+        assert!(Tokens::parse("r write nohash\n", Path::new("t")).is_err());
     }
 
     #[test]
@@ -508,18 +608,21 @@ mod tests {
     fn the_gate_sees_changes_and_throttles_failures() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("tokens");
-        let first = add(&file, "first", None).expect("added");
+        let first = add(&file, "first", None, Access::Read).expect("added");
         let gate = Gate::open(&file).expect("opens");
         assert!(matches!(
             gate.check(HOME, Some(&first)),
             Verdict::Allowed { .. }
         ));
-        let second = add(&file, "second", Some("pub")).expect("added");
+        let second = add(&file, "second", Some("pub"), Access::Write).expect("added");
         assert_eq!(
             gate.check(HOME, Some(&second)),
             Verdict::Allowed {
                 name: "second".into(),
-                scope: Scope(Some(path("pub")))
+                scope: Scope {
+                    folder: Some(path("pub")),
+                    access: Access::Write,
+                }
             }
         );
         remove(&file, "first").expect("removed");

@@ -22,6 +22,7 @@ async fn start(
         tls: identity.server_config().expect("tls"),
         token_file: None,
         congestion: None,
+        uploads: None,
         root,
         limits: ft_server::Limits {
             max_connections: 8,

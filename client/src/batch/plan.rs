@@ -439,6 +439,7 @@ mod tests {
                 crate::trust::Trust::new("h", 1, Default::default()).expect("trust"),
             ),
             token: None,
+            congestion: None,
         }
     }
 

@@ -27,6 +27,7 @@ use swarm::{Swarm, Table};
 
 pub use partial::{partial_names, suffixed_owner, Partial};
 pub use sink::{Sink, SinkError};
+pub(crate) use swarm::Adapt;
 pub use swarm::Spare;
 
 /// Frames received ahead of the disk: at 1 MiB each, bounds the client's

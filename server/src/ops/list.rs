@@ -122,6 +122,11 @@ fn walk<B: Backend>(
                 return false;
             }
             let mut entry = listed.entry;
+            // Partial uploads are no part of what is served.
+            let full = RemotePath::parse(&entry.path).map(|relative| path.join(&relative));
+            if full.is_ok_and(|full| crate::upload::place::reserved(&full)) {
+                return true;
+            }
             if let Some(version) = listed.version {
                 match digest(store, path, &entry, version, digests, client) {
                     Ok(sha256) => entry.sha256 = sha256,

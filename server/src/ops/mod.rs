@@ -1,11 +1,12 @@
 //! The requests of a connection, each answered in a module of its own:
-//! `stat`, `checkpoints`, `get` (with `Range`), `list`; what they share is
-//! in `shared`.
+//! `stat`, `checkpoints`, `get` (with `Range`), `list`, `put` (with
+//! `Chunk`, `Data` and `Commit`); what they share is in `shared`.
 //! This module sends each request to its answer.
 
 mod checkpoints;
 pub(crate) mod get;
 mod list;
+pub(crate) mod put;
 mod shared;
 mod stat;
 
@@ -23,6 +24,7 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
     conn: &mut Connection<S>,
     client: &Client,
     context: &Arc<Context<B>>,
+    upload: &mut put::Current,
     request: Request,
 ) -> Result<Next, ConnectionError> {
     match request {
@@ -45,6 +47,32 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
         } => list::answer(conn, client, context, &path, recursive, digests).await,
         Request::Range { path, offset, end } => {
             get::range(conn, client, context, &path, (offset, end)).await
+        }
+        Request::Put {
+            path,
+            size,
+            sha256,
+            mtime_secs,
+            mtime_nanos,
+            overwrite,
+        } => {
+            let request = put::PutRequest {
+                path,
+                size,
+                sha256,
+                mtime: (mtime_secs, mtime_nanos),
+                overwrite,
+            };
+            put::put(conn, client, context, upload, request).await
+        }
+        Request::Chunk { index, start, end } => {
+            put::chunk(conn, client, upload, (index, start, end)).await
+        }
+        Request::Commit => put::commit(conn, client, context, upload).await,
+        Request::Data(_) => {
+            let err = RemoteError::new(ErrorCode::BadRequest, "Data without a Chunk before it");
+            conn.send(&ft_protocol::Response::Error(err)).await?;
+            Ok(Next::Close)
         }
     }
 }

@@ -14,12 +14,14 @@ use crate::relay::blocking;
 use crate::store::Store;
 use crate::tokens::{Gate, Scope};
 
-/// What every connection shares: the files, the limits, and the token
-/// file's gate when there is one.
+/// What every connection shares: the files, the limits, the token file's
+/// gate when there is one, and the uploads when the server takes them.
 pub(crate) struct Context<B: Backend> {
     pub store: Store<B>,
     pub limits: Limits,
     pub gate: Option<Gate>,
+    /// Where uploads go, when the server takes them (`--allow-upload`).
+    pub uploads: Option<crate::upload::Uploads>,
 }
 
 /// Whether the connection stays open after a reply.
@@ -55,7 +57,7 @@ pub(crate) struct Client {
 pub(crate) fn parse_path(scope: &Scope, path: &str) -> Result<RemotePath, RemoteError> {
     let parsed = RemotePath::parse(path)
         .map_err(|err| RemoteError::new(ErrorCode::InvalidPath, format!("{path:?}: {err}")))?;
-    if !scope.allows(&parsed) {
+    if !scope.allows(&parsed) || crate::upload::place::reserved(&parsed) {
         return Err(missing(&parsed));
     }
     Ok(parsed)

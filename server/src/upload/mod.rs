@@ -1,0 +1,572 @@
+//! Uploads into the served folder: each lives as a partial in the
+//! partials' folder (`place::PARTIALS`), named by what it is (path, size,
+//! SHA-256), with a state file beside it that records, per chunk, the
+//! states its sender gave and whether the chunk is on disk verified. A
+//! partial is re-checked from disk when a server first opens it again, so
+//! a resume never trusts what a crash may have left. Once every chunk is
+//! stored and their states chain into the file's SHA-256, the partial is
+//! synced and renamed to its name. Everything here blocks; `ops::put`
+//! drives it from a connection.
+
+pub(crate) mod place;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use ft_protocol::put::{chunk_len, chunks, ChunkCheck};
+use ft_protocol::{Digest, ErrorCode, FileMeta, RemoteError, RemotePath, CHUNK_SIZE};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use sha2::{Digest as _, Sha256};
+
+use place::{Found, PARTIALS};
+
+/// What a state file starts with: its format, then the upload's size and
+/// SHA-256.
+const MAGIC: &[u8; 8] = b"ftpart01";
+const HEADER: u64 = 64;
+/// One slot per chunk: a flag byte (1: stored and verified), 7 spare
+/// bytes, the start state and the end state.
+const SLOT: u64 = 72;
+
+/// Room left free on the file system besides an upload: 1 % of it, at
+/// most 1 GiB, so an upload never fills a disk to its last block.
+const MARGIN_MAX: u64 = 1 << 30;
+
+/// Runs `[first, end)` of the chunks an upload holds.
+pub(crate) type Held = Vec<(u64, u64)>;
+
+/// The server's settings for uploads.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest upload accepted, in bytes.
+    pub max_size: Option<u64>,
+    /// Partials untouched this long are removed.
+    pub ttl: Duration,
+}
+
+/// The uploads of one served folder: where they land, and those open now.
+pub(crate) struct Uploads {
+    root: OwnedFd,
+    partials: OwnedFd,
+    settings: Settings,
+    open: Mutex<HashMap<[u8; 32], Arc<Upload>>>,
+}
+
+/// What one upload asks for.
+#[derive(Debug, Clone)]
+pub(crate) struct Wanted {
+    pub path: RemotePath,
+    pub size: u64,
+    pub sha256: Digest,
+    pub mtime: (i64, u32),
+    pub overwrite: bool,
+    /// Whether the client may replace a file.
+    pub may_replace: bool,
+}
+
+/// Where a chunk stands in an open upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Missing,
+    /// A connection is writing it now.
+    Writing,
+    Stored,
+}
+
+/// One upload open on this server.
+pub(crate) struct Upload {
+    key: String,
+    pub path: RemotePath,
+    pub size: u64,
+    pub sha256: Digest,
+    data: File,
+    states: File,
+    slots: Mutex<Vec<Slot>>,
+    /// Held (shared) by every write of data, taken (exclusive) to land the
+    /// file: nothing writes into the file once it has its name.
+    landed: RwLock<bool>,
+}
+
+impl Uploads {
+    /// Uploads into the folder at `root`; makes the partials' folder (0700).
+    pub fn open(root: &Path, settings: Settings) -> std::io::Result<Self> {
+        let root = place::open_folder(root)?;
+        let partials = place::folder_in(&root, PARTIALS, 0o700)?;
+        Ok(Self {
+            root,
+            partials,
+            settings,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Opens the upload `wanted` describes, or finds it open: refused if
+    /// its name is taken (and not to be replaced), if it is too large, or
+    /// if it cannot fit. The chunks it holds, verified.
+    pub fn put(&self, wanted: &Wanted) -> Result<(Arc<Upload>, Held), RemoteError> {
+        let path = &wanted.path;
+        if let Some(max) = self.settings.max_size {
+            if wanted.size > max {
+                return Err(RemoteError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "{path}: {} bytes is over the server's limit of {max} bytes",
+                        wanted.size
+                    ),
+                ));
+            }
+        }
+        self.check_name(wanted)?;
+        // Larger than the whole file system: refused before anything is
+        // made for it (what an open upload holds grows with its size).
+        let (_, total) = self.room();
+        if wanted.size > total {
+            return Err(no_room(path, wanted.size, total));
+        }
+        let key = key(wanted);
+        let upload = {
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            match open.get(&key) {
+                Some(upload) => Arc::clone(upload),
+                None => {
+                    let upload = Arc::new(self.load(wanted, &key)?);
+                    open.insert(key, Arc::clone(&upload));
+                    upload
+                }
+            }
+        };
+        let held = upload.held_runs();
+        let held_bytes: u64 = held
+            .iter()
+            .flat_map(|&(first, end)| first..end)
+            .map(|index| chunk_len(upload.size, index))
+            .sum();
+        let (free, total) = self.room();
+        let margin = (total / 100).min(MARGIN_MAX);
+        let need = wanted.size - held_bytes.min(wanted.size);
+        if need.saturating_add(margin) > free {
+            if held.is_empty() {
+                self.forget(&upload);
+            }
+            return Err(no_room(path, need, free.saturating_sub(margin)));
+        }
+        Ok((upload, held))
+    }
+
+    /// Bytes free for the server, and the file system's size; unbounded
+    /// where the file system cannot say.
+    fn room(&self) -> (u64, u64) {
+        match nix::sys::statvfs::fstatvfs(&self.partials) {
+            Ok(fs) => {
+                // The widths of statvfs's fields differ between targets.
+                #[allow(clippy::unnecessary_cast)]
+                let (block, available, blocks) = (
+                    fs.fragment_size() as u64,
+                    fs.blocks_available() as u64,
+                    fs.blocks() as u64,
+                );
+                (
+                    available.saturating_mul(block),
+                    blocks.saturating_mul(block),
+                )
+            }
+            Err(_) => (u64::MAX, u64::MAX),
+        }
+    }
+
+    /// Refuses a name that is taken and not to be replaced, or that is not
+    /// a file's.
+    fn check_name(&self, wanted: &Wanted) -> Result<(), RemoteError> {
+        let path = &wanted.path;
+        let Some((dir, name)) = place::parent(&self.root, path, false)? else {
+            return Ok(());
+        };
+        match place::found(&dir, &name).map_err(|err| place::failed(path, err))? {
+            Found::Nothing => Ok(()),
+            Found::Other => Err(RemoteError::new(
+                ErrorCode::NotAFile,
+                format!("{path}: something other than a file is there"),
+            )),
+            Found::File if !wanted.overwrite => Err(exists(path)),
+            Found::File if !wanted.may_replace => Err(RemoteError::new(
+                ErrorCode::NotAllowed,
+                format!("{path} exists, and this token may not replace files"),
+            )),
+            Found::File => Ok(()),
+        }
+    }
+
+    /// Opens the partial and state file of an upload, making them if they
+    /// are new; the chunks a state file records are read back and checked
+    /// against their states, and only those that pass count as held.
+    fn load(&self, wanted: &Wanted, key: &[u8; 32]) -> Result<Upload, RemoteError> {
+        let path = &wanted.path;
+        let failed = |err| place::failed(path, err);
+        let key = hex::encode(key);
+        let create = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let open = |name: String| {
+            nix::fcntl::openat(
+                &self.partials,
+                name.as_str(),
+                create,
+                Mode::from_bits_truncate(0o644),
+            )
+            .map(File::from)
+        };
+        let data = open(format!("{key}.part")).map_err(failed)?;
+        let states = open(format!("{key}.state")).map_err(failed)?;
+        let count = usize::try_from(chunks(wanted.size)).map_err(|_| {
+            RemoteError::new(ErrorCode::TooLarge, format!("{path}: too many chunks"))
+        })?;
+        let mut header = [0u8; HEADER as usize];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..16].copy_from_slice(&wanted.size.to_le_bytes());
+        header[16..48].copy_from_slice(&wanted.sha256);
+        let mut found = [0u8; HEADER as usize];
+        let known = states.read_exact_at(&mut found, 0).is_ok() && found == header;
+        let mut slots = vec![Slot::Missing; count];
+        if known {
+            recheck(&data, &states, wanted.size, &mut slots);
+        } else {
+            states.set_len(0).map_err(|err| io_failed(path, &err))?;
+            states
+                .write_all_at(&header, 0)
+                .map_err(|err| io_failed(path, &err))?;
+        }
+        Ok(Upload {
+            key,
+            path: path.clone(),
+            size: wanted.size,
+            sha256: wanted.sha256,
+            data,
+            states,
+            slots: Mutex::new(slots),
+            landed: RwLock::new(false),
+        })
+    }
+
+    /// Lands `upload` at its name once every chunk is stored and their
+    /// states chain into its SHA-256: synced, given the modification time,
+    /// renamed, the folder synced. The stored file's description.
+    pub fn commit(&self, upload: &Upload, wanted: &Wanted) -> Result<FileMeta, RemoteError> {
+        let path = &upload.path;
+        let mut landed = upload.landed.write().unwrap_or_else(|e| e.into_inner());
+        if *landed {
+            return Err(exists(path));
+        }
+        {
+            let slots = upload.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(index) = slots.iter().position(|slot| *slot != Slot::Stored) {
+                return Err(RemoteError::new(
+                    ErrorCode::BadRequest,
+                    format!("{path}: commit before chunk {index} was stored"),
+                ));
+            }
+        }
+        if !upload.chain_holds() {
+            // The sender's states contradict each other: nothing of it can
+            // be trusted, so nothing is kept.
+            drop(landed);
+            self.forget(upload);
+            return Err(RemoteError::new(
+                ErrorCode::Mismatch,
+                format!("{path}: the chunks' states do not chain into the file's SHA-256"),
+            ));
+        }
+        let io = |err: std::io::Error| io_failed(path, &err);
+        upload.data.set_len(upload.size).map_err(io)?;
+        let (secs, nanos) = wanted.mtime;
+        let mtime = nix::sys::time::TimeSpec::new(secs, i64::from(nanos.min(999_999_999)));
+        let now = nix::sys::time::TimeSpec::new(0, libc::UTIME_NOW);
+        nix::sys::stat::futimens(&upload.data, &now, &mtime)
+            .map_err(|err| place::failed(path, err))?;
+        upload.data.sync_all().map_err(io)?;
+        let (dir, name) = place::parent(&self.root, path, true)?
+            .ok_or_else(|| place::failed(path, Errno::ENOENT))?;
+        let replace = wanted.overwrite && wanted.may_replace;
+        match place::land(
+            &self.partials,
+            &format!("{}.part", upload.key),
+            &dir,
+            &name,
+            replace,
+        ) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => return Err(exists(path)),
+            Err(Errno::EISDIR | Errno::ENOTEMPTY) => {
+                return Err(RemoteError::new(
+                    ErrorCode::NotAFile,
+                    format!("{path}: something other than a file is there"),
+                ))
+            }
+            Err(err) => return Err(place::failed(path, err)),
+        }
+        *landed = true;
+        drop(landed);
+        self.forget(upload);
+        let _ = nix::unistd::fsync(&self.partials);
+        Ok(FileMeta {
+            size: upload.size,
+            mtime_secs: secs,
+            mtime_nanos: nanos.min(999_999_999),
+            sha256: Some(upload.sha256),
+        })
+    }
+
+    /// Drops an upload: closed here, its state file removed (and its
+    /// partial, unless it has landed).
+    fn forget(&self, upload: &Upload) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|_, held| held.key != upload.key);
+        drop(open);
+        for suffix in ["part", "state"] {
+            let _ = nix::unistd::unlinkat(
+                &self.partials,
+                format!("{}.{suffix}", upload.key).as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        }
+    }
+
+    /// Removes partials untouched for the TTL, and forgets them if open.
+    /// How many it removed.
+    pub fn sweep(&self, now: SystemTime) -> usize {
+        let Ok(dir) = nix::dir::Dir::openat(
+            &self.partials,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return 0;
+        };
+        let mut stale = Vec::new();
+        for entry in dir.into_iter().flatten() {
+            let Ok(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let Some(key) = name
+                .strip_suffix(".state")
+                .or_else(|| name.strip_suffix(".part"))
+            else {
+                continue;
+            };
+            let Ok(stat) = nix::sys::stat::fstatat(
+                &self.partials,
+                name.as_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) else {
+                continue;
+            };
+            let touched =
+                SystemTime::UNIX_EPOCH + Duration::from_secs(stat.st_mtime.max(0).unsigned_abs());
+            if now.duration_since(touched).unwrap_or_default() >= self.settings.ttl {
+                stale.push((key.to_owned(), name));
+            }
+        }
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|_, upload| !stale.iter().any(|(key, _)| *key == upload.key));
+        drop(open);
+        let mut removed = 0;
+        for (_, name) in stale {
+            let gone = nix::unistd::unlinkat(
+                &self.partials,
+                name.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+            removed += usize::from(gone.is_ok() && name.ends_with(".part"));
+        }
+        removed
+    }
+}
+
+impl Upload {
+    /// The held chunks as runs `[first, end)`, at most
+    /// [`ft_protocol::MAX_HELD_RUNS`].
+    pub fn held_runs(&self) -> Vec<(u64, u64)> {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for (index, slot) in slots.iter().enumerate() {
+            if *slot != Slot::Stored {
+                continue;
+            }
+            let index = index as u64;
+            let full = runs.len() == ft_protocol::MAX_HELD_RUNS;
+            match runs.last_mut() {
+                Some((_, end)) if *end == index => *end += 1,
+                _ if full => break,
+                _ => runs.push((index, index + 1)),
+            }
+        }
+        runs
+    }
+
+    /// Claims chunk `index` for writing: `Ok(true)` if it is to be
+    /// written, `Ok(false)` if it is stored already (its bytes are then
+    /// only checked), an error if another connection is writing it.
+    pub fn claim(&self, index: u64) -> Result<bool, RemoteError> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = usize::try_from(index)
+            .ok()
+            .and_then(|index| slots.get_mut(index))
+            .ok_or_else(|| {
+                RemoteError::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "{}: no chunk {index} in a file of {} bytes",
+                        self.path, self.size
+                    ),
+                )
+            })?;
+        match *slot {
+            Slot::Stored => Ok(false),
+            Slot::Writing => Err(RemoteError::new(
+                ErrorCode::Internal,
+                format!(
+                    "{}: chunk {index} is being written by another connection",
+                    self.path
+                ),
+            )),
+            Slot::Missing => {
+                *slot = Slot::Writing;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Writes `bytes` at `pos`, unless the file has landed meanwhile.
+    pub fn write(&self, pos: u64, bytes: &[u8]) -> Result<(), RemoteError> {
+        let landed = self.landed.read().unwrap_or_else(|e| e.into_inner());
+        if *landed {
+            return Err(exists(&self.path));
+        }
+        self.data
+            .write_all_at(bytes, pos)
+            .map_err(|err| io_failed(&self.path, &err))
+    }
+
+    /// Ends the claim on chunk `index`: stored, with the states that
+    /// verified it recorded, or missing again.
+    pub fn release(
+        &self,
+        index: u64,
+        verified: Option<(Digest, Digest)>,
+    ) -> Result<(), RemoteError> {
+        let recorded = match verified {
+            Some((start, end)) => {
+                let mut slot = [0u8; SLOT as usize];
+                slot[0] = 1;
+                slot[8..40].copy_from_slice(&start);
+                slot[40..72].copy_from_slice(&end);
+                self.states
+                    .write_all_at(&slot, HEADER + index * SLOT)
+                    .map_err(|err| io_failed(&self.path, &err))
+            }
+            None => Ok(()),
+        };
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = usize::try_from(index).ok().and_then(|i| slots.get_mut(i)) {
+            *slot = match (&recorded, verified) {
+                (Ok(()), Some(_)) => Slot::Stored,
+                _ => Slot::Missing,
+            };
+        }
+        recorded
+    }
+
+    /// Whether the recorded states of every chunk chain into the SHA-256.
+    fn chain_holds(&self) -> bool {
+        let count = chunks(self.size);
+        let mut slots = Vec::with_capacity(count.min(1 << 16) as usize);
+        for index in 0..count {
+            match read_slot(&self.states, index) {
+                Some(states) => slots.push(states),
+                None => return false,
+            }
+        }
+        ft_protocol::put::chain_holds(self.size, &self.sha256, slots)
+    }
+}
+
+/// Reads back every chunk the state file records as stored, and keeps as
+/// stored those that still hash from their start state to their end state.
+fn recheck(data: &File, states: &File, size: u64, slots: &mut [Slot]) {
+    let mut buf = vec![0u8; CHUNK_SIZE.min(size) as usize];
+    for (index, slot) in slots.iter_mut().enumerate() {
+        let index = index as u64;
+        let Some((start, end)) = read_slot(states, index) else {
+            continue;
+        };
+        let len = chunk_len(size, index) as usize;
+        let Ok(mut check) = ChunkCheck::new(size, index, &start, end) else {
+            continue;
+        };
+        let read = data.read_exact_at(&mut buf[..len], index * CHUNK_SIZE);
+        let good =
+            read.is_ok() && check.feed(index, &buf[..len]).is_ok() && check.finish(index).is_ok();
+        if good {
+            *slot = Slot::Stored;
+        }
+    }
+}
+
+/// The states recorded for chunk `index`, if it is recorded as stored.
+fn read_slot(states: &File, index: u64) -> Option<(Digest, Digest)> {
+    let mut slot = [0u8; SLOT as usize];
+    states
+        .read_exact_at(&mut slot, HEADER + index * SLOT)
+        .ok()?;
+    if slot[0] != 1 {
+        return None;
+    }
+    let mut start = [0u8; 32];
+    let mut end = [0u8; 32];
+    start.copy_from_slice(&slot[8..40]);
+    end.copy_from_slice(&slot[40..72]);
+    Some((start, end))
+}
+
+/// What names an upload: its path, size and SHA-256, so two versions of a
+/// file never share a partial.
+fn key(wanted: &Wanted) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(wanted.path.to_string().as_bytes());
+    hasher.update([0]);
+    hasher.update(wanted.size.to_le_bytes());
+    hasher.update(wanted.sha256);
+    hasher.finalize().into()
+}
+
+fn no_room(path: &RemotePath, need: u64, free: u64) -> RemoteError {
+    RemoteError::new(
+        ErrorCode::NoSpace,
+        format!("{path}: no room on the server: {need} bytes to come, room for {free}"),
+    )
+}
+
+fn exists(path: &RemotePath) -> RemoteError {
+    RemoteError::new(
+        ErrorCode::AlreadyExists,
+        format!("{path} already exists on the server (ftput --overwrite replaces it)"),
+    )
+}
+
+/// A failed read or write of an upload's files, as the client hears it: a
+/// full disk or a file size limit is `NoSpace`.
+pub(crate) fn io_failed(path: &RemotePath, err: &std::io::Error) -> RemoteError {
+    match err.raw_os_error() {
+        Some(code) => place::failed(path, Errno::from_raw(code)),
+        None => RemoteError::new(ErrorCode::Internal, format!("{path}: {err}")),
+    }
+}
