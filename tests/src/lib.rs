@@ -7,7 +7,7 @@
 //! the server and client packages have integration tests of their own.
 //!
 //! One module a job: `bins` finds the binaries, `process` runs and waits for
-//! child processes, `server` and `ftget` drive the two binaries, `env` lays
+//! child processes, `server`, `ftget` and `ftput` drive the binaries, `env` lays
 //! out the folders of a test, `relay` and `misbehaving` are servers in the
 //! test process that fail on purpose (on what `background` gives them both),
 //! and `raw` speaks the protocol by hand. Everything public is re-exported
@@ -20,6 +20,7 @@ mod background;
 mod bins;
 mod env;
 mod ftget;
+mod ftput;
 mod misbehaving;
 mod process;
 mod raw;
@@ -30,6 +31,7 @@ mod tls;
 pub use bins::bin;
 pub use env::{config_home, sha256_hex, state_dir, tree_contents, TestEnv};
 pub use ftget::{ftget, ftget_with_cap, ftget_with_peak, spawn_ftget, Run};
+pub use ftput::{add_write_token, ftput, spawn_ftput};
 pub use misbehaving::{
     escape_names, Altered, MisbehavingServer, Misbehaviour, Reply, Served, ESCAPES, HOSTILE_PATHS,
     LISTED_THEN_GONE,

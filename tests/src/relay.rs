@@ -1,7 +1,8 @@
 //! `Relay`: a TCP relay in front of a server that fails or slows a transfer
 //! on purpose: a byte budget after which a connection stalls, is cut or
 //! pauses, and a cap on the rate it passes from the server, for each
-//! connection or shared by all; and a count of what it relayed.
+//! connection or shared by all; towards the server (an upload), a cap for
+//! each connection or one flipped byte; and a count of what it relayed.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -59,6 +60,15 @@ enum Cap {
     Each(u64),
     /// All connections together: one narrow link.
     Shared(u64),
+}
+
+/// What happens to the bytes a client sends.
+#[derive(Debug, Clone, Copy)]
+enum Up {
+    /// At most this many bytes per second on each connection.
+    Capped(u64),
+    /// The byte at this offset of the `nth` connection (from 1) is flipped.
+    Flip { nth: usize, at: u64 },
 }
 
 /// Lets bytes through at a rate: each batch waits until the batches before
@@ -131,7 +141,20 @@ impl Relay {
             bytes: budget,
             after,
         };
-        Self::spawn(target, Some(budget), None)
+        Self::spawn(target, Some(budget), None, None)
+    }
+
+    /// Each connection passes at most `bytes_per_sec` from the client: an
+    /// upload over one connection is slow, over several it is not.
+    pub fn capped_up(target: SocketAddr, bytes_per_sec: u64) -> Self {
+        Self::spawn(target, None, None, Some(Up::Capped(bytes_per_sec)))
+    }
+
+    /// The byte at offset `at` of what the client sends on its `nth`
+    /// connection (from 1) is flipped on its way: inside TLS, the server
+    /// finds a record that fails its check and drops the connection.
+    pub fn flipping_up(target: SocketAddr, nth: usize, at: u64) -> Self {
+        Self::spawn(target, None, None, Some(Up::Flip { nth, at }))
     }
 
     /// Budget and `after` for every connection: a link that keeps failing.
@@ -141,19 +164,19 @@ impl Relay {
             bytes: budget,
             after,
         };
-        Self::spawn(target, Some(budget), None)
+        Self::spawn(target, Some(budget), None, None)
     }
 
     /// Each connection passes at most `bytes_per_sec` from the server: one
     /// connection is slow, several together are not.
     pub fn capped(target: SocketAddr, bytes_per_sec: u64) -> Self {
-        Self::spawn(target, None, Some(Cap::Each(bytes_per_sec)))
+        Self::spawn(target, None, Some(Cap::Each(bytes_per_sec)), None)
     }
 
     /// All connections together pass at most `bytes_per_sec` from the
     /// server: more connections share the same rate.
     pub fn shared_cap(target: SocketAddr, bytes_per_sec: u64) -> Self {
-        Self::spawn(target, None, Some(Cap::Shared(bytes_per_sec)))
+        Self::spawn(target, None, Some(Cap::Shared(bytes_per_sec)), None)
     }
 
     /// [`Relay::capped`], and the `nth` connection (counting from 1) is cut
@@ -164,10 +187,10 @@ impl Relay {
             bytes: budget,
             after: AfterBudget::Cut,
         };
-        Self::spawn(target, Some(budget), Some(Cap::Each(bytes_per_sec)))
+        Self::spawn(target, Some(budget), Some(Cap::Each(bytes_per_sec)), None)
     }
 
-    fn spawn(target: SocketAddr, budget: Option<Budget>, cap: Option<Cap>) -> Self {
+    fn spawn(target: SocketAddr, budget: Option<Budget>, cap: Option<Cap>, up: Option<Up>) -> Self {
         let (listener, addr) = listen();
         let stop = Stop::after(RUN_TIMEOUT);
         let streams = Arc::new(Mutex::new(Vec::new()));
@@ -200,8 +223,14 @@ impl Relay {
                     Some(Cap::Shared(_)) => shared.clone(),
                     None => None,
                 };
+                let up = match up {
+                    Some(Up::Flip { nth: n, .. }) if n != nth => None,
+                    other => other,
+                };
                 let (stop3, counts3) = (stop2.clone(), Arc::clone(&counts2));
-                thread::spawn(move || relay_one(client, server, budget, pacer, &stop3, &counts3));
+                thread::spawn(move || {
+                    relay_one(client, server, (budget, pacer, up), &stop3, &counts3)
+                });
             }
         });
         Self {
@@ -240,8 +269,7 @@ impl Relay {
 fn relay_one(
     client: TcpStream,
     server: TcpStream,
-    budget: Option<Budget>,
-    pacer: Option<Arc<Pacer>>,
+    (budget, pacer, up): (Option<Budget>, Option<Arc<Pacer>>, Option<Up>),
     stop: &Stop,
     counts: &Arc<Counts>,
 ) {
@@ -257,7 +285,12 @@ fn relay_one(
     );
     let (up_stop, up_counts) = (stop.clone(), Arc::clone(counts));
     thread::spawn(move || {
-        forward(&mut up_from, &mut up_to, &up_stop);
+        match up {
+            None => forward(&mut up_from, &mut up_to, &up_stop),
+            Some(up) => forward_up(&mut up_from, &mut up_to, up, &up_stop),
+        }
+        // As a network would: the server hears that the client is gone.
+        let _ = up_to.shutdown(Shutdown::Write);
         // The client has closed its side (or the relay has): no longer open.
         up_counts.open.fetch_sub(1, Ordering::AcqRel);
     });
@@ -308,6 +341,30 @@ fn relay_one(
 fn forward(from: &mut TcpStream, to: &mut TcpStream, stop: &Stop) {
     let mut buf = vec![0u8; 64 * 1024];
     while let Some(n) = read_some(from, &mut buf, stop) {
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+}
+
+/// Copies what a client sends to the server, capped or with one byte
+/// flipped, until either closes or `stop` is due.
+fn forward_up(from: &mut TcpStream, to: &mut TcpStream, up: Up, stop: &Stop) {
+    let (pacer, mut flip_at) = match up {
+        Up::Capped(rate) => (Some(Pacer::new(rate)), None),
+        Up::Flip { at, .. } => (None, Some(at)),
+    };
+    let mut buf = vec![0u8; CAPPED_READ];
+    let mut passed = 0u64;
+    while let Some(n) = read_some(from, &mut buf, stop) {
+        if let Some(pacer) = &pacer {
+            pacer.wait(n);
+        }
+        if let Some(at) = flip_at.filter(|at| *at < passed + n as u64) {
+            buf[(at - passed) as usize] ^= 0x20;
+            flip_at = None;
+        }
+        passed += n as u64;
         if to.write_all(&buf[..n]).is_err() {
             break;
         }

@@ -176,8 +176,8 @@ pub(crate) async fn chunk<S: Transport>(
         let bytes = match conn.read_request().await {
             Ok(Some(Request::Data(bytes))) => bytes,
             other => {
-                if write {
-                    let _ = upload.release(index, None);
+                if let Some(claim) = write {
+                    let _ = upload.release(index, claim, None);
                 }
                 return match other {
                     Ok(Some(_)) => {
@@ -190,8 +190,8 @@ pub(crate) async fn chunk<S: Transport>(
             }
         };
         if let Err(err) = check.feed(index, &bytes) {
-            if write {
-                let _ = upload.release(index, None);
+            if let Some(claim) = write {
+                let _ = upload.release(index, claim, None);
             }
             return reply(
                 conn,
@@ -203,16 +203,16 @@ pub(crate) async fn chunk<S: Transport>(
             )
             .await;
         }
-        if !write || failed.is_some() {
+        let Some(claim) = write.filter(|_| failed.is_none()) else {
             continue;
-        }
+        };
         batch.extend_from_slice(&bytes);
         if batch.len() >= WRITE_BATCH || check.left() == 0 {
             let full = std::mem::take(&mut batch).freeze();
             let writer = Arc::clone(&upload);
             let at = pos;
             pos += full.len() as u64;
-            if let Err(err) = blocking(move || writer.write(at, &full)).await {
+            if let Err(err) = blocking(move || writer.write(index, claim, at, &full)).await {
                 failed = Some(err);
             }
         }
@@ -226,13 +226,14 @@ pub(crate) async fn chunk<S: Transport>(
         )),
         (Ok(()), None) => Ok(()),
     };
-    let outcome = if write {
-        let states = outcome.is_ok().then_some((start, end));
-        let writer = Arc::clone(&upload);
-        let released = blocking(move || writer.release(index, states)).await;
-        outcome.and(released)
-    } else {
-        outcome
+    let outcome = match write {
+        Some(claim) => {
+            let states = outcome.is_ok().then_some((start, end));
+            let writer = Arc::clone(&upload);
+            let released = blocking(move || writer.release(index, claim, states)).await;
+            outcome.and(released)
+        }
+        None => outcome,
     };
     reply(conn, client, "chunk", &shown, index, outcome).await
 }

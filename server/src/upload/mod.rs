@@ -15,6 +15,7 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -75,8 +76,8 @@ pub(crate) struct Wanted {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
     Missing,
-    /// A connection is writing it now.
-    Writing,
+    /// A connection is writing it now, under the claim with this number.
+    Writing(u64),
     Stored,
 }
 
@@ -89,6 +90,8 @@ pub(crate) struct Upload {
     data: File,
     states: File,
     slots: Mutex<Vec<Slot>>,
+    /// The number of the last claim of a chunk.
+    claims: AtomicU64,
     /// Held (shared) by every write of data, taken (exclusive) to land the
     /// file: nothing writes into the file once it has its name.
     landed: RwLock<bool>,
@@ -253,6 +256,7 @@ impl Uploads {
             data,
             states,
             slots: Mutex::new(slots),
+            claims: AtomicU64::new(0),
             landed: RwLock::new(false),
         })
     }
@@ -412,10 +416,11 @@ impl Upload {
         runs
     }
 
-    /// Claims chunk `index` for writing: `Ok(true)` if it is to be
-    /// written, `Ok(false)` if it is stored already (its bytes are then
-    /// only checked), an error if another connection is writing it.
-    pub fn claim(&self, index: u64) -> Result<bool, RemoteError> {
+    /// Claims chunk `index` for writing: `Ok(Some(claim))` if it is to be
+    /// written under that claim (taken over from any connection writing it
+    /// now, which may have died without the server noticing yet),
+    /// `Ok(None)` if it is stored already (its bytes are then only checked).
+    pub fn claim(&self, index: u64) -> Result<Option<u64>, RemoteError> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let slot = usize::try_from(index)
             .ok()
@@ -430,39 +435,45 @@ impl Upload {
                 )
             })?;
         match *slot {
-            Slot::Stored => Ok(false),
-            Slot::Writing => Err(RemoteError::new(
-                ErrorCode::Internal,
-                format!(
-                    "{}: chunk {index} is being written by another connection",
-                    self.path
-                ),
-            )),
-            Slot::Missing => {
-                *slot = Slot::Writing;
-                Ok(true)
+            Slot::Stored => Ok(None),
+            Slot::Missing | Slot::Writing(_) => {
+                let claim = self.claims.fetch_add(1, Ordering::Relaxed) + 1;
+                *slot = Slot::Writing(claim);
+                Ok(Some(claim))
             }
         }
     }
 
-    /// Writes `bytes` at `pos`, unless the file has landed meanwhile.
-    pub fn write(&self, pos: u64, bytes: &[u8]) -> Result<(), RemoteError> {
+    /// Writes `bytes` at `pos` of chunk `index` under `claim`, unless the
+    /// file has landed or the claim was taken over meanwhile. The write
+    /// happens under the chunks' lock, so a claim taken over writes nothing
+    /// after the one that took it.
+    pub fn write(&self, index: u64, claim: u64, pos: u64, bytes: &[u8]) -> Result<(), RemoteError> {
         let landed = self.landed.read().unwrap_or_else(|e| e.into_inner());
         if *landed {
             return Err(exists(&self.path));
+        }
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slot_of(&slots, index) != Some(Slot::Writing(claim)) {
+            return Err(taken_over(&self.path, index));
         }
         self.data
             .write_all_at(bytes, pos)
             .map_err(|err| io_failed(&self.path, &err))
     }
 
-    /// Ends the claim on chunk `index`: stored, with the states that
-    /// verified it recorded, or missing again.
+    /// Ends `claim` on chunk `index`: stored, with the states that verified
+    /// it recorded, or missing again; nothing if the claim was taken over.
     pub fn release(
         &self,
         index: u64,
+        claim: u64,
         verified: Option<(Digest, Digest)>,
     ) -> Result<(), RemoteError> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slot_of(&slots, index) != Some(Slot::Writing(claim)) {
+            return Err(taken_over(&self.path, index));
+        }
         let recorded = match verified {
             Some((start, end)) => {
                 let mut slot = [0u8; SLOT as usize];
@@ -475,7 +486,6 @@ impl Upload {
             }
             None => Ok(()),
         };
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = usize::try_from(index).ok().and_then(|i| slots.get_mut(i)) {
             *slot = match (&recorded, verified) {
                 (Ok(()), Some(_)) => Slot::Stored,
@@ -552,6 +562,20 @@ fn no_room(path: &RemotePath, need: u64, free: u64) -> RemoteError {
     RemoteError::new(
         ErrorCode::NoSpace,
         format!("{path}: no room on the server: {need} bytes to come, room for {free}"),
+    )
+}
+
+fn slot_of(slots: &[Slot], index: u64) -> Option<Slot> {
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| slots.get(i))
+        .copied()
+}
+
+fn taken_over(path: &RemotePath, index: u64) -> RemoteError {
+    RemoteError::new(
+        ErrorCode::Internal,
+        format!("{path}: chunk {index} was sent again on another connection"),
     )
 }
 
