@@ -133,6 +133,28 @@ impl<'a> Link<'a> {
         })
     }
 
+    /// Sends an upload's `Chunk` request and then its bytes as `Data`
+    /// requests, each payload written without a copy.
+    pub async fn send_chunk(
+        &mut self,
+        chunk: &Request,
+        pieces: &[bytes::Bytes],
+    ) -> Result<(), Failure> {
+        let server = self.server;
+        let conn = self.conn().await?;
+        let mut sent = conn.send(chunk).await;
+        for piece in pieces {
+            if sent.is_err() {
+                break;
+            }
+            sent = conn.send_put_data(piece.clone()).await;
+        }
+        sent.map_err(|err| {
+            self.reset();
+            lost(server, err)
+        })
+    }
+
     /// The next reply on the connection; the connection must be open (a new
     /// one would owe no reply).
     pub async fn read(&mut self) -> Result<Response, Failure> {

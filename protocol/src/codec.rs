@@ -4,10 +4,12 @@
 //! of [`MAX_FRAME`] bytes, and trailing bytes rejected. Changing the encoding
 //! means changing this file only.
 //!
-//! `Data` frames have a fast path both ways: the sender writes a fixed 16-byte
-//! header ([`data_header`]) and then the payload straight from its buffer, and
-//! the receiver slices the payload out of the frame without copying it. Tests
-//! below hold both paths to the plain bincode encoding.
+//! `Data` frames have a fast path both ways, a server's `Response::Data` and
+//! an uploading client's `Request::Data` alike: the sender writes a fixed
+//! 16-byte header ([`data_header`], [`put_data_header`]) and then the payload
+//! straight from its buffer, and the receiver slices the payload out of the
+//! frame without copying it. Tests below hold both paths to the plain
+//! bincode encoding.
 
 use bincode::Options;
 use bytes::Bytes;
@@ -20,6 +22,9 @@ use crate::MAX_FRAME;
 
 /// Bincode's variant index of [`Response::Data`].
 const DATA_TAG: u32 = 4;
+
+/// Bincode's variant index of [`Request::Data`].
+const PUT_DATA_TAG: u32 = 8;
 
 /// Bytes before a `Data` payload inside the frame body: variant index (u32)
 /// and payload length (u64).
@@ -70,6 +75,17 @@ pub fn encode<M: Serialize>(message: &M) -> Result<Vec<u8>, CodecError> {
 /// The wire bytes that precede a `Data` payload of `len` bytes; the payload
 /// follows them unchanged. `len` must not exceed [`crate::MAX_DATA`].
 pub fn data_header(len: usize) -> Result<[u8; DATA_HEADER], CodecError> {
+    tagged_header(DATA_TAG, len)
+}
+
+/// The wire bytes that precede an upload's `Data` payload of `len` bytes
+/// (a request); the payload follows them unchanged. `len` must not exceed
+/// [`crate::MAX_PUT_DATA`].
+pub fn put_data_header(len: usize) -> Result<[u8; DATA_HEADER], CodecError> {
+    tagged_header(PUT_DATA_TAG, len)
+}
+
+fn tagged_header(tag: u32, len: usize) -> Result<[u8; DATA_HEADER], CodecError> {
     let body_len = DATA_BODY_HEADER + len;
     if body_len > MAX_FRAME {
         return Err(CodecError::FrameTooLarge {
@@ -80,7 +96,7 @@ pub fn data_header(len: usize) -> Result<[u8; DATA_HEADER], CodecError> {
     let mut header = [0u8; DATA_HEADER];
     header[..LEN_PREFIX].copy_from_slice(&(body_len as u32).to_be_bytes());
     options()
-        .serialize_into(&mut header[LEN_PREFIX..], &(DATA_TAG, len as u64))
+        .serialize_into(&mut header[LEN_PREFIX..], &(tag, len as u64))
         .map_err(malformed)?;
     Ok(header)
 }
@@ -90,23 +106,42 @@ pub fn decode_request(body: &[u8]) -> Result<Request, CodecError> {
     options().deserialize(body).map_err(malformed)
 }
 
+/// Decodes a request from a frame body; an upload's `Data` payload is
+/// sliced out of `body`, not copied.
+pub fn decode_request_bytes(body: Bytes) -> Result<Request, CodecError> {
+    match data_payload(&body, PUT_DATA_TAG)? {
+        Some(payload) => Ok(Request::Data(payload)),
+        None => decode_request(&body),
+    }
+}
+
 /// Decodes a response from a frame body; a `Data` payload is sliced out of
 /// `body`, not copied.
 pub fn decode_response(body: Bytes) -> Result<Response, CodecError> {
-    if let Some(head) = body.get(..DATA_BODY_HEADER) {
-        let (tag, len): (u32, u64) = options().deserialize(head).map_err(malformed)?;
-        if tag == DATA_TAG {
-            let payload = body.slice(DATA_BODY_HEADER..);
-            if payload.len() as u64 != len {
-                return Err(CodecError::DataLength {
-                    announced: len,
-                    carried: payload.len(),
-                });
-            }
-            return Ok(Response::Data(payload));
-        }
+    match data_payload(&body, DATA_TAG)? {
+        Some(payload) => Ok(Response::Data(payload)),
+        None => options().deserialize(&body).map_err(malformed),
     }
-    options().deserialize(&body).map_err(malformed)
+}
+
+/// The payload of a body that is a `Data` message with variant index
+/// `tag`, sliced out of it; `None` for any other message.
+fn data_payload(body: &Bytes, tag: u32) -> Result<Option<Bytes>, CodecError> {
+    let Some(head) = body.get(..DATA_BODY_HEADER) else {
+        return Ok(None);
+    };
+    let (found, len): (u32, u64) = options().deserialize(head).map_err(malformed)?;
+    if found != tag {
+        return Ok(None);
+    }
+    let payload = body.slice(DATA_BODY_HEADER..);
+    if payload.len() as u64 != len {
+        return Err(CodecError::DataLength {
+            announced: len,
+            carried: payload.len(),
+        });
+    }
+    Ok(Some(payload))
 }
 
 #[cfg(test)]
@@ -227,7 +262,7 @@ mod tests {
             Request::Put {
                 path: "in/x".into(),
                 size: 5 << 20,
-                sha256: [6; 32],
+                version: [6; 32],
                 mtime_secs: -3,
                 mtime_nanos: 4,
                 overwrite: true,
@@ -238,12 +273,35 @@ mod tests {
                 end: [2; 32],
             },
             Request::Data(Bytes::from_static(b"bytes")),
-            Request::Commit,
+            Request::Commit { sha256: [3; 32] },
         ];
         for request in requests {
             let frame = encode(&request).expect("encodes");
             assert_eq!(decode_request(&body(&frame)).expect("decodes"), request);
         }
+    }
+
+    #[test]
+    fn upload_data_fast_path_matches_plain_bincode() {
+        let payload = Bytes::from_static(b"uploaded bytes");
+        let plain = encode(&Request::Data(payload.clone())).expect("encodes");
+        let mut fast = put_data_header(payload.len()).expect("fits").to_vec();
+        fast.extend_from_slice(&payload);
+        assert_eq!(plain, fast);
+        assert_eq!(
+            decode_request_bytes(body(&plain)).expect("decodes"),
+            Request::Data(payload)
+        );
+        let wrong = {
+            let mut frame = plain.clone();
+            frame.pop();
+            frame
+        };
+        assert!(decode_request_bytes(Bytes::copy_from_slice(&wrong[LEN_PREFIX..])).is_err());
+        // Other requests go the plain way.
+        let commit = Request::Commit { sha256: [1; 32] };
+        let frame = encode(&commit).expect("encodes");
+        assert_eq!(decode_request_bytes(body(&frame)).expect("decodes"), commit);
     }
 
     #[test]

@@ -189,7 +189,7 @@ impl<S: Transport> Connection<S> {
     pub async fn read_request(&mut self) -> Result<Option<Request>, ConnectionError> {
         match self.next_frame().await? {
             None => Ok(None),
-            Some(body) => Ok(Some(codec::decode_request(&body)?)),
+            Some(body) => Ok(Some(codec::decode_request_bytes(body)?)),
         }
     }
 
@@ -197,7 +197,7 @@ impl<S: Transport> Connection<S> {
     /// waiting for the stream: how a server finds requests sent ahead.
     pub fn buffered_request(&mut self) -> Option<Result<Request, ConnectionError>> {
         match self.take_frame() {
-            Ok(Some(body)) => Some(codec::decode_request(&body).map_err(Into::into)),
+            Ok(Some(body)) => Some(codec::decode_request_bytes(body).map_err(Into::into)),
             Ok(None) => None,
             Err(err) => Some(Err(err)),
         }
@@ -255,6 +255,15 @@ impl<S: Transport> Connection<S> {
             Response::Data(payload) => self.send_data(payload).await,
             other => self.send(&other).await,
         }
+    }
+
+    /// Writes an upload's `Data` request carrying `payload`, without
+    /// copying the payload.
+    pub async fn send_put_data(&mut self, payload: Bytes) -> Result<(), ConnectionError> {
+        let header = codec::put_data_header(payload.len())?;
+        let mut frame = Bytes::copy_from_slice(&header).chain(payload);
+        let result = self.stream.write_all_buf(&mut frame).await;
+        result.map_err(|err| self.io_error(err))
     }
 
     /// Writes a `Data` frame carrying `payload`, without copying the payload.

@@ -80,9 +80,12 @@ pub enum Request {
         path: String,
         /// Size of the whole file in bytes.
         size: u64,
-        /// SHA-256 of the whole file: with `path` and `size`, what names
-        /// this upload, so two versions of a file are never spliced.
-        sha256: Digest,
+        /// What the client calls this version of its file (ftput: a hash
+        /// of its size, modification time and inode): with `path` and
+        /// `size`, what names this upload, so that a changed file is
+        /// another upload. The chain checked at `Commit` is what makes
+        /// splicing two versions impossible, whatever the client says here.
+        version: Digest,
         /// Modification time the stored file gets: whole seconds since the epoch.
         mtime_secs: i64,
         /// Nanoseconds past `mtime_secs`.
@@ -105,10 +108,13 @@ pub enum Request {
     /// Bytes of the chunk announced by the last `Chunk`: at most
     /// [`crate::MAX_PUT_DATA`] each. Not answered on its own.
     Data(Bytes),
-    /// Every chunk of the connection's upload has been stored: check the
-    /// chain and the whole digest, and give the file its name. Answered by
-    /// [`Response::Meta`] of the stored file, or `Error`.
-    Commit,
+    /// Every chunk of the connection's upload has been stored: check that
+    /// their states chain into `sha256`, and give the file its name.
+    /// Answered by [`Response::Meta`] of the stored file, or `Error`.
+    Commit {
+        /// SHA-256 of the whole file.
+        sha256: Digest,
+    },
 }
 
 /// What a server answers. `Error` and `Welcome` keep their index and layout in

@@ -480,7 +480,10 @@ impl Peer {
             // It takes no uploads: refused as a server without
             // --allow-upload refuses them, and closed (what follows a `Put`
             // may be a chunk's bytes).
-            Request::Put { .. } | Request::Chunk { .. } | Request::Data(_) | Request::Commit => {
+            Request::Put { .. }
+            | Request::Chunk { .. }
+            | Request::Data(_)
+            | Request::Commit { .. } => {
                 let refusal = RemoteError::new(ErrorCode::NotAllowed, "no uploads here");
                 let _ = send(stream, &Response::Error(refusal));
                 false

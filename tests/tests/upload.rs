@@ -491,7 +491,7 @@ fn uploads_too_large_or_past_the_free_space_are_refused_early() {
     raw.send(&Request::Put {
         path: "huge.bin".into(),
         size: 1 << 40,
-        sha256: [0; 32],
+        version: [0; 32],
         mtime_secs: 0,
         mtime_nanos: 0,
         overwrite: false,
@@ -532,7 +532,7 @@ fn hostile_paths_write_nothing_outside_the_root_and_nothing_through_links() {
         raw.send(&Request::Put {
             path: (*path).into(),
             size: 3,
-            sha256: [0; 32],
+            version: [0; 32],
             mtime_secs: 0,
             mtime_nanos: 0,
             overwrite: true,
@@ -552,7 +552,7 @@ fn hostile_paths_write_nothing_outside_the_root_and_nothing_through_links() {
     raw.send(&Request::Put {
         path: "sub/dangling".into(),
         size: 0,
-        sha256: ft_protocol::ChainHasher::new().finalize(),
+        version: [0; 32],
         mtime_secs: 0,
         mtime_nanos: 0,
         overwrite: false,

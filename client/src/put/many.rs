@@ -8,7 +8,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ft_protocol::{ErrorCode, Request, Response, CHUNK_SIZE};
+use bytes::Bytes;
+use ft_protocol::{Digest, ErrorCode, Request, Response, CHUNK_SIZE};
 
 use super::send::{self, Item, Options, Sent, Version};
 use super::{describe, print_json, report, say, PutReport, PutSummary};
@@ -227,30 +228,47 @@ async fn pipelined(
     done: &tokio::sync::mpsc::UnboundedSender<Outcome>,
 ) -> Result<(), (Vec<(Item, u64)>, Error)> {
     let started = Instant::now();
-    let mut versions: Vec<Option<Version>> = Vec::with_capacity(run.len());
+    // Each file: its version, and its SHA-256.
+    let mut versions: Vec<Option<(Version, Digest)>> = Vec::with_capacity(run.len());
     let mut requests = Vec::new();
-    for (item, _) in &run {
-        let path = item.local.clone();
-        let hashed = tokio::task::spawn_blocking(move || send::hash(&path))
-            .await
-            .map_err(|_| Error::Worker(crate::error::WorkerError::Hasher))
-            .and_then(|hashed| hashed);
+    let paths: Vec<_> = run.iter().map(|(item, _)| item.local.clone()).collect();
+    let hashed = tokio::task::spawn_blocking(move || {
+        paths
+            .iter()
+            .map(|path| send::hash_whole(path))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for ((item, _), hashed) in run.iter().zip(
+        hashed
+            .into_iter()
+            .map(Some)
+            .chain(std::iter::repeat_with(|| None)),
+    ) {
+        let hashed = hashed.unwrap_or(Err(Error::Worker(crate::error::WorkerError::Hasher)));
         match hashed {
-            Ok(version) => {
+            Ok(send::Whole {
+                version,
+                states,
+                sha256,
+                bytes,
+            }) => {
                 requests.push(send::put_request(&item.remote, &version, options.overwrite));
-                if version.size > 0 {
-                    match chunk(item, &version) {
-                        Ok(chunk) => requests.extend(chunk),
-                        Err(err) => {
-                            let _ = done.send((item.clone(), Err(err)));
-                            requests.pop();
-                            versions.push(None);
-                            continue;
-                        }
-                    }
+                if let Some((start, end)) = states {
+                    requests.push(Request::Chunk {
+                        index: 0,
+                        start,
+                        end,
+                    });
+                    requests.extend(
+                        send::pieces(Bytes::from(bytes))
+                            .into_iter()
+                            .map(Request::Data),
+                    );
                 }
-                requests.push(Request::Commit);
-                versions.push(Some(version));
+                requests.push(Request::Commit { sha256 });
+                versions.push(Some((version, sha256)));
             }
             Err(err) => {
                 let _ = done.send((item.clone(), Err(err)));
@@ -258,22 +276,23 @@ async fn pipelined(
             }
         }
     }
-    let lost = |err: Failure, from: usize, run: &[(Item, u64)], versions: &[Option<Version>]| {
-        let left: Vec<(Item, u64)> = run[from..]
-            .iter()
-            .zip(&versions[from..])
-            .filter(|(_, version)| version.is_some())
-            .map(|(entry, _)| entry.clone())
-            .collect();
-        let err = match err {
-            Failure::Retry(err) | Failure::Fatal(err) => err,
-            _ => Error::Server {
-                server: server.label.clone(),
-                source: crate::error::ServerError::Lost,
-            },
+    let lost =
+        |err: Failure, from: usize, run: &[(Item, u64)], versions: &[Option<(Version, Digest)>]| {
+            let left: Vec<(Item, u64)> = run[from..]
+                .iter()
+                .zip(&versions[from..])
+                .filter(|(_, version)| version.is_some())
+                .map(|(entry, _)| entry.clone())
+                .collect();
+            let err = match err {
+                Failure::Retry(err) | Failure::Fatal(err) => err,
+                _ => Error::Server {
+                    server: server.label.clone(),
+                    source: crate::error::ServerError::Lost,
+                },
+            };
+            (left, err)
         };
-        (left, err)
-    };
     if requests.is_empty() {
         return Ok(());
     }
@@ -281,7 +300,7 @@ async fn pipelined(
         return Err(lost(failure, 0, &run, &versions));
     }
     for (at, ((item, _), version)) in run.iter().zip(&versions).enumerate() {
-        let Some(version) = version else {
+        let Some((version, sha256)) = version else {
             continue;
         };
         let answers = 2 + usize::from(version.size > 0);
@@ -315,10 +334,10 @@ async fn pipelined(
             }
         }
         let result = match (outcome, meta) {
-            (Ok(()), Some(meta)) if meta.sha256 == Some(version.sha256) => {
+            (Ok(()), Some(meta)) if meta.sha256 == Some(*sha256) => {
                 let sent = Sent {
                     size: version.size,
-                    sha256: version.sha256,
+                    sha256: *sha256,
                     resumed_from: 0,
                     bytes_sent: version.size,
                     connections: 1,
@@ -341,9 +360,4 @@ async fn pipelined(
         let _ = done.send((item.clone(), result));
     }
     Ok(())
-}
-
-/// The requests carrying a small file's one chunk.
-fn chunk(item: &Item, version: &Version) -> Result<Vec<Request>, Error> {
-    send::chunk_requests_of(&item.local, version).map_err(Error::local(&item.local))
 }

@@ -29,16 +29,32 @@ const DEPTH: usize = 2;
 /// Times a local file may be found changed before the upload gives up.
 const MAX_RESTARTS: u32 = 3;
 
-/// One version of a local file, as hashed: what names the upload.
+/// One version of a local file, as the upload names it.
 #[derive(Debug, Clone)]
 pub(crate) struct Version {
     pub size: u64,
     pub mtime: (i64, u32),
-    pub sha256: Digest,
-    /// The (start, end) states of every chunk.
-    pub states: Vec<(Digest, Digest)>,
+    /// What the upload calls this version: a hash of the stamp.
+    pub tag: Digest,
     /// Device, inode, size and modification time, to notice a change.
     stamp: (u64, u64, u64, i64, i64),
+}
+
+impl Version {
+    /// The version of the file `meta` describes.
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        let stamp = stamp(meta);
+        let mut hasher = ChainHasher::new();
+        for word in [stamp.0, stamp.1, stamp.2, stamp.3 as u64, stamp.4 as u64] {
+            hasher.update(&word.to_le_bytes());
+        }
+        Self {
+            size: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec().clamp(0, 999_999_999) as u32),
+            tag: hasher.finalize(),
+            stamp,
+        }
+    }
 }
 
 /// What to upload where, and how.
@@ -77,68 +93,195 @@ fn stamp(meta: &std::fs::Metadata) -> (u64, u64, u64, i64, i64) {
     )
 }
 
-/// Hashes the file at `path` into its chunk states, on this thread.
-pub(crate) fn hash(path: &Path) -> Result<Version, Error> {
-    let local = Error::local(path);
-    let file = File::open(path).map_err(Error::local(path))?;
-    let meta = file.metadata().map_err(Error::local(path))?;
-    let size = meta.len();
-    let mut hasher = ChainHasher::new();
-    let count = chunks(size);
-    let mut states = Vec::with_capacity(count.min(1 << 20) as usize);
-    let mut buf = vec![0u8; CHUNK_SIZE.min(size.max(1)) as usize];
-    for index in 0..count {
-        let len = chunk_len(size, index) as usize;
-        let start = hasher.state().unwrap_or_default();
-        if let Err(err) = file.read_exact_at(&mut buf[..len], index * CHUNK_SIZE) {
-            return Err(local(err));
-        }
-        hasher.update(&buf[..len]);
-        let end = match index + 1 == count {
-            true => hasher.clone().finalize(),
-            false => hasher.state().unwrap_or_default(),
-        };
-        states.push((start, end));
-    }
-    let sha256 = match states.last() {
-        Some((_, end)) => *end,
-        None => hasher.finalize(),
-    };
-    Ok(Version {
-        size,
-        mtime: (meta.mtime(), meta.mtime_nsec().clamp(0, 999_999_999) as u32),
-        sha256,
-        states,
-        stamp: stamp(&meta),
-    })
-}
-
 /// Whether the file at `path` is still `version`.
 fn unchanged(path: &Path, version: &Version) -> bool {
     std::fs::metadata(path).is_ok_and(|meta| stamp(&meta) == version.stamp)
 }
 
-/// The requests that send chunk `index` of `file`: `Chunk`, then its bytes.
-fn chunk_requests(file: &File, version: &Version, index: u64) -> std::io::Result<Vec<Request>> {
-    let len = chunk_len(version.size, index) as usize;
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, index * CHUNK_SIZE)?;
-    let bytes = Bytes::from(buf);
-    let (start, end) = version.states[index as usize];
-    let mut requests = Vec::with_capacity(1 + len.div_ceil(MAX_PUT_DATA));
-    requests.push(Request::Chunk { index, start, end });
-    let mut at = 0;
-    while at < len {
-        let step = (len - at).min(MAX_PUT_DATA);
-        requests.push(Request::Data(bytes.slice(at..at + step)));
-        at += step;
-    }
-    Ok(requests)
+/// How far the hashing pass over a file has come.
+#[derive(Debug, Clone, Default)]
+struct Hashed {
+    /// Chunks whose states are known, from the first.
+    chunks: u64,
+    /// The end: the file's SHA-256, or why there is none.
+    done: Option<Result<Digest, HashFailure>>,
 }
 
-/// The requests that send the first chunk of the file at `path`.
-pub(crate) fn chunk_requests_of(path: &Path, version: &Version) -> std::io::Result<Vec<Request>> {
-    chunk_requests(&File::open(path)?, version, 0)
+#[derive(Debug, Clone)]
+enum HashFailure {
+    /// The file changed while it was read.
+    Changed,
+    Io(Arc<std::io::Error>),
+}
+
+/// The chunk states of one version of a file, filled in order by one
+/// pass over it on a blocking thread while the chunks already hashed go
+/// out: chunk k can be sent once the pass is past it.
+pub(crate) struct Table {
+    states: Mutex<Vec<(Digest, Digest)>>,
+    progress: tokio::sync::watch::Receiver<Hashed>,
+}
+
+impl Table {
+    /// Starts the pass over `file`, which is `version` of `path`.
+    fn start(path: PathBuf, file: Arc<File>, version: &Version) -> Arc<Self> {
+        let (tx, progress) = tokio::sync::watch::channel(Hashed::default());
+        let table = Arc::new(Self {
+            states: Mutex::new(Vec::new()),
+            progress,
+        });
+        let (filling, version) = (Arc::clone(&table), version.clone());
+        tokio::task::spawn_blocking(move || {
+            let done = filling.fill(&file, &version, &tx);
+            let done = match done {
+                Ok(_) if !unchanged(&path, &version) => Err(HashFailure::Changed),
+                other => other,
+            };
+            tx.send_modify(|hashed| hashed.done = Some(done));
+        });
+        table
+    }
+
+    /// Hashes every chunk of `file` in order, publishing each one's states.
+    fn fill(
+        &self,
+        file: &File,
+        version: &Version,
+        tx: &tokio::sync::watch::Sender<Hashed>,
+    ) -> Result<Digest, HashFailure> {
+        let size = version.size;
+        let count = chunks(size);
+        let mut hasher = ChainHasher::new();
+        // Zeroed once, then read into again and again.
+        let mut buf = vec![0u8; CHUNK_SIZE.min(size) as usize];
+        for index in 0..count {
+            if tx.is_closed() {
+                // No one waits for the rest.
+                return Err(HashFailure::Changed);
+            }
+            let len = chunk_len(size, index) as usize;
+            let piece = &mut buf[..len];
+            file.read_exact_at(piece, index * CHUNK_SIZE)
+                .map_err(|err| match err.kind() {
+                    std::io::ErrorKind::UnexpectedEof => HashFailure::Changed,
+                    _ => HashFailure::Io(Arc::new(err)),
+                })?;
+            let start = hasher.state().unwrap_or_default();
+            hasher.update(piece);
+            let end = match index + 1 == count {
+                true => hasher.clone().finalize(),
+                false => hasher.state().unwrap_or_default(),
+            };
+            self.states
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((start, end));
+            tx.send_modify(|hashed| hashed.chunks = index + 1);
+        }
+        Ok(
+            match self.states.lock().unwrap_or_else(|e| e.into_inner()).last() {
+                Some((_, end)) => *end,
+                None => hasher.finalize(),
+            },
+        )
+    }
+
+    /// The states of chunk `index`, once the pass is past it.
+    async fn states(&self, index: u64) -> Result<(Digest, Digest), HashFailure> {
+        let mut progress = self.progress.clone();
+        let hashed = progress
+            .wait_for(|hashed| hashed.chunks > index || hashed.done.is_some())
+            .await
+            .map_err(|_| HashFailure::Changed)?
+            .clone();
+        if hashed.chunks > index {
+            let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(found) = states.get(index as usize) {
+                return Ok(*found);
+            }
+        }
+        match hashed.done {
+            Some(Err(failure)) => Err(failure),
+            _ => Err(HashFailure::Changed),
+        }
+    }
+
+    /// The file's SHA-256, once the pass has ended.
+    async fn sha256(&self) -> Result<Digest, HashFailure> {
+        let mut progress = self.progress.clone();
+        let hashed = progress
+            .wait_for(|hashed| hashed.done.is_some())
+            .await
+            .map_err(|_| HashFailure::Changed)?
+            .clone();
+        hashed.done.unwrap_or(Err(HashFailure::Changed))
+    }
+}
+
+/// What the hashing pass means for the upload.
+fn hash_failure(path: &Path, failure: HashFailure) -> Failure {
+    match failure {
+        HashFailure::Changed => Failure::Changed,
+        HashFailure::Io(err) => Failure::Fatal(Error::Local {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(err.kind(), err.to_string()),
+        }),
+    }
+}
+
+/// A small file read whole and hashed, for a run of pipelined files.
+pub(crate) struct Whole {
+    pub version: Version,
+    /// The states of its one chunk; none for an empty file.
+    pub states: Option<(Digest, Digest)>,
+    pub sha256: Digest,
+    pub bytes: Vec<u8>,
+}
+
+/// Reads the small file (one chunk at most) at `path` whole and hashes it.
+pub(crate) fn hash_whole(path: &Path) -> Result<Whole, Error> {
+    let file = File::open(path).map_err(Error::local(path))?;
+    let meta = file.metadata().map_err(Error::local(path))?;
+    let version = Version::of(&meta);
+    let mut bytes = vec![0u8; version.size as usize];
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(Error::local(path))?;
+    let states = ft_protocol::put::states_of(&bytes).first().copied();
+    let sha256 = match states {
+        Some((_, end)) => end,
+        None => ChainHasher::new().finalize(),
+    };
+    Ok(Whole {
+        version,
+        states,
+        sha256,
+        bytes,
+    })
+}
+
+/// Chunk `index` of `file`: its bytes in pieces of at most
+/// [`MAX_PUT_DATA`], one `Data` request each.
+fn read_chunk(file: &File, size: u64, index: u64) -> std::io::Result<Vec<Bytes>> {
+    let len = chunk_len(size, index) as usize;
+    // Read into the new buffer's spare room, not zeroed first:
+    // `with_capacity` gives exactly the room asked for.
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let at = index * CHUNK_SIZE + buf.len() as u64;
+        if rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(pieces(Bytes::from(buf)))
+}
+
+/// `bytes` cut into `Data` payloads of at most [`MAX_PUT_DATA`].
+pub(crate) fn pieces(bytes: Bytes) -> Vec<Bytes> {
+    let len = bytes.len();
+    (0..len)
+        .step_by(MAX_PUT_DATA)
+        .map(|at| bytes.slice(at..(at + MAX_PUT_DATA).min(len)))
+        .collect()
 }
 
 /// The `Put` for `remote` at `version`.
@@ -146,7 +289,7 @@ pub(crate) fn put_request(remote: &str, version: &Version, overwrite: bool) -> R
     Request::Put {
         path: remote.to_owned(),
         size: version.size,
-        sha256: version.sha256,
+        version: version.tag,
         mtime_secs: version.mtime.0,
         mtime_nanos: version.mtime.1,
         overwrite,
@@ -159,6 +302,7 @@ struct Job {
     local: PathBuf,
     version: Arc<Version>,
     file: Arc<File>,
+    table: Arc<Table>,
     put: Request,
 }
 
@@ -224,23 +368,17 @@ pub(crate) async fn send(
         }
     };
     'version: loop {
-        let path = item.local.clone();
-        tracker.note(format!("hashing {}", item.remote));
-        let version = tokio::task::spawn_blocking(move || hash(&path))
-            .await
-            .map_err(|_| Error::Worker(crate::error::WorkerError::Hasher))??;
-        tracker.note(item.remote.clone());
         let file = File::open(&item.local).map_err(Error::local(&item.local))?;
-        if !unchanged(&item.local, &version) {
-            changed()?;
-            continue;
-        }
+        let version = Version::of(&file.metadata().map_err(Error::local(&item.local))?);
+        let file = Arc::new(file);
+        let table = Table::start(item.local.clone(), Arc::clone(&file), &version);
         let job = Job {
             server: Arc::clone(server),
             local: item.local.clone(),
             put: put_request(&item.remote, &version, options.overwrite),
             version: Arc::new(version),
-            file: Arc::new(file),
+            table,
+            file,
         };
         let mut retries = Retries::new(options.retries);
         let mut resumed_from = None;
@@ -256,10 +394,10 @@ pub(crate) async fn send(
                 resumed_from = held;
             }
             let failure = match outcome {
-                Ok(()) => {
+                Ok(sha256) => {
                     return Ok(Sent {
                         size: job.version.size,
-                        sha256: job.version.sha256,
+                        sha256,
                         resumed_from: resumed_from.unwrap_or(0),
                         bytes_sent,
                         connections: most,
@@ -300,7 +438,7 @@ async fn round(
     options: &Options,
     tracker: &mut Tracker,
     mismatched: &mut Vec<u64>,
-) -> (Result<(), Failure>, Option<u64>, u64, usize) {
+) -> (Result<Digest, Failure>, Option<u64>, u64, usize) {
     let server = &job.server;
     let version = &job.version;
     let asked = Instant::now();
@@ -351,11 +489,20 @@ async fn round(
         };
         return (Err(Failure::Retry(err)), Some(held_bytes), sent, most);
     }
-    let outcome = match link.ask(&Request::Commit).await {
-        Ok(Response::Meta(meta))
-            if meta.sha256 == Some(version.sha256) && meta.size == version.size =>
-        {
-            Ok(())
+    let sha256 = match job.table.sha256().await {
+        Ok(sha256) => sha256,
+        Err(failure) => {
+            return (
+                Err(hash_failure(&job.local, failure)),
+                Some(held_bytes),
+                sent,
+                most,
+            )
+        }
+    };
+    let outcome = match link.ask(&Request::Commit { sha256 }).await {
+        Ok(Response::Meta(meta)) if meta.sha256 == Some(sha256) && meta.size == version.size => {
+            Ok(sha256)
         }
         Ok(Response::Meta(_)) => Err(link_broken(link, server)),
         Ok(Response::Error(err)) if err.code == ErrorCode::Mismatch => {
@@ -414,6 +561,7 @@ async fn run_workers(
                         local: job.local.clone(),
                         version: Arc::clone(&job.version),
                         file: Arc::clone(&job.file),
+                        table: Arc::clone(&job.table),
                         put: job.put.clone(),
                     };
                     let (round, number) = (Arc::clone(round), running);
@@ -461,10 +609,18 @@ async fn work(job: &Job, link: &mut Link<'_>, number: usize, round: &Round) {
             let Some(index) = round.claim() else {
                 break;
             };
-            let (file, version) = (Arc::clone(&job.file), Arc::clone(&job.version));
-            let read = tokio::task::spawn_blocking(move || chunk_requests(&file, &version, index));
-            let requests = match read.await {
-                Ok(Ok(requests)) => requests,
+            let (start, end) = match job.table.states(index).await {
+                Ok(states) => states,
+                Err(failure) => {
+                    round.give_back(inflight.into_iter().chain([index]));
+                    return round.fail(hash_failure(&job.local, failure));
+                }
+            };
+            let (file, size) = (Arc::clone(&job.file), job.version.size);
+            let read = tokio::task::spawn_blocking(move || read_chunk(&file, size, index));
+            let chunk = Request::Chunk { index, start, end };
+            let pieces = match read.await {
+                Ok(Ok(read)) => read,
                 Ok(Err(source)) => {
                     round.give_back(inflight.into_iter().chain([index]));
                     return round.fail(Failure::Fatal(Error::Local {
@@ -479,7 +635,7 @@ async fn work(job: &Job, link: &mut Link<'_>, number: usize, round: &Round) {
                     )));
                 }
             };
-            if let Err(failure) = link.send_all(&requests).await {
+            if let Err(failure) = link.send_chunk(&chunk, &pieces).await {
                 round.give_back(inflight.into_iter().chain([index]));
                 return lost(failure);
             }

@@ -51,7 +51,7 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
         Request::Put {
             path,
             size,
-            sha256,
+            version,
             mtime_secs,
             mtime_nanos,
             overwrite,
@@ -59,7 +59,7 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
             let request = put::PutRequest {
                 path,
                 size,
-                sha256,
+                version,
                 mtime: (mtime_secs, mtime_nanos),
                 overwrite,
             };
@@ -68,7 +68,7 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
         Request::Chunk { index, start, end } => {
             put::chunk(conn, client, upload, (index, start, end)).await
         }
-        Request::Commit => put::commit(conn, client, context, upload).await,
+        Request::Commit { sha256 } => put::commit(conn, client, context, upload, sha256).await,
         Request::Data(_) => {
             let err = RemoteError::new(ErrorCode::BadRequest, "Data without a Chunk before it");
             conn.send(&ft_protocol::Response::Error(err)).await?;

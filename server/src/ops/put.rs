@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use ft_protocol::put::{chunk_len, ChunkCheck};
 use ft_protocol::{
     Connection, ConnectionError, Digest, ErrorCode, RemoteError, Request, Response, Transport,
@@ -19,8 +19,13 @@ use crate::relay::blocking;
 use crate::tokens::Access;
 use crate::upload::{place, Upload, Wanted};
 
-/// Bytes of a chunk gathered before they go to disk in one write.
-const WRITE_BATCH: usize = 1 << 20;
+/// Bytes of a chunk's pieces (of up to 64 KiB each) gathered before they go
+/// to the thread that hashes and writes them: one wake-up of it per MiB.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Batches on their way to that thread: with the one being gathered and
+/// the one being written, 4 MiB at most per connection.
+const BATCHES_AHEAD: usize = 2;
 
 /// The connection's upload: the last `Put`, open or refused.
 #[derive(Default)]
@@ -38,7 +43,7 @@ pub(crate) enum Current {
 pub(crate) struct PutRequest {
     pub path: String,
     pub size: u64,
-    pub sha256: Digest,
+    pub version: Digest,
     pub mtime: (i64, u32),
     pub overwrite: bool,
 }
@@ -119,7 +124,7 @@ fn allowed<B: Backend>(
     Ok(Wanted {
         path: parsed,
         size: request.size,
-        sha256: request.sha256,
+        version: request.version,
         mtime: request.mtime,
         overwrite: request.overwrite,
         may_replace: access >= Access::Overwrite,
@@ -156,7 +161,7 @@ pub(crate) async fn chunk<S: Transport>(
         }
     };
     let check = ChunkCheck::new(upload.size, index, &start, end);
-    let (mut check, write) = match check.map_err(|err| bad(err.to_string())).and_then(|check| {
+    let (check, write) = match check.map_err(|err| bad(err.to_string())).and_then(|check| {
         let write = upload.claim(index)?;
         Ok((check, write))
     }) {
@@ -169,55 +174,75 @@ pub(crate) async fn chunk<S: Transport>(
             return reply(conn, client, "chunk", &shown, index, outcome).await;
         }
     };
-    let mut batch = BytesMut::new();
-    let mut pos = index * CHUNK_SIZE;
-    let mut failed: Option<RemoteError> = None;
-    while check.left() > 0 {
-        let bytes = match conn.read_request().await {
-            Ok(Some(Request::Data(bytes))) => bytes,
-            other => {
-                if let Some(claim) = write {
-                    let _ = upload.release(index, claim, None);
+    // The bytes go to a blocking thread that hashes and writes them as they
+    // come, so that reading the socket, hashing and writing overlap.
+    let (batches, mut arriving) = tokio::sync::mpsc::channel::<Vec<Bytes>>(BATCHES_AHEAD);
+    let writer = Arc::clone(&upload);
+    let stored = tokio::task::spawn_blocking(move || {
+        let mut check = check;
+        let mut pos = index * CHUNK_SIZE;
+        let mut failed: Option<RemoteError> = None;
+        while let Some(batch) = arriving.blocking_recv() {
+            // The connection has checked that the pieces fit the chunk.
+            for piece in &batch {
+                let _ = check.feed(index, piece);
+            }
+            if let (Some(claim), None) = (write, &failed) {
+                failed = writer.write(index, claim, pos, &batch).err();
+            }
+            pos += batch.iter().map(|piece| piece.len() as u64).sum::<u64>();
+        }
+        (check.finish(index), failed)
+    });
+    let mut left = chunk_len(upload.size, index);
+    let mut batch = Vec::new();
+    let mut gathered = 0;
+    while left > 0 {
+        let next = conn.read_request().await;
+        let failure = match next {
+            Ok(Some(Request::Data(bytes))) if bytes.len() as u64 <= left => {
+                left -= bytes.len() as u64;
+                gathered += bytes.len();
+                batch.push(bytes);
+                if gathered < BATCH_BYTES && left > 0 {
+                    continue;
                 }
-                return match other {
-                    Ok(Some(_)) => {
-                        let err = bad(format!("chunk {index}: a request before all its bytes"));
-                        reply(conn, client, "chunk", &shown, index, Err(err)).await
-                    }
-                    Ok(None) => Err(ConnectionError::Truncated),
-                    Err(err) => Err(err),
-                };
+                gathered = 0;
+                if batches.send(std::mem::take(&mut batch)).await.is_ok() {
+                    continue;
+                }
+                Ok(RemoteError::new(
+                    ErrorCode::Internal,
+                    "the chunk's writer stopped",
+                ))
             }
+            Ok(Some(Request::Data(_))) => Ok(bad(format!("more bytes than chunk {index} holds"))),
+            Ok(Some(_)) => Ok(bad(format!(
+                "chunk {index}: a request before all its bytes"
+            ))),
+            Ok(None) => Err(ConnectionError::Truncated),
+            Err(err) => Err(err),
         };
-        if let Err(err) = check.feed(index, &bytes) {
-            if let Some(claim) = write {
-                let _ = upload.release(index, claim, None);
-            }
-            return reply(
-                conn,
-                client,
-                "chunk",
-                &shown,
-                index,
-                Err(bad(err.to_string())),
-            )
-            .await;
+        drop(batches);
+        if let Some(claim) = write {
+            let _ = upload.release(index, claim, None);
         }
-        let Some(claim) = write.filter(|_| failed.is_none()) else {
-            continue;
+        return match failure {
+            Ok(err) => reply(conn, client, "chunk", &shown, index, Err(err)).await,
+            Err(err) => Err(err),
         };
-        batch.extend_from_slice(&bytes);
-        if batch.len() >= WRITE_BATCH || check.left() == 0 {
-            let full = std::mem::take(&mut batch).freeze();
-            let writer = Arc::clone(&upload);
-            let at = pos;
-            pos += full.len() as u64;
-            if let Err(err) = blocking(move || writer.write(index, claim, at, &full)).await {
-                failed = Some(err);
-            }
-        }
     }
-    let verified = check.finish(index);
+    drop(batches);
+    let (verified, failed) = match stored.await {
+        Ok(done) => done,
+        Err(err) => (
+            Ok(()),
+            Some(RemoteError::new(
+                ErrorCode::Internal,
+                format!("the chunk's writer failed: {err}"),
+            )),
+        ),
+    };
     let outcome = match (verified, failed) {
         (_, Some(err)) => Err(err),
         (Err(err), None) => Err(RemoteError::new(
@@ -288,6 +313,7 @@ pub(crate) async fn commit<S: Transport, B: Backend>(
     client: &Client,
     context: &Arc<Context<B>>,
     current: &mut Current,
+    sha256: Digest,
 ) -> Result<Next, ConnectionError> {
     let shown = match &*current {
         Current::Open(upload, _) => upload.path.to_string(),
@@ -298,7 +324,7 @@ pub(crate) async fn commit<S: Transport, B: Backend>(
             let context = Arc::clone(context);
             blocking(move || {
                 let uploads = context.uploads.as_ref().ok_or_else(not_taken)?;
-                uploads.commit(&upload, &wanted)
+                uploads.commit(&upload, &wanted, sha256)
             })
             .await
         }

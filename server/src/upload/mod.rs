@@ -29,7 +29,7 @@ use sha2::{Digest as _, Sha256};
 use place::{Found, PARTIALS};
 
 /// What a state file starts with: its format, then the upload's size and
-/// SHA-256.
+/// the client's name for its version.
 const MAGIC: &[u8; 8] = b"ftpart01";
 const HEADER: u64 = 64;
 /// One slot per chunk: a flag byte (1: stored and verified), 7 spare
@@ -65,7 +65,8 @@ pub(crate) struct Uploads {
 pub(crate) struct Wanted {
     pub path: RemotePath,
     pub size: u64,
-    pub sha256: Digest,
+    /// What the client calls this version of its file.
+    pub version: Digest,
     pub mtime: (i64, u32),
     pub overwrite: bool,
     /// Whether the client may replace a file.
@@ -86,7 +87,6 @@ pub(crate) struct Upload {
     key: String,
     pub path: RemotePath,
     pub size: u64,
-    pub sha256: Digest,
     data: File,
     states: File,
     slots: Mutex<Vec<Slot>>,
@@ -236,7 +236,7 @@ impl Uploads {
         let mut header = [0u8; HEADER as usize];
         header[..8].copy_from_slice(MAGIC);
         header[8..16].copy_from_slice(&wanted.size.to_le_bytes());
-        header[16..48].copy_from_slice(&wanted.sha256);
+        header[16..48].copy_from_slice(&wanted.version);
         let mut found = [0u8; HEADER as usize];
         let known = states.read_exact_at(&mut found, 0).is_ok() && found == header;
         let mut slots = vec![Slot::Missing; count];
@@ -252,7 +252,6 @@ impl Uploads {
             key,
             path: path.clone(),
             size: wanted.size,
-            sha256: wanted.sha256,
             data,
             states,
             slots: Mutex::new(slots),
@@ -262,9 +261,14 @@ impl Uploads {
     }
 
     /// Lands `upload` at its name once every chunk is stored and their
-    /// states chain into its SHA-256: synced, given the modification time,
+    /// states chain into `sha256`: synced, given the modification time,
     /// renamed, the folder synced. The stored file's description.
-    pub fn commit(&self, upload: &Upload, wanted: &Wanted) -> Result<FileMeta, RemoteError> {
+    pub fn commit(
+        &self,
+        upload: &Upload,
+        wanted: &Wanted,
+        sha256: Digest,
+    ) -> Result<FileMeta, RemoteError> {
         let path = &upload.path;
         let mut landed = upload.landed.write().unwrap_or_else(|e| e.into_inner());
         if *landed {
@@ -279,7 +283,7 @@ impl Uploads {
                 ));
             }
         }
-        if !upload.chain_holds() {
+        if !upload.chain_holds(&sha256) {
             // The sender's states contradict each other: nothing of it can
             // be trusted, so nothing is kept.
             drop(landed);
@@ -325,7 +329,7 @@ impl Uploads {
             size: upload.size,
             mtime_secs: secs,
             mtime_nanos: nanos.min(999_999_999),
-            sha256: Some(upload.sha256),
+            sha256: Some(sha256),
         })
     }
 
@@ -444,11 +448,17 @@ impl Upload {
         }
     }
 
-    /// Writes `bytes` at `pos` of chunk `index` under `claim`, unless the
-    /// file has landed or the claim was taken over meanwhile. The write
-    /// happens under the chunks' lock, so a claim taken over writes nothing
-    /// after the one that took it.
-    pub fn write(&self, index: u64, claim: u64, pos: u64, bytes: &[u8]) -> Result<(), RemoteError> {
+    /// Writes `pieces`, one after the other, at `pos` of chunk `index`
+    /// under `claim`, unless the file has landed or the claim was taken
+    /// over meanwhile. The write happens under the chunks' lock, so a claim
+    /// taken over writes nothing after the one that took it.
+    pub fn write(
+        &self,
+        index: u64,
+        claim: u64,
+        pos: u64,
+        pieces: &[bytes::Bytes],
+    ) -> Result<(), RemoteError> {
         let landed = self.landed.read().unwrap_or_else(|e| e.into_inner());
         if *landed {
             return Err(exists(&self.path));
@@ -457,9 +467,14 @@ impl Upload {
         if slot_of(&slots, index) != Some(Slot::Writing(claim)) {
             return Err(taken_over(&self.path, index));
         }
-        self.data
-            .write_all_at(bytes, pos)
-            .map_err(|err| io_failed(&self.path, &err))
+        let mut at = pos;
+        for piece in pieces {
+            self.data
+                .write_all_at(piece, at)
+                .map_err(|err| io_failed(&self.path, &err))?;
+            at += piece.len() as u64;
+        }
+        Ok(())
     }
 
     /// Ends `claim` on chunk `index`: stored, with the states that verified
@@ -495,8 +510,8 @@ impl Upload {
         recorded
     }
 
-    /// Whether the recorded states of every chunk chain into the SHA-256.
-    fn chain_holds(&self) -> bool {
+    /// Whether the recorded states of every chunk chain into `sha256`.
+    fn chain_holds(&self, sha256: &Digest) -> bool {
         let count = chunks(self.size);
         let mut slots = Vec::with_capacity(count.min(1 << 16) as usize);
         for index in 0..count {
@@ -505,7 +520,7 @@ impl Upload {
                 None => return false,
             }
         }
-        ft_protocol::put::chain_holds(self.size, &self.sha256, slots)
+        ft_protocol::put::chain_holds(self.size, sha256, slots)
     }
 }
 
@@ -547,14 +562,14 @@ fn read_slot(states: &File, index: u64) -> Option<(Digest, Digest)> {
     Some((start, end))
 }
 
-/// What names an upload: its path, size and SHA-256, so two versions of a
-/// file never share a partial.
+/// What names an upload: its path, size and the client's name for the
+/// version of its file, so two versions of a file do not share a partial.
 fn key(wanted: &Wanted) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(wanted.path.to_string().as_bytes());
     hasher.update([0]);
     hasher.update(wanted.size.to_le_bytes());
-    hasher.update(wanted.sha256);
+    hasher.update(wanted.version);
     hasher.finalize().into()
 }
 
