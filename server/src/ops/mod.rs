@@ -66,7 +66,7 @@ pub(crate) async fn answer<S: Transport, B: Backend>(
             put::put(conn, client, context, upload, request).await
         }
         Request::Chunk { index, start, end } => {
-            put::chunk(conn, client, upload, (index, start, end)).await
+            put::chunk(conn, client, context, upload, (index, start, end)).await
         }
         Request::Commit { sha256 } => put::commit(conn, client, context, upload, sha256).await,
         Request::Data(_) => {

@@ -15,7 +15,7 @@ use ft_protocol::{
 
 use super::shared::{log_outcome, Client, Context, Next};
 use crate::backend::Backend;
-use crate::relay::blocking;
+use crate::relay::{blocking, keep_alive};
 use crate::tokens::Access;
 use crate::upload::{place, Upload, Wanted};
 
@@ -60,13 +60,15 @@ pub(crate) async fn put<S: Transport, B: Backend>(
     let size = request.size;
     let opened = match allowed(client, context, request) {
         Ok(wanted) => {
-            let context = Arc::clone(context);
-            blocking(move || {
-                let uploads = context.uploads.as_ref().ok_or_else(not_taken)?;
+            let opener = Arc::clone(context);
+            // Opening an upload from an earlier run re-reads what it holds:
+            // the client hears keep-alives meanwhile.
+            let opening = blocking(move || {
+                let uploads = opener.uploads.as_ref().ok_or_else(not_taken)?;
                 let (upload, held) = uploads.put(&wanted)?;
                 Ok((upload, held, wanted))
-            })
-            .await
+            });
+            keep_alive(conn, context.limits.keepalive, opening).await?
         }
         Err(err) => Err(err),
     };
@@ -142,9 +144,10 @@ fn not_taken() -> RemoteError {
 /// once the bytes hash from `start` to `end` and are written, else an
 /// error (after every `Data` of the chunk has been read, so the next
 /// request is where the client put it).
-pub(crate) async fn chunk<S: Transport>(
+pub(crate) async fn chunk<S: Transport, B: Backend>(
     conn: &mut Connection<S>,
     client: &Client,
+    context: &Context<B>,
     current: &Current,
     (index, start, end): (u64, Digest, Digest),
 ) -> Result<Next, ConnectionError> {
@@ -233,7 +236,7 @@ pub(crate) async fn chunk<S: Transport>(
         };
     }
     drop(batches);
-    let (verified, failed) = match stored.await {
+    let (verified, failed) = match keep_alive(conn, context.limits.keepalive, stored).await? {
         Ok(done) => done,
         Err(err) => (
             Ok(()),
@@ -321,12 +324,13 @@ pub(crate) async fn commit<S: Transport, B: Backend>(
     };
     let result = match std::mem::take(current) {
         Current::Open(upload, wanted) => {
-            let context = Arc::clone(context);
-            blocking(move || {
-                let uploads = context.uploads.as_ref().ok_or_else(not_taken)?;
+            let committer = Arc::clone(context);
+            // Checking the chain and syncing a large file take a while.
+            let landing = blocking(move || {
+                let uploads = committer.uploads.as_ref().ok_or_else(not_taken)?;
                 uploads.commit(&upload, &wanted, sha256)
-            })
-            .await
+            });
+            keep_alive(conn, context.limits.keepalive, landing).await?
         }
         Current::Refused(err, _) => Err(err),
         Current::None => Err(bad("Commit without a Put before it".to_owned())),

@@ -43,6 +43,10 @@ const MARGIN_MAX: u64 = 1 << 30;
 /// Runs `[first, end)` of the chunks an upload holds.
 pub(crate) type Held = Vec<(u64, u64)>;
 
+/// Uploads kept open at once: each holds two descriptors and a byte per
+/// chunk. Past it, those no connection is using are closed.
+const MAX_OPEN: usize = 1024;
+
 /// The server's settings for uploads.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -139,15 +143,23 @@ impl Uploads {
             return Err(no_room(path, wanted.size, total));
         }
         let key = key(wanted);
-        let upload = {
-            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-            match open.get(&key) {
-                Some(upload) => Arc::clone(upload),
-                None => {
-                    let upload = Arc::new(self.load(wanted, &key)?);
-                    open.insert(key, Arc::clone(&upload));
-                    upload
+        let found = {
+            let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            open.get(&key).map(Arc::clone)
+        };
+        let upload = match found {
+            Some(upload) => upload,
+            None => {
+                // Loading re-reads what the partial holds: not under the
+                // lock every other upload needs.
+                let loaded = Arc::new(self.load(wanted, &key)?);
+                let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+                if open.len() >= MAX_OPEN {
+                    // Those no connection uses are closed; the next `Put`
+                    // of one opens and re-checks it again.
+                    open.retain(|_, upload| Arc::strong_count(upload) > 1);
                 }
+                Arc::clone(open.entry(key).or_insert(loaded))
             }
         };
         let held = upload.held_runs();
@@ -607,5 +619,147 @@ pub(crate) fn io_failed(path: &RemotePath, err: &std::io::Error) -> RemoteError 
     match err.raw_os_error() {
         Some(code) => place::failed(path, Errno::from_raw(code)),
         None => RemoteError::new(ErrorCode::Internal, format!("{path}: {err}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use ft_protocol::put::states_of;
+
+    fn wanted(path: &str, size: u64) -> Wanted {
+        Wanted {
+            path: RemotePath::parse(path).expect("a path"),
+            size,
+            version: [7; 32],
+            mtime: (1_000_000, 5),
+            overwrite: false,
+            may_replace: false,
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            max_size: None,
+            ttl: Duration::from_secs(60),
+        }
+    }
+
+    /// Stores chunk `index` of `data` with its honest states.
+    fn store(upload: &Upload, data: &[u8], index: u64) {
+        let states = states_of(data)[index as usize];
+        let claim = upload.claim(index).expect("in range").expect("to write");
+        let from = (index * CHUNK_SIZE) as usize;
+        let to = from + chunk_len(data.len() as u64, index) as usize;
+        let piece = Bytes::copy_from_slice(&data[from..to]);
+        upload
+            .write(index, claim, from as u64, &[piece])
+            .expect("written");
+        upload
+            .release(index, claim, Some(states))
+            .expect("recorded");
+    }
+
+    #[test]
+    fn chunks_stored_land_once_they_chain_and_a_restart_rechecks_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data: Vec<u8> = (0..2 * CHUNK_SIZE + 9).map(|i| (i % 253) as u8).collect();
+        let sha256 = ft_protocol::put::states_of(&data)[2].1;
+        let want = wanted("in/f.bin", data.len() as u64);
+        {
+            let uploads = Uploads::open(dir.path(), settings()).expect("opens");
+            let (upload, held) = uploads.put(&want).expect("opened");
+            assert!(held.is_empty());
+            store(&upload, &data, 0);
+            store(&upload, &data, 2);
+            assert_eq!(upload.held_runs(), [(0, 1), (2, 3)]);
+            let early = uploads.commit(&upload, &want, sha256).map_err(|e| e.code);
+            assert_eq!(
+                early.err(),
+                Some(ErrorCode::BadRequest),
+                "chunk 1 is missing"
+            );
+        }
+        // A new server: what the state file records is read back and
+        // checked; a chunk damaged on disk is not counted.
+        let part = std::fs::read_dir(dir.path().join(PARTIALS))
+            .expect("ls")
+            .map(|entry| entry.expect("entry").path())
+            .find(|path| path.extension().is_some_and(|ext| ext == "part"))
+            .expect("a partial");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&part)
+            .expect("open");
+        file.write_all_at(b"X", 2 * CHUNK_SIZE + 1).expect("damage");
+        let uploads = Uploads::open(dir.path(), settings()).expect("opens");
+        let (upload, held) = uploads.put(&want).expect("found");
+        assert_eq!(held, [(0, 1)], "the damaged chunk is not held");
+        store(&upload, &data, 1);
+        store(&upload, &data, 2);
+        let wrong = uploads.commit(&upload, &want, [0; 32]).map_err(|e| e.code);
+        assert_eq!(wrong.err(), Some(ErrorCode::Mismatch));
+        assert!(!dir.path().join("in/f.bin").exists());
+        // The upload was dropped: it starts from nothing.
+        let (upload, held) = uploads.put(&want).expect("opened again");
+        assert!(held.is_empty());
+        for index in 0..3 {
+            store(&upload, &data, index);
+        }
+        let meta = uploads.commit(&upload, &want, sha256).expect("landed");
+        assert_eq!(meta.sha256, Some(sha256));
+        assert_eq!(
+            std::fs::read(dir.path().join("in/f.bin")).expect("read"),
+            data
+        );
+        let mtime = std::fs::metadata(dir.path().join("in/f.bin"))
+            .expect("stat")
+            .modified();
+        assert_eq!(
+            mtime.ok(),
+            SystemTime::UNIX_EPOCH.checked_add(Duration::new(1_000_000, 5))
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path().join(PARTIALS))
+            .expect("ls")
+            .collect();
+        assert!(left.is_empty(), "nothing left behind: {left:?}");
+        // The name is taken now.
+        let again = uploads.put(&want).map(|_| ()).map_err(|e| e.code);
+        assert_eq!(again.err(), Some(ErrorCode::AlreadyExists));
+    }
+
+    #[test]
+    fn a_chunk_claimed_again_is_taken_over_and_the_first_claim_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uploads = Uploads::open(dir.path(), settings()).expect("opens");
+        let (upload, _) = uploads.put(&wanted("f", 10)).expect("opened");
+        let first = upload.claim(0).expect("in range").expect("to write");
+        let second = upload.claim(0).expect("in range").expect("to write");
+        let piece = [Bytes::from_static(b"0123456789")];
+        assert!(upload.write(0, first, 0, &piece).is_err());
+        assert!(upload.release(0, first, None).is_err());
+        upload
+            .write(0, second, 0, &piece)
+            .expect("the new claim writes");
+        assert_eq!(
+            upload.claim(1).map_err(|e| e.code).err(),
+            Some(ErrorCode::BadRequest),
+            "no chunk 1 in 10 bytes"
+        );
+    }
+
+    #[test]
+    fn stale_partials_are_swept_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uploads = Uploads::open(dir.path(), settings()).expect("opens");
+        let _ = uploads.put(&wanted("f", 10)).expect("opened");
+        assert_eq!(uploads.sweep(SystemTime::now()), 0, "fresh");
+        let later = SystemTime::now() + Duration::from_secs(61);
+        assert_eq!(uploads.sweep(later), 1, "one partial, past its TTL");
+        assert!(std::fs::read_dir(dir.path().join(PARTIALS))
+            .expect("ls")
+            .next()
+            .is_none());
     }
 }
