@@ -203,6 +203,13 @@ impl<S: Transport> Connection<S> {
         }
     }
 
+    /// The variant index and body length of each whole frame already in the
+    /// buffer, at most `most`, without taking them: what the peer has sent
+    /// ahead.
+    pub fn frames_ahead(&self, most: usize) -> Vec<(u32, usize)> {
+        frame::whole_frames(&self.buf, self.max_frame, most)
+    }
+
     /// The frame at the front of the buffer, if it is whole there.
     fn take_frame(&mut self) -> Result<Option<Bytes>, ConnectionError> {
         let max = self.max_frame;

@@ -70,6 +70,26 @@ pub fn split_within(input: &[u8], max: usize) -> Result<Split<'_>, CodecError> {
     }
 }
 
+/// The variant index and body length of each whole frame at the front of
+/// `input`, at most `most` of them, without taking them: how a reader sees
+/// what a peer has sent ahead. Stops at the first frame not all there (or
+/// over `max`).
+pub fn whole_frames(input: &[u8], max: usize, most: usize) -> Vec<(u32, usize)> {
+    let mut found = Vec::new();
+    let mut rest = input;
+    while found.len() < most {
+        let Ok(Split::Frame { body, len }) = split_within(rest, max) else {
+            break;
+        };
+        let Some(tag) = body.first_chunk::<4>() else {
+            break;
+        };
+        found.push((u32::from_le_bytes(*tag), body.len()));
+        rest = &rest[len..];
+    }
+    found
+}
+
 /// Takes the frame at the front of `buf` out of it, as a body that shares
 /// `buf`'s memory; `None` if it is not all there yet, in which case `buf` has
 /// room reserved for the rest of it (never past the cap).
@@ -96,6 +116,17 @@ pub fn decode_within(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, Co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_sent_ahead_are_seen_without_being_taken() {
+        let mut input = vec![0, 0, 0, 5, 7, 0, 0, 0, 1];
+        input.extend([0, 0, 0, 4, 9, 0, 0, 0]);
+        input.extend([0, 0, 0, 9, 8]);
+        assert_eq!(whole_frames(&input, MAX_FRAME, 10), [(7, 5), (9, 4)]);
+        assert_eq!(whole_frames(&input, MAX_FRAME, 1), [(7, 5)]);
+        assert_eq!(whole_frames(&input, 4, 10), [], "over the cap");
+        assert_eq!(whole_frames(&[0, 0, 0, 2, 1, 2], MAX_FRAME, 10), []);
+    }
 
     #[test]
     fn whole_frames_split_and_short_ones_ask_for_more() {

@@ -133,6 +133,45 @@ pub fn chain_holds(
     seen == chunks(size) && expected == *sha256
 }
 
+/// Bincode's variant indices of `Chunk`, `Data` and `Commit` among the
+/// requests, and the bytes before a `Data` payload in its body.
+const CHUNK_TAG: u32 = 7;
+const DATA_TAG: u32 = 8;
+const COMMIT_TAG: u32 = 9;
+const DATA_BODY_HEADER: usize = 12;
+
+/// Whether the frames a client sent ahead of a `Put` of `size` bytes (one
+/// chunk at most), given as (variant index, body length), are the whole
+/// rest of that upload: its `Chunk`, `Data` that carries exactly `size`
+/// bytes, and `Commit` (for an empty file, `Commit` alone). How many frames
+/// that is, so a server can take the upload in one step.
+pub fn whole_upload_ahead(ahead: &[(u32, usize)], size: u64) -> Option<usize> {
+    if size > CHUNK_SIZE {
+        return None;
+    }
+    let mut frames = ahead.iter();
+    let mut count = 0;
+    if size > 0 {
+        if frames.next()?.0 != CHUNK_TAG {
+            return None;
+        }
+        count += 1;
+        let mut carried = 0u64;
+        while carried < size {
+            let &(tag, len) = frames.next()?;
+            if tag != DATA_TAG || len <= DATA_BODY_HEADER {
+                return None;
+            }
+            carried += (len - DATA_BODY_HEADER) as u64;
+            count += 1;
+        }
+        if carried != size {
+            return None;
+        }
+    }
+    (frames.next()?.0 == COMMIT_TAG).then_some(count + 1)
+}
+
 /// The states a sender gives for every chunk of `data`: what a client
 /// computes in one pass over its file, here over bytes in memory.
 pub fn states_of(data: &[u8]) -> Vec<(Digest, Digest)> {
@@ -164,6 +203,49 @@ mod tests {
         let mut hasher = ChainHasher::new();
         hasher.update(bytes);
         hasher.finalize()
+    }
+
+    #[test]
+    fn a_whole_small_upload_sent_ahead_is_recognised() {
+        use crate::codec::encode;
+        use crate::message::Request;
+        let tag_and_len = |request: &Request| {
+            let frame = encode(request).expect("encodes");
+            let tag = u32::from_le_bytes(frame[4..8].try_into().expect("a tag"));
+            (tag, frame.len() - 4)
+        };
+        let chunk = tag_and_len(&Request::Chunk {
+            index: 0,
+            start: [0; 32],
+            end: [0; 32],
+        });
+        let data = |n: usize| tag_and_len(&Request::Data(bytes::Bytes::from(vec![0; n])));
+        let commit = tag_and_len(&Request::Commit { sha256: [0; 32] });
+        assert_eq!(
+            whole_upload_ahead(&[chunk, data(3), data(4), commit], 7),
+            Some(4)
+        );
+        assert_eq!(whole_upload_ahead(&[commit], 0), Some(1));
+        assert_eq!(
+            whole_upload_ahead(&[chunk, data(3), commit], 7),
+            None,
+            "short"
+        );
+        assert_eq!(
+            whole_upload_ahead(&[chunk, data(8), commit], 7),
+            None,
+            "long"
+        );
+        assert_eq!(
+            whole_upload_ahead(&[chunk, data(7)], 7),
+            None,
+            "no commit yet"
+        );
+        assert_eq!(whole_upload_ahead(&[data(7), commit], 7), None);
+        assert_eq!(
+            whole_upload_ahead(&[chunk, data(7), commit], CHUNK_SIZE + 1),
+            None
+        );
     }
 
     #[test]

@@ -17,7 +17,8 @@ use super::shared::{log_outcome, Client, Context, Next};
 use crate::backend::Backend;
 use crate::relay::{blocking, keep_alive};
 use crate::tokens::Access;
-use crate::upload::{place, Upload, Wanted};
+use crate::upload::Upload;
+use crate::upload::{place, Wanted, Whole};
 
 /// Bytes of a chunk's pieces (of up to 64 KiB each) gathered before they go
 /// to the thread that hashes and writes them: one wake-up of it per MiB.
@@ -58,7 +59,14 @@ pub(crate) async fn put<S: Transport, B: Backend>(
 ) -> Result<Next, ConnectionError> {
     let shown = request.path.clone();
     let size = request.size;
-    let opened = match allowed(client, context, request) {
+    let allowed = allowed(client, context, request);
+    if let Ok(wanted) = &allowed {
+        let ahead = conn.frames_ahead(2 + CHUNK_SIZE as usize / ft_protocol::MAX_PUT_DATA);
+        if let Some(frames) = ft_protocol::put::whole_upload_ahead(&ahead, wanted.size) {
+            return whole(conn, client, context, wanted.clone(), frames).await;
+        }
+    }
+    let opened = match allowed {
         Ok(wanted) => {
             let opener = Arc::clone(context);
             // Opening an upload from an earlier run re-reads what it holds:
@@ -85,6 +93,69 @@ pub(crate) async fn put<S: Transport, B: Backend>(
     log_outcome(client, "put", &shown, 0, size, error.as_ref());
     conn.send(&reply).await?;
     Ok(Next::after(error.as_ref()))
+}
+
+/// A small upload whose every request the client sent ahead of the `Put`
+/// (`frames` of them, already in the buffer): taken in one trip to a
+/// blocking thread, and answered as the three requests would be one by one.
+async fn whole<S: Transport, B: Backend>(
+    conn: &mut Connection<S>,
+    client: &Client,
+    context: &Arc<Context<B>>,
+    wanted: Wanted,
+    frames: usize,
+) -> Result<Next, ConnectionError> {
+    let mut chunk = None;
+    let mut pieces = Vec::new();
+    let mut sha256 = None;
+    for _ in 0..frames {
+        match conn.read_request().await? {
+            Some(Request::Chunk { index, start, end }) => chunk = Some((index, start, end)),
+            Some(Request::Data(bytes)) => pieces.push(bytes),
+            Some(Request::Commit { sha256: digest }) => sha256 = Some(digest),
+            _ => {}
+        }
+    }
+    let (Some(sha256), false) = (sha256, chunk.is_some_and(|(index, ..)| index != 0)) else {
+        // Another chunk than the first of a one-chunk file: out of place.
+        let err = bad("a small upload's chunk must be chunk 0".to_owned());
+        conn.send(&Response::Error(err)).await?;
+        return Ok(Next::Close);
+    };
+    let shown = wanted.path.to_string();
+    let size = wanted.size;
+    let taker = Arc::clone(context);
+    let taking = blocking(move || {
+        let uploads = taker.uploads.as_ref().ok_or_else(not_taken)?;
+        let chunk = chunk.map(|(_, start, end)| ((start, end), pieces.as_slice()));
+        Ok(uploads.whole(&wanted, chunk, sha256))
+    });
+    let done = keep_alive(conn, context.limits.keepalive, taking).await?;
+    let done = done.unwrap_or_else(|err| Whole {
+        put: Err(err.clone()),
+        chunk: None,
+        commit: Err(err),
+    });
+    let mut replies = vec![match done.put {
+        Ok(chunks) => Response::Held { chunks },
+        Err(err) => Response::Error(err),
+    }];
+    let mut next = Next::Open;
+    if let Some(stored) = done.chunk {
+        next = Next::after(stored.as_ref().err());
+        replies.push(match stored {
+            Ok(()) => Response::Stored { index: 0 },
+            Err(err) => Response::Error(err),
+        });
+    }
+    let failure = done.commit.as_ref().err();
+    log_outcome(client, "put", &shown, 0, size, failure);
+    if next == Next::Open {
+        next = Next::after(failure);
+    }
+    replies.push(done.commit.map_or_else(Response::Error, Response::Meta));
+    conn.send_all(&replies).await?;
+    Ok(next)
 }
 
 /// Whether `client` may upload what `request` asks, and the upload if so.
@@ -178,92 +249,145 @@ pub(crate) async fn chunk<S: Transport, B: Backend>(
         }
     };
     // The bytes go to a blocking thread that hashes and writes them as they
-    // come, so that reading the socket, hashing and writing overlap.
-    let (batches, mut arriving) = tokio::sync::mpsc::channel::<Vec<Bytes>>(BATCHES_AHEAD);
-    let writer = Arc::clone(&upload);
-    let stored = tokio::task::spawn_blocking(move || {
-        let mut check = check;
-        let mut pos = index * CHUNK_SIZE;
-        let mut failed: Option<RemoteError> = None;
-        while let Some(batch) = arriving.blocking_recv() {
-            // The connection has checked that the pieces fit the chunk.
-            for piece in &batch {
-                let _ = check.feed(index, piece);
-            }
-            if let (Some(claim), None) = (write, &failed) {
-                failed = writer.write(index, claim, pos, &batch).err();
-            }
-            pos += batch.iter().map(|piece| piece.len() as u64).sum::<u64>();
-        }
-        (check.finish(index), failed)
-    });
+    // come, a MiB at a time, so that reading the socket, hashing and
+    // writing overlap; it is started with the first MiB (a small chunk's
+    // whole), and ends the claim itself: one trip to it per small chunk.
+    let mut writer: Option<Writer> = None;
+    let mut pending = Some((check, Arc::clone(&upload)));
     let mut left = chunk_len(upload.size, index);
     let mut batch = Vec::new();
     let mut gathered = 0;
+    let mut failure = None;
     while left > 0 {
-        let next = conn.read_request().await;
-        let failure = match next {
-            Ok(Some(Request::Data(bytes))) if bytes.len() as u64 <= left => {
-                left -= bytes.len() as u64;
-                gathered += bytes.len();
-                batch.push(bytes);
-                if gathered < BATCH_BYTES && left > 0 {
-                    continue;
-                }
-                gathered = 0;
-                if batches.send(std::mem::take(&mut batch)).await.is_ok() {
-                    continue;
-                }
-                Ok(RemoteError::new(
-                    ErrorCode::Internal,
-                    "the chunk's writer stopped",
-                ))
+        let bytes = match conn.read_request().await {
+            Ok(Some(Request::Data(bytes))) if bytes.len() as u64 <= left => bytes,
+            Ok(Some(Request::Data(_))) => {
+                failure = Some(Ok(bad(format!("more bytes than chunk {index} holds"))));
+                break;
             }
-            Ok(Some(Request::Data(_))) => Ok(bad(format!("more bytes than chunk {index} holds"))),
-            Ok(Some(_)) => Ok(bad(format!(
-                "chunk {index}: a request before all its bytes"
-            ))),
-            Ok(None) => Err(ConnectionError::Truncated),
-            Err(err) => Err(err),
+            Ok(Some(_)) => {
+                failure = Some(Ok(bad(format!(
+                    "chunk {index}: a request before all its bytes"
+                ))));
+                break;
+            }
+            Ok(None) => {
+                failure = Some(Err(ConnectionError::Truncated));
+                break;
+            }
+            Err(err) => {
+                failure = Some(Err(err));
+                break;
+            }
         };
-        drop(batches);
-        if let Some(claim) = write {
-            let _ = upload.release(index, claim, None);
+        left -= bytes.len() as u64;
+        gathered += bytes.len();
+        batch.push(bytes);
+        if gathered < BATCH_BYTES && left > 0 {
+            continue;
         }
-        return match failure {
-            Ok(err) => reply(conn, client, "chunk", &shown, index, Err(err)).await,
-            Err(err) => Err(err),
+        gathered = 0;
+        let full = std::mem::take(&mut batch);
+        let sent = match (&writer, pending.take()) {
+            (Some(running), _) => running.batches.send(full).await.is_ok(),
+            (None, Some((check, upload))) => {
+                writer = Some(Writer::start(
+                    upload,
+                    (index, write, (start, end)),
+                    check,
+                    full,
+                ));
+                true
+            }
+            (None, None) => false,
         };
-    }
-    drop(batches);
-    let (verified, failed) = match keep_alive(conn, context.limits.keepalive, stored).await? {
-        Ok(done) => done,
-        Err(err) => (
-            Ok(()),
-            Some(RemoteError::new(
+        if !sent {
+            failure = Some(Ok(RemoteError::new(
                 ErrorCode::Internal,
-                format!("the chunk's writer failed: {err}"),
-            )),
-        ),
-    };
-    let outcome = match (verified, failed) {
-        (_, Some(err)) => Err(err),
-        (Err(err), None) => Err(RemoteError::new(
-            ErrorCode::Mismatch,
-            format!("{shown}: {err}"),
-        )),
-        (Ok(()), None) => Ok(()),
-    };
-    let outcome = match write {
-        Some(claim) => {
-            let states = outcome.is_ok().then_some((start, end));
-            let writer = Arc::clone(&upload);
-            let released = blocking(move || writer.release(index, claim, states)).await;
-            outcome.and(released)
+                "the chunk's writer stopped",
+            )));
+            break;
         }
-        None => outcome,
+    }
+    let outcome = match writer {
+        // Its channel closed: it checks what it got (short of the whole
+        // chunk, a mismatch) and ends the claim.
+        Some(Writer { batches, done }) => {
+            drop(batches);
+            match keep_alive(conn, context.limits.keepalive, done).await? {
+                Ok(outcome) => outcome,
+                Err(err) => Err(RemoteError::new(
+                    ErrorCode::Internal,
+                    format!("the chunk's writer failed: {err}"),
+                )),
+            }
+        }
+        None => {
+            if let Some(claim) = write {
+                let _ = upload.release(index, claim, None);
+            }
+            Ok(())
+        }
+    };
+    let outcome = match failure {
+        None => outcome.map_err(|err| match err.code {
+            ErrorCode::Mismatch => {
+                RemoteError::new(ErrorCode::Mismatch, format!("{shown}: {}", err.message))
+            }
+            _ => err,
+        }),
+        Some(Ok(refusal)) => Err(refusal),
+        Some(Err(err)) => return Err(err),
     };
     reply(conn, client, "chunk", &shown, index, outcome).await
+}
+
+/// The thread that hashes and writes a chunk's bytes, and ends its claim.
+struct Writer {
+    batches: tokio::sync::mpsc::Sender<Vec<Bytes>>,
+    done: tokio::task::JoinHandle<Result<(), RemoteError>>,
+}
+
+impl Writer {
+    /// Starts on the chunk's `first` batch: checked by `check`, written
+    /// under `claim` if there is one (else only checked); at the end, the
+    /// claim is ended, the chunk stored with `states` if it checked out.
+    fn start(
+        upload: Arc<Upload>,
+        (index, claim, states): (u64, Option<u64>, (Digest, Digest)),
+        mut check: ChunkCheck,
+        first: Vec<Bytes>,
+    ) -> Self {
+        let (batches, mut arriving) = tokio::sync::mpsc::channel::<Vec<Bytes>>(BATCHES_AHEAD);
+        let done = tokio::task::spawn_blocking(move || {
+            let mut pos = index * CHUNK_SIZE;
+            let mut failed: Option<RemoteError> = None;
+            let mut next = Some(first);
+            while let Some(batch) = next.take().or_else(|| arriving.blocking_recv()) {
+                // The connection has checked that the pieces fit the chunk.
+                for piece in &batch {
+                    let _ = check.feed(index, piece);
+                }
+                if let (Some(claim), None) = (claim, &failed) {
+                    failed = upload.write(index, claim, pos, &batch).err();
+                }
+                pos += batch.iter().map(|piece| piece.len() as u64).sum::<u64>();
+            }
+            let outcome = match (check.finish(index), failed) {
+                (_, Some(err)) => Err(err),
+                (Err(err), None) => Err(RemoteError::new(ErrorCode::Mismatch, err.to_string())),
+                (Ok(()), None) => Ok(()),
+            };
+            match claim {
+                Some(claim) => {
+                    let verified = outcome.is_ok().then_some(states);
+                    outcome.and(upload.release(index, claim, verified))
+                }
+                None => outcome,
+            }
+        });
+        Self { batches, done }
+    }
 }
 
 /// Reads and drops the `len` bytes of `Data` of a chunk that will not be

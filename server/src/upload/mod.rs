@@ -77,6 +77,13 @@ pub(crate) struct Wanted {
     pub may_replace: bool,
 }
 
+/// The answers to a whole small upload's `Put`, `Chunk` and `Commit`.
+pub(crate) struct Whole {
+    pub put: Result<Held, RemoteError>,
+    pub chunk: Option<Result<(), RemoteError>>,
+    pub commit: Result<FileMeta, RemoteError>,
+}
+
 /// Where a chunk stands in an open upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
@@ -343,6 +350,52 @@ impl Uploads {
             mtime_nanos: nanos.min(999_999_999),
             sha256: Some(sha256),
         })
+    }
+
+    /// A whole upload of one chunk at most, all its requests at hand: the
+    /// `Put`, the chunk's states and bytes (none for an empty file) and the
+    /// SHA-256 of the `Commit`, taken in one step, with the answer each of
+    /// the three requests would have had on its own.
+    pub fn whole(
+        &self,
+        wanted: &Wanted,
+        chunk: Option<((Digest, Digest), &[bytes::Bytes])>,
+        sha256: Digest,
+    ) -> Whole {
+        let (upload, held) = match self.put(wanted) {
+            Ok(opened) => opened,
+            Err(err) => {
+                return Whole {
+                    put: Err(err.clone()),
+                    chunk: chunk.map(|_| Err(err.clone())),
+                    commit: Err(err),
+                }
+            }
+        };
+        let stored = chunk.map(|((start, end), pieces)| {
+            let mut check = ChunkCheck::new(upload.size, 0, &start, end)
+                .map_err(|err| RemoteError::new(ErrorCode::BadRequest, err.to_string()))?;
+            for piece in pieces {
+                check
+                    .feed(0, piece)
+                    .map_err(|err| RemoteError::new(ErrorCode::BadRequest, err.to_string()))?;
+            }
+            let verified = check.finish(0).map_err(|err| {
+                RemoteError::new(ErrorCode::Mismatch, format!("{}: {err}", upload.path))
+            });
+            let Some(claim) = upload.claim(0)? else {
+                return verified;
+            };
+            let written = verified.and_then(|()| upload.write(0, claim, 0, pieces));
+            let states = written.is_ok().then_some((start, end));
+            written.and(upload.release(0, claim, states))
+        });
+        let commit = self.commit(&upload, wanted, sha256);
+        Whole {
+            put: Ok(held),
+            chunk: stored,
+            commit,
+        }
     }
 
     /// Drops an upload: closed here, its state file removed (and its
