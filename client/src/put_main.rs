@@ -26,7 +26,9 @@ fn main() -> ExitCode {
                 Exit::Failure
             }
         },
-        None => match cli::token(cli.token_file.as_deref(), "FTPUT_TOKEN") {
+        None => match cli::token(cli.token_file.as_deref(), "FTPUT_TOKEN")
+            .and_then(|token| congestion(cli.congestion.as_deref()).map(|()| token))
+        {
             Ok(token) => ft_client::run_put(config(cli, token)),
             Err(err) => {
                 eprintln!("ftput: {err:#}");
@@ -35,6 +37,28 @@ fn main() -> ExitCode {
         },
     };
     exit.into()
+}
+
+/// Checks that the kernel lets ftput send with the congestion control the
+/// user named (ftserve refuses an unknown one at start, and so does ftput);
+/// the default, BBR, is tried on each connection and quietly left out where
+/// the kernel does not offer it.
+fn congestion(asked: Option<&str>) -> anyhow::Result<()> {
+    let Some(name) = asked.filter(|name| *name != "system") else {
+        return Ok(());
+    };
+    let probe = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+    ft_protocol::connection::set_congestion(&probe, name)
+        .map(|_| ())
+        .map_err(|err| {
+            let allowed =
+                std::fs::read_to_string("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
+                    .unwrap_or_default();
+            anyhow::anyhow!(
+                "--congestion {name:?}: {err} (the kernel allows: {}; `system` keeps its default)",
+                allowed.trim()
+            )
+        })
 }
 
 /// The settings the command line gives, resolved; the library never sees clap.

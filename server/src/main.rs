@@ -170,9 +170,14 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         .and_then(|()| {
             writeln!(
                 stdout,
-                "ftserve: clients can pin this server with: ftget --pin {} {} PATH",
+                "ftserve: clients can pin this server with: ftget --pin {} {} PATH{}",
                 identity.fingerprint,
-                setup::reachable_as(addr)
+                setup::reachable_as(addr),
+                if cli.allow_upload {
+                    " (and ftput --pin, the same)"
+                } else {
+                    ""
+                }
             )
         })
         .and_then(|()| stdout.flush())

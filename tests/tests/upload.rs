@@ -179,6 +179,31 @@ fn a_file_and_a_tree_are_stored_verified_with_their_reports() {
     expected.remove("link");
     assert_eq!(tree_contents(&up.env.root.join("into/here/t")), expected);
     assert!(up.partials().is_empty(), "{:?}", up.partials());
+
+    // Run again (after an interruption, say): what the server holds, the
+    // same size and SHA-256, is left alone, and nothing is sent.
+    let again = up.put(&up.writer, &["-r", "t", "--to", "into/here", "--json"]);
+    assert_ok(&again);
+    let summary = again.json();
+    assert_eq!(summary["up_to_date"], 5, "{summary}");
+    assert_eq!(summary["uploaded"], 0);
+    assert_eq!(summary["bytes_sent"], 0);
+    let one = up.put(&up.writer, &["data.bin", "--json"]);
+    assert_ok(&one);
+    assert_eq!(one.field("bytes_sent"), 0);
+    assert_eq!(one.field("resumed_from"), data.len() as u64);
+    assert!(one.stderr.contains("already on the server"), "{}", one.stderr);
+}
+
+#[test]
+fn a_congestion_control_the_kernel_refuses_is_a_usage_error() {
+    let up = Uploads::start(&[]);
+    up.local("f.txt", 10, 17);
+    let run = up.put(&up.writer, &["f.txt", "--congestion", "no-such-algorithm"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("no-such-algorithm"), "{}", run.stderr);
+    assert!(up.stored().is_empty());
+    assert_ok(&up.put(&up.writer, &["f.txt", "--congestion", "system"]));
 }
 
 #[test]

@@ -78,7 +78,10 @@ pub(super) async fn run(
         progress.file_done();
         match result {
             Ok(report) => {
-                summary.uploaded += 1;
+                match report.up_to_date {
+                    true => summary.up_to_date += 1,
+                    false => summary.uploaded += 1,
+                }
                 summary.bytes += report.size;
                 summary.bytes_sent += report.bytes_sent;
                 if show.json {
@@ -112,11 +115,15 @@ pub(super) async fn run(
         print_json(&summary);
     }
     if !show.quiet {
+        let files = match summary.files {
+            1 => "1 file".to_owned(),
+            n => format!("{n} files"),
+        };
         let mut line = format!(
-            "ftput: {} files, {}: {} uploaded, {} failed; {} sent in {:.2} s",
-            summary.files,
+            "ftput: {files}, {}: {} uploaded, {} already on the server, {} failed; {} sent in {:.2} s",
             indicatif::HumanBytes(summary.bytes),
             summary.uploaded,
+            summary.up_to_date,
             summary.failed,
             indicatif::HumanBytes(summary.bytes_sent),
             summary.seconds
@@ -336,6 +343,7 @@ async fn pipelined(
         let result = match (outcome, meta) {
             (Ok(()), Some(meta)) if meta.sha256 == Some(*sha256) => {
                 let sent = Sent {
+                    up_to_date: false,
                     size: version.size,
                     sha256: *sha256,
                     resumed_from: 0,
@@ -344,6 +352,18 @@ async fn pipelined(
                 };
                 progress.tracker().set(version.size);
                 Ok(report(item, &sent, started))
+            }
+            // Perhaps this very file, stored by an earlier run: `send`
+            // tells.
+            (Err(Failure::Fatal(Error::Refused { reason, .. })), _)
+                if reason.code == ErrorCode::AlreadyExists =>
+            {
+                let started = Instant::now();
+                let mut tracker = progress.tracker();
+                let mut own = Link::new(server);
+                send::send(server, &mut own, item, options, &mut tracker)
+                    .await
+                    .map(|sent| report(item, &sent, started))
             }
             (Err(Failure::Fatal(err)), _) => Err(err),
             // A changed file or a chunk found corrupt: again, on its own,

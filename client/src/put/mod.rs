@@ -84,6 +84,10 @@ pub struct PutReport {
     /// Most connections used at once.
     #[serde(skip)]
     pub connections: usize,
+    /// The server had this very file under its name already (nothing was
+    /// sent: `resumed_from` is the size, `bytes_sent` 0).
+    #[serde(skip)]
+    pub up_to_date: bool,
 }
 
 /// The end of a run of several files, as `--json` prints it last.
@@ -93,6 +97,8 @@ pub struct PutSummary {
     pub files: u64,
     /// Files stored and verified.
     pub uploaded: u64,
+    /// Files the server had already, the same size and SHA-256, left alone.
+    pub up_to_date: u64,
     /// Files that failed.
     pub failed: u64,
     /// Bytes of the stored files.
@@ -202,10 +208,20 @@ fn report(item: &Item, sent: &send::Sent, started: Instant) -> PutReport {
         seconds: started.elapsed().as_secs_f64(),
         verified: true,
         connections: sent.connections,
+        up_to_date: sent.up_to_date,
     }
 }
 
 fn describe(report: &PutReport) -> String {
+    if report.up_to_date {
+        return format!(
+            "{} -> {}: {}, sha256 {} already on the server",
+            report.path,
+            report.remote,
+            HumanBytes(report.size),
+            report.sha256
+        );
+    }
     let resumed = match report.resumed_from {
         0 => String::new(),
         held => format!(", resumed from {}", HumanBytes(held)),

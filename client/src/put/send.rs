@@ -78,6 +78,8 @@ pub(crate) struct Options {
 pub(crate) struct Sent {
     pub size: u64,
     pub sha256: Digest,
+    /// The server had this very file under its name already.
+    pub up_to_date: bool,
     pub resumed_from: u64,
     pub bytes_sent: u64,
     pub connections: usize,
@@ -394,10 +396,11 @@ pub(crate) async fn send(
                 resumed_from = held;
             }
             let failure = match outcome {
-                Ok(sha256) => {
+                Ok((sha256, up_to_date)) => {
                     return Ok(Sent {
                         size: job.version.size,
                         sha256,
+                        up_to_date,
                         resumed_from: resumed_from.unwrap_or(0),
                         bytes_sent,
                         connections: most,
@@ -438,12 +441,20 @@ async fn round(
     options: &Options,
     tracker: &mut Tracker,
     mismatched: &mut Vec<u64>,
-) -> (Result<Digest, Failure>, Option<u64>, u64, usize) {
+) -> (Result<(Digest, bool), Failure>, Option<u64>, u64, usize) {
     let server = &job.server;
     let version = &job.version;
     let asked = Instant::now();
     let held = match link.ask(&job.put).await {
         Ok(Response::Held { chunks }) => chunks,
+        Ok(Response::Error(err)) if err.code == ErrorCode::AlreadyExists => {
+            // Perhaps this very file, stored by an earlier run.
+            let there = already_there(job, link, err)
+                .await
+                .map(|sha256| (sha256, true));
+            let held = there.is_ok().then_some(version.size);
+            return (there, held, 0, 1);
+        }
         Ok(Response::Error(err)) => return (Err(remote(server, err)), None, 0, 1),
         Ok(_) => return (Err(link_broken(link, server)), None, 0, 1),
         Err(failure) => return (Err(failure), None, 0, 1),
@@ -502,7 +513,7 @@ async fn round(
     };
     let outcome = match link.ask(&Request::Commit { sha256 }).await {
         Ok(Response::Meta(meta)) if meta.sha256 == Some(sha256) && meta.size == version.size => {
-            Ok(sha256)
+            Ok((sha256, false))
         }
         Ok(Response::Meta(_)) => Err(link_broken(link, server)),
         Ok(Response::Error(err)) if err.code == ErrorCode::Mismatch => {
@@ -515,6 +526,29 @@ async fn round(
         Err(failure) => Err(failure),
     };
     (outcome, Some(held_bytes), sent, most)
+}
+
+/// Whether the file at the upload's name is this very file (its size and
+/// SHA-256, which the server computes if need be): its digest if so, the
+/// server's refusal `exists` if not.
+async fn already_there(
+    job: &Job,
+    link: &mut Link<'_>,
+    exists: ft_protocol::RemoteError,
+) -> Result<Digest, Failure> {
+    let Request::Put { path, .. } = &job.put else {
+        return Err(remote(&job.server, exists));
+    };
+    let sha256 = job
+        .table
+        .sha256()
+        .await
+        .map_err(|failure| hash_failure(&job.local, failure))?;
+    match link.digest(path).await {
+        Ok(meta) if meta.size == job.version.size && meta.sha256 == Some(sha256) => Ok(sha256),
+        Ok(_) | Err(Failure::Fatal(_)) => Err(remote(&job.server, exists)),
+        Err(failure) => Err(failure),
+    }
 }
 
 fn link_broken(link: &mut Link<'_>, server: &Server) -> Failure {

@@ -36,8 +36,9 @@ pub(crate) enum Current {
     Open(Arc<Upload>, Wanted),
     /// Its `Chunk`s and `Commit` get this refusal too, so that a client
     /// that sent them ahead hears one answer per request; with the size
-    /// the `Put` gave, which says how many bytes each chunk carries.
-    Refused(RemoteError, u64),
+    /// the `Put` gave, which says how many bytes each chunk carries, and
+    /// its path, for the log.
+    Refused(RemoteError, u64, String),
 }
 
 /// The fields of a `Put`.
@@ -86,7 +87,7 @@ pub(crate) async fn put<S: Transport, B: Backend>(
             (Response::Held { chunks }, None)
         }
         Err(err) => {
-            *current = Current::Refused(err.clone(), size);
+            *current = Current::Refused(err.clone(), size, shown.clone());
             (Response::Error(err.clone()), Some(err))
         }
     };
@@ -224,10 +225,10 @@ pub(crate) async fn chunk<S: Transport, B: Backend>(
 ) -> Result<Next, ConnectionError> {
     let (upload, shown) = match current {
         Current::Open(upload, _) => (Arc::clone(upload), upload.path.to_string()),
-        Current::Refused(err, size) => {
+        Current::Refused(err, size, path) => {
             // The client sent the chunk ahead of hearing the refusal.
             let outcome = drain(conn, chunk_len(*size, index), err.clone()).await?;
-            return reply(conn, client, "chunk", "", index, outcome).await;
+            return reply(conn, client, "chunk", path, index, outcome).await;
         }
         Current::None => {
             let err = RemoteError::new(ErrorCode::BadRequest, "Chunk without a Put before it");
@@ -444,7 +445,8 @@ pub(crate) async fn commit<S: Transport, B: Backend>(
 ) -> Result<Next, ConnectionError> {
     let shown = match &*current {
         Current::Open(upload, _) => upload.path.to_string(),
-        _ => String::new(),
+        Current::Refused(_, _, path) => path.clone(),
+        Current::None => String::new(),
     };
     let result = match std::mem::take(current) {
         Current::Open(upload, wanted) => {
@@ -456,7 +458,7 @@ pub(crate) async fn commit<S: Transport, B: Backend>(
             });
             keep_alive(conn, context.limits.keepalive, landing).await?
         }
-        Current::Refused(err, _) => Err(err),
+        Current::Refused(err, ..) => Err(err),
         Current::None => Err(bad("Commit without a Put before it".to_owned())),
     };
     log_outcome(
