@@ -3,9 +3,18 @@
 #
 #   bench/run.sh                      # as root: installs what is missing with apt-get
 #   FTB_RUNS=7 bench/run.sh           # timed runs per command (default 5; slow peers 3;
-#                                     #   the 64 MiB and tree cases 3 x FTB_RUNS)
+#                                     #   the 64 MiB and both tree cases 3 x FTB_RUNS)
 #   FTB_FT_PLAIN_BIN=DIR bench/run.sh # also times a plaintext (protocol v1) build:
 #                                     #   DIR/ftserve and DIR/ftget, on another port
+#   FTB_ONLY=put bench/run.sh         # only the upload cases (put, put-tree; 2-3 min);
+#                                     #   FTB_ONLY=get only the downloads; default: all
+#   FTB_FT_BIN=DIR bench/run.sh       # time DIR/ftserve, DIR/ftget and DIR/ftput as they
+#                                     #   are; without it the script builds them (cargo
+#                                     #   build --release) into ${CARGO_TARGET_DIR:-target}
+#   FTB_RESULTS=DIR bench/run.sh      # write RESULTS.md and chart.svg there (default bench/results)
+#   FTB_BIG_MIB=16 FTB_TREE_DIRS=2 FTB_RUNS=1 FTB_RUNS_SLOW=1 FTB_CPU_RUNS=1 \
+#     FTB_RESULTS=/tmp/ftb-smoke bench/run.sh   # a smoke test: the "1 GiB" file 16 MiB, the
+#                                     #   tree 2 folders of 100 files; timings mean nothing
 #
 # Starts ftserve, nginx (sendfile; and HTTPS, TLS 1.3 only, with a throwaway
 # self-signed certificate), an rsync daemon, sshd and a raw socat stream on
@@ -17,16 +26,24 @@
 #   c100   100 concurrent downloads of a 16 MiB file              curl, ftget
 #   tree   5,000 files of 4 KiB in 50 folders     rsync -r, rsync -r over ssh, scp -r,
 #                                                 curl https (URL list; 1 and 8 at once), ftget -r
+#   put       1 GiB upload                        ftput, scp, rsync over ssh, rsync to the daemon
+#   put-tree  the tree above, uploaded            ftput -r, scp -r, rsync -r over ssh,
+#                                                 rsync -r to the daemon
+# Uploads go from the data folder into the output folder (both on the tmpfs),
+# each run into an empty folder: a second ftserve takes them (--allow-upload,
+# its root the output folder, a --write token in FTPUT_TOKEN, pinned with
+# ftput --pin), and the rsync daemon has a writable module "up" there.
 # With FTB_FT_PLAIN_BIN, "ftget (plaintext v1)" rows in big, mid and tree give
 # the cost of encryption in the same run. An ftserve that prints
 # "fingerprint SHA256:..." before "listening on" is pinned with ftget --pin;
 # ftserve keeps its key in $WORK/ft-state (FTSERVE_STATE_DIR), ftget its
 # known servers under $WORK/xdg (XDG_CONFIG_HOME).
 # plus peak RSS of each client (GNU time) and of ftserve, the CPU each run of
-# ftget and curl costs on both sides (core-seconds), and the limits: iperf3 on
-# loopback and single-core SHA-256 (openssl speed).
+# ftget, ftput and curl costs on both sides (core-seconds), and the limits:
+# iperf3 on loopback and single-core SHA-256 (openssl speed).
 # Data and outputs live on a tmpfs (/dev/shm). A peer that cannot run is
-# skipped with a message. Results: bench/results/RESULTS.md and chart.svg.
+# skipped with a message. Results: bench/results/RESULTS.md and chart.svg
+# (FTB_RESULTS moves them).
 set -euo pipefail
 
 RUNS=${FTB_RUNS:-5}
@@ -34,8 +51,22 @@ RUNS_SLOW=${FTB_RUNS_SLOW:-3}
 # Cases under a tenth of a second get three times the runs: they are cheap,
 # and the noise of one run is a larger part of them.
 RUNS_FAST=$((RUNS * 3))
+# FTB_ONLY: which cases run. GET: the downloads; PUT: the uploads.
+case ${FTB_ONLY:-all} in
+  all) GET=1 PUT=1 ;;
+  get) GET=1 PUT=0 ;;
+  put) GET=0 PUT=1 ;;
+  *) echo "bench/run.sh: FTB_ONLY must be all, get or put" >&2; exit 1 ;;
+esac
+# Sizes: the single file ("1 GiB") and the tree (FTB_TREE_DIRS folders of 100
+# files of 4 KiB); smaller only for a smoke test of the script itself.
+BIG_MIB=${FTB_BIG_MIB:-1024}
+TREE_DIRS=${FTB_TREE_DIRS:-50}
+TREE_FILES=$((TREE_DIRS * 100))
+[[ $BIG_MIB =~ ^[1-9][0-9]*$ && $TREE_DIRS =~ ^[1-9][0-9]*$ ]] ||
+  { echo "bench/run.sh: FTB_BIG_MIB and FTB_TREE_DIRS must be positive whole numbers" >&2; exit 1; }
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-RESULTS=$REPO/bench/results
+RESULTS=${FTB_RESULTS:-$REPO/bench/results}
 WORK=$(mktemp -d /dev/shm/ftbench.XXXXXX)
 DATA=$WORK/data
 OUT=$WORK/out
@@ -48,6 +79,7 @@ chmod 755 "$WORK" "$DATA"
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   [[ -f $WORK/ft.pid ]] && kill "$(cat "$WORK/ft.pid")" 2>/dev/null || true
+  [[ -f $WORK/ft-up.pid ]] && kill "$(cat "$WORK/ft-up.pid")" 2>/dev/null || true
   [[ -f $WORK/nginx.pid ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
   sleep 0.2
   rm -rf "$WORK"
@@ -77,7 +109,7 @@ have hyperfine || { echo "bench/run.sh: hyperfine is required" >&2; exit 1; }
 
 # The plaintext (protocol v1) build, when given: the cost of encryption, same run.
 FT_PLAIN=""
-if [[ -n ${FTB_FT_PLAIN_BIN:-} ]]; then
+if ((GET)) && [[ -n ${FTB_FT_PLAIN_BIN:-} ]]; then
   if [[ -x $FTB_FT_PLAIN_BIN/ftserve && -x $FTB_FT_PLAIN_BIN/ftget ]]; then
     FT_PLAIN=$(cd "$FTB_FT_PLAIN_BIN" && pwd)
   else
@@ -85,23 +117,37 @@ if [[ -n ${FTB_FT_PLAIN_BIN:-} ]]; then
     exit 1
   fi
 fi
-log "building ft (release)"
-cargo build --release --locked --quiet --manifest-path "$REPO/Cargo.toml" -p ft-server -p ft-client
-TARGET=${CARGO_TARGET_DIR:-$REPO/target}
-FTSERVE=$TARGET/release/ftserve
-FTGET=$TARGET/release/ftget
+# ft itself: the binaries in FTB_FT_BIN as they are, or a release build.
+if [[ -n ${FTB_FT_BIN:-} ]]; then
+  FT_BIN=$(cd "$FTB_FT_BIN" && pwd)
+else
+  log "building ft (release)"
+  cargo build --release --locked --quiet --manifest-path "$REPO/Cargo.toml" -p ft-server -p ft-client
+  FT_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
+fi
+FTSERVE=$FT_BIN/ftserve
+FTGET=$FT_BIN/ftget
+FTPUT=$FT_BIN/ftput
+bins=("$FTSERVE")
+((GET)) && bins+=("$FTGET")
+((PUT)) && bins+=("$FTPUT")
+for bin in "${bins[@]}"; do
+  [[ -x $bin ]] || { echo "bench/run.sh: $bin is not an executable" >&2; exit 1; }
+done
 # ftget's trust store (known_servers) and ftserve's key live in this run's folder.
 export XDG_CONFIG_HOME=$WORK/xdg
-mkdir -p -m 700 "$XDG_CONFIG_HOME" "$WORK/ft-state" "$WORK/ft-plain-state"
+mkdir -p -m 700 "$XDG_CONFIG_HOME" "$WORK/ft-state" "$WORK/ft-plain-state" "$WORK/ft-up-state"
 
 # --- data ----------------------------------------------------------------------
 log "writing test data to $DATA"
-head -c $((1 << 30)) /dev/urandom >"$DATA/big.bin"
-head -c $((64 << 20)) /dev/urandom >"$DATA/mid.bin"
-head -c $((16 << 20)) /dev/urandom >"$DATA/c16.bin"
-python3 - "$DATA/tree" <<'EOF'
+head -c $((BIG_MIB << 20)) /dev/urandom >"$DATA/big.bin"
+if ((GET)); then
+  head -c $((64 << 20)) /dev/urandom >"$DATA/mid.bin"
+  head -c $((16 << 20)) /dev/urandom >"$DATA/c16.bin"
+fi
+python3 - "$DATA/tree" "$TREE_DIRS" <<'EOF'
 import os, sys
-for d in range(50):
+for d in range(int(sys.argv[2])):
     os.makedirs(f"{sys.argv[1]}/d{d:02}", exist_ok=True)
     for f in range(100):
         with open(f"{sys.argv[1]}/d{d:02}/f{f:03}.bin", "wb") as out:
@@ -130,13 +176,37 @@ for _ in \$(seq 200); do grep -q "listening on" $WORK/ft.out 2>/dev/null && exit
 exit 1
 EOF
 chmod +x "$WORK/restart-ft.sh"
-"$WORK/restart-ft.sh" || { echo "bench/run.sh: ftserve did not start" >&2; exit 1; }
-# A TLS ftserve prints "fingerprint SHA256:..." before "listening on": ftget pins
-# it. Without that line (a plaintext build) ftget runs as it is. FTG is ftget as
-# every command below runs it.
-FT_FP=$(cat "$WORK/ft.out" "$WORK/ft.err" | sed -n 's|.*fingerprint \(SHA256:[A-Za-z0-9+/=_-]*\).*|\1|p' | head -n1)
-FTG=$FTGET${FT_FP:+ --pin $FT_FP}
-[[ -n $FT_FP ]] && log "ftserve's fingerprint: $FT_FP (ftget --pin)"
+fingerprint() { cat "$@" | sed -n 's|.*fingerprint \(SHA256:[A-Za-z0-9+/=_-]*\).*|\1|p' | head -n1; }
+if ((GET)); then
+  "$WORK/restart-ft.sh" || { echo "bench/run.sh: ftserve did not start" >&2; exit 1; }
+  # A TLS ftserve prints "fingerprint SHA256:..." before "listening on": ftget pins
+  # it. Without that line (a plaintext build) ftget runs as it is. FTG is ftget as
+  # every command below runs it.
+  FT_FP=$(fingerprint "$WORK/ft.out" "$WORK/ft.err")
+  FTG=$FTGET${FT_FP:+ --pin $FT_FP}
+  [[ -n $FT_FP ]] && log "ftserve's fingerprint: $FT_FP (ftget --pin)"
+fi
+
+# The ftserve that takes the uploads: its root is the output folder, so an
+# upload lands where the downloads do ($OUT/x, emptied before every run). A
+# write token (not one that may overwrite: every run starts from an empty
+# folder) goes to ftput in FTPUT_TOKEN, never on its command line. FTP is
+# ftput as every command below runs it, pinned.
+if ((PUT)); then
+  P_FTU=$(port)
+  FTPUT_TOKEN=$("$FTSERVE" token add bench --token-file "$WORK/ft-up-tokens" --write 2>/dev/null | tail -n1)
+  [[ $FTPUT_TOKEN == ?* ]] || { echo "bench/run.sh: ftserve token add printed no token" >&2; exit 1; }
+  export FTPUT_TOKEN
+  "$FTSERVE" --listen "127.0.0.1:$P_FTU" --state-dir "$WORK/ft-up-state" --token-file "$WORK/ft-up-tokens" \
+    --allow-upload "$OUT" >"$WORK/ft-up.out" 2>"$WORK/ft-up.err" &
+  echo $! >"$WORK/ft-up.pid"
+  for _ in $(seq 200); do grep -q "listening on" "$WORK/ft-up.out" 2>/dev/null && break; sleep 0.02; done
+  grep -q "listening on" "$WORK/ft-up.out" || { echo "bench/run.sh: ftserve --allow-upload did not start (see below)" >&2; cat "$WORK/ft-up.err" >&2; exit 1; }
+  FTU_FP=$(fingerprint "$WORK/ft-up.out" "$WORK/ft-up.err")
+  [[ -n $FTU_FP ]] || { echo "bench/run.sh: ftserve --allow-upload printed no fingerprint" >&2; exit 1; }
+  FTP="$FTPUT --pin $FTU_FP"
+  log "uploads: ftserve on 127.0.0.1:$P_FTU into $OUT, fingerprint $FTU_FP (ftput --pin)"
+fi
 
 # The plaintext (v1) ftserve, for the cost of encryption.
 if [[ -n $FT_PLAIN ]]; then
@@ -153,6 +223,9 @@ if have rsync; then
   P_RSYNC=$(port)
   printf 'use chroot = no\npid file = %s/rsyncd.pid\n[data]\n  path = %s\n  read only = yes\n' \
     "$WORK" "$DATA" >"$WORK/rsyncd.conf"
+  # Uploads: a writable module on the output folder. A daemon started as
+  # root would write as nobody; the folders the runs make are root's.
+  printf '[up]\n  path = %s\n  read only = no\n  uid = root\n  gid = root\n' "$OUT" >>"$WORK/rsyncd.conf"
   rsync --daemon --no-detach --address=127.0.0.1 --port="$P_RSYNC" --config="$WORK/rsyncd.conf" &
   PIDS+=($!)
   wait_port "$P_RSYNC" || skip rsync "daemon did not start"
@@ -160,7 +233,7 @@ else
   skip rsync "not installed"
 fi
 
-if have nginx; then
+if ((GET)) && have nginx; then
   P_HTTP=$(port)
   mkdir -p "$WORK/nginx"
   # HTTPS on another port: TLS 1.3 only, a throwaway self-signed certificate.
@@ -197,7 +270,7 @@ EOF
   elif [[ -n $HTTPS_SERVER ]] && ! wait_port "$P_HTTPS"; then
     skip https "nginx did not listen on the HTTPS port"
   fi
-else
+elif ((GET)); then
   skip nginx "not installed"
   skip https "nginx not installed"
 fi
@@ -238,7 +311,9 @@ else
   skip scp "needs root and openssh-server"
 fi
 
-if have socat && have nc; then
+if ((!GET)); then
+  :  # the raw stream serves downloads only
+elif have socat && have nc; then
   P_RAW=$(port)
   socat "TCP-LISTEN:$P_RAW,bind=127.0.0.1,reuseaddr,fork" "OPEN:$DATA/big.bin,rdonly" &
   PIDS+=($!)
@@ -266,90 +341,146 @@ bench() {  # case runs name command [name command ...]
 }
 up() { [[ " ${SKIPPED[*]} " != *" $1:"* ]]; }
 
-if up https; then
-  # The tree as a URL list for one curl: one connection in turn, or 8 at once.
-  (cd "$DATA" && find tree -type f | sort) |
-    awk -v u="$HTTPS/" -v o="$OUT/x/" '{print "url = \"" u $0 "\""; print "output = \"" o $0 "\""}' \
-    >"$WORK/curl-tree.list"
-  TLS_SEEN=$($CURL_TLS -v -o /dev/null "$HTTPS/c16.bin" 2>&1 | sed -n 's/.*SSL connection using //p' | head -n1)
-fi
-
-big=()
-up nginx && big+=("curl" "curl -s -o $OUT/x/big.bin $URL/big.bin")
-up https && big+=("curl https" "$CURL_TLS -o $OUT/x/big.bin $HTTPS/big.bin")
-up rsync && big+=("rsync" "rsync -q rsync://127.0.0.1:$P_RSYNC/data/big.bin $OUT/x/")
-up nginx && big+=("aria2c -x4" "aria2c -q -x4 -s4 --allow-overwrite=true -d $OUT/x -o big.bin $URL/big.bin")
-up nc && big+=("nc (raw, the floor)" "nc -d 127.0.0.1 $P_RAW >$OUT/x/big.bin")
-big+=("ftget" "$FTG -q 127.0.0.1:$P_FT big.bin -o $OUT/x/big.bin")
-[[ -n $FT_PLAIN ]] && big+=("ftget (plaintext v1)" "$FTGP -q 127.0.0.1:$P_FTP big.bin -o $OUT/x/big.bin")
-bench big "$RUNS" "${big[@]}"
-slow=()
-up nginx && slow+=("curl + sha256sum" "curl -s -o $OUT/x/big.bin $URL/big.bin && sha256sum $OUT/x/big.bin >/dev/null")
-up https && slow+=("curl https + sha256sum" "$CURL_TLS -o $OUT/x/big.bin $HTTPS/big.bin && sha256sum $OUT/x/big.bin >/dev/null")
-up scp && slow+=("scp" "scp -q $SSH_OPTS root@127.0.0.1:$DATA/big.bin $OUT/x/")
-up scp && have rsync && slow+=("rsync over ssh" "rsync -q -e '$RSH' root@127.0.0.1:$DATA/big.bin $OUT/x/")
-((${#slow[@]})) && bench big-slow "$RUNS_SLOW" "${slow[@]}"
-
-log "case cold: ftserve restarted before every run"
-hyperfine --style none --runs "$RUNS" --export-json "$WORK/json/cold.json" \
-  --command-name "ftget, cold server" \
-  --prepare "rm -rf $OUT/x && mkdir -p $OUT/x && $WORK/restart-ft.sh" \
-  "$FTG -q 127.0.0.1:$P_FT big.bin -o $OUT/x/big.bin" >/dev/null
-"$WORK/restart-ft.sh"
-
-mid=()
-up nginx && mid+=("curl" "curl -s -o $OUT/x/mid.bin $URL/mid.bin")
-up https && mid+=("curl https" "$CURL_TLS -o $OUT/x/mid.bin $HTTPS/mid.bin")
-up rsync && mid+=("rsync" "rsync -q rsync://127.0.0.1:$P_RSYNC/data/mid.bin $OUT/x/")
-mid+=("ftget" "$FTG -q 127.0.0.1:$P_FT mid.bin -o $OUT/x/mid.bin")
-[[ -n $FT_PLAIN ]] && mid+=("ftget (plaintext v1)" "$FTGP -q 127.0.0.1:$P_FTP mid.bin -o $OUT/x/mid.bin")
-bench mid "$RUNS_FAST" "${mid[@]}"
-
-c100=()
-up nginx && c100+=("curl x100" "seq 100 | xargs -P100 -I{} curl -s -o $OUT/x/{}.bin $URL/c16.bin")
-c100+=("ftget x100" "seq 100 | xargs -P100 -I{} $FTG -q 127.0.0.1:$P_FT c16.bin -o $OUT/x/{}.bin")
-bench c100 "$RUNS_SLOW" "${c100[@]}"
-
-tree=()
-up rsync && tree+=("rsync -r" "rsync -r -q rsync://127.0.0.1:$P_RSYNC/data/tree/ $OUT/x/")
-tree+=("ftget -r" "$FTG -q -r 127.0.0.1:$P_FT tree -o $OUT/x")
-[[ -n $FT_PLAIN ]] && tree+=("ftget -r (plaintext v1)" "$FTGP -q -r 127.0.0.1:$P_FTP tree -o $OUT/x")
-bench tree "$RUNS_FAST" "${tree[@]}"
-tree_slow=()
-up scp && have rsync && tree_slow+=("rsync -r over ssh" "rsync -r -q -e '$RSH' root@127.0.0.1:$DATA/tree/ $OUT/x/")
-up scp && tree_slow+=("scp -r" "scp -q -r $SSH_OPTS root@127.0.0.1:$DATA/tree $OUT/x/")
-up https && tree_slow+=("curl https (URL list)" "$CURL_TLS --create-dirs -K $WORK/curl-tree.list")
-up https && tree_slow+=("curl https -Z (URL list, 8 at once)" "$CURL_TLS --no-progress-meter --create-dirs -Z --parallel-max 8 -K $WORK/curl-tree.list")
-((${#tree_slow[@]})) && bench tree-slow "$RUNS_SLOW" "${tree_slow[@]}"
-
-# Checks: ftget's outputs are right, and so are the new peers' (one run each).
-rm -rf "$OUT/x" && mkdir -p "$OUT/x"
-$FTG -q "127.0.0.1:$P_FT" big.bin -o "$OUT/x/big.bin"
-[[ $(sha256sum "$OUT/x/big.bin" | cut -d' ' -f1) == "$BIG_SHA" ]] || { echo "ftget's big.bin is wrong" >&2; exit 1; }
-if [[ -n $FT_PLAIN ]]; then
-  rm -rf "$OUT/x" && mkdir -p "$OUT/x"
-  $FTGP -q "127.0.0.1:$P_FTP" big.bin -o "$OUT/x/big.bin"
-  [[ $(sha256sum "$OUT/x/big.bin" | cut -d' ' -f1) == "$BIG_SHA" ]] || { echo "plaintext ftget's big.bin is wrong" >&2; exit 1; }
-fi
-tree_ok() {  # name: the 5,000 files of 4 KiB are under $OUT/x
+# The commands of each case, as name/command pairs; empty when not run.
+big=() slow=() mid=() c100=() tree=() tree_slow=() put=() put_slow=() put_tree=() put_tree_slow=()
+tree_ok() {  # name: the TREE_FILES files of 4 KiB are under $OUT/x
   local n
   n=$(find "$OUT/x" -type f -size 4096c | wc -l)
-  ((n == 5000)) || { echo "bench/run.sh: $1 left $n files of the tree, not 5000" >&2; exit 1; }
+  ((n == TREE_FILES)) || { echo "bench/run.sh: $1 left $n files of the tree, not $TREE_FILES" >&2; exit 1; }
 }
-for ((i = 0; i < ${#tree[@]}; i += 2)); do
+big_ok() {  # name: $OUT/x/big.bin is the source's
+  [[ -f $OUT/x/big.bin && $(sha256sum "$OUT/x/big.bin" | cut -d' ' -f1) == "$BIG_SHA" ]] ||
+    { echo "bench/run.sh: $1 left a wrong or no $OUT/x/big.bin" >&2; exit 1; }
+}
+
+# --- downloads -------------------------------------------------------------------
+if ((GET)); then
+  if up https; then
+    # The tree as a URL list for one curl: one connection in turn, or 8 at once.
+    (cd "$DATA" && find tree -type f | sort) |
+      awk -v u="$HTTPS/" -v o="$OUT/x/" '{print "url = \"" u $0 "\""; print "output = \"" o $0 "\""}' \
+      >"$WORK/curl-tree.list"
+    TLS_SEEN=$($CURL_TLS -v -o /dev/null "$HTTPS/c16.bin" 2>&1 | sed -n 's/.*SSL connection using //p' | head -n1)
+  fi
+
+  up nginx && big+=("curl" "curl -s -o $OUT/x/big.bin $URL/big.bin")
+  up https && big+=("curl https" "$CURL_TLS -o $OUT/x/big.bin $HTTPS/big.bin")
+  up rsync && big+=("rsync" "rsync -q rsync://127.0.0.1:$P_RSYNC/data/big.bin $OUT/x/")
+  up nginx && big+=("aria2c -x4" "aria2c -q -x4 -s4 --allow-overwrite=true -d $OUT/x -o big.bin $URL/big.bin")
+  up nc && big+=("nc (raw, the floor)" "nc -d 127.0.0.1 $P_RAW >$OUT/x/big.bin")
+  big+=("ftget" "$FTG -q 127.0.0.1:$P_FT big.bin -o $OUT/x/big.bin")
+  [[ -n $FT_PLAIN ]] && big+=("ftget (plaintext v1)" "$FTGP -q 127.0.0.1:$P_FTP big.bin -o $OUT/x/big.bin")
+  bench big "$RUNS" "${big[@]}"
+  up nginx && slow+=("curl + sha256sum" "curl -s -o $OUT/x/big.bin $URL/big.bin && sha256sum $OUT/x/big.bin >/dev/null")
+  up https && slow+=("curl https + sha256sum" "$CURL_TLS -o $OUT/x/big.bin $HTTPS/big.bin && sha256sum $OUT/x/big.bin >/dev/null")
+  up scp && slow+=("scp" "scp -q $SSH_OPTS root@127.0.0.1:$DATA/big.bin $OUT/x/")
+  up scp && have rsync && slow+=("rsync over ssh" "rsync -q -e '$RSH' root@127.0.0.1:$DATA/big.bin $OUT/x/")
+  ((${#slow[@]})) && bench big-slow "$RUNS_SLOW" "${slow[@]}"
+
+  log "case cold: ftserve restarted before every run"
+  hyperfine --style none --runs "$RUNS" --export-json "$WORK/json/cold.json" \
+    --command-name "ftget, cold server" \
+    --prepare "rm -rf $OUT/x && mkdir -p $OUT/x && $WORK/restart-ft.sh" \
+    "$FTG -q 127.0.0.1:$P_FT big.bin -o $OUT/x/big.bin" >/dev/null
+  "$WORK/restart-ft.sh"
+
+  up nginx && mid+=("curl" "curl -s -o $OUT/x/mid.bin $URL/mid.bin")
+  up https && mid+=("curl https" "$CURL_TLS -o $OUT/x/mid.bin $HTTPS/mid.bin")
+  up rsync && mid+=("rsync" "rsync -q rsync://127.0.0.1:$P_RSYNC/data/mid.bin $OUT/x/")
+  mid+=("ftget" "$FTG -q 127.0.0.1:$P_FT mid.bin -o $OUT/x/mid.bin")
+  [[ -n $FT_PLAIN ]] && mid+=("ftget (plaintext v1)" "$FTGP -q 127.0.0.1:$P_FTP mid.bin -o $OUT/x/mid.bin")
+  bench mid "$RUNS_FAST" "${mid[@]}"
+
+  up nginx && c100+=("curl x100" "seq 100 | xargs -P100 -I{} curl -s -o $OUT/x/{}.bin $URL/c16.bin")
+  c100+=("ftget x100" "seq 100 | xargs -P100 -I{} $FTG -q 127.0.0.1:$P_FT c16.bin -o $OUT/x/{}.bin")
+  bench c100 "$RUNS_SLOW" "${c100[@]}"
+
+  up rsync && tree+=("rsync -r" "rsync -r -q rsync://127.0.0.1:$P_RSYNC/data/tree/ $OUT/x/")
+  tree+=("ftget -r" "$FTG -q -r 127.0.0.1:$P_FT tree -o $OUT/x")
+  [[ -n $FT_PLAIN ]] && tree+=("ftget -r (plaintext v1)" "$FTGP -q -r 127.0.0.1:$P_FTP tree -o $OUT/x")
+  bench tree "$RUNS_FAST" "${tree[@]}"
+  up scp && have rsync && tree_slow+=("rsync -r over ssh" "rsync -r -q -e '$RSH' root@127.0.0.1:$DATA/tree/ $OUT/x/")
+  up scp && tree_slow+=("scp -r" "scp -q -r $SSH_OPTS root@127.0.0.1:$DATA/tree $OUT/x/")
+  up https && tree_slow+=("curl https (URL list)" "$CURL_TLS --create-dirs -K $WORK/curl-tree.list")
+  up https && tree_slow+=("curl https -Z (URL list, 8 at once)" "$CURL_TLS --no-progress-meter --create-dirs -Z --parallel-max 8 -K $WORK/curl-tree.list")
+  ((${#tree_slow[@]})) && bench tree-slow "$RUNS_SLOW" "${tree_slow[@]}"
+
+  # Checks: ftget's outputs are right, and so are the new peers' (one run each).
   rm -rf "$OUT/x" && mkdir -p "$OUT/x"
-  bash -c "${tree[i+1]}" || { echo "bench/run.sh: ${tree[i]} failed" >&2; exit 1; }
-  tree_ok "${tree[i]}"
-done
-for ((i = 0; i < ${#tree_slow[@]}; i += 2)); do
+  $FTG -q "127.0.0.1:$P_FT" big.bin -o "$OUT/x/big.bin"
+  [[ $(sha256sum "$OUT/x/big.bin" | cut -d' ' -f1) == "$BIG_SHA" ]] || { echo "ftget's big.bin is wrong" >&2; exit 1; }
+  if [[ -n $FT_PLAIN ]]; then
+    rm -rf "$OUT/x" && mkdir -p "$OUT/x"
+    $FTGP -q "127.0.0.1:$P_FTP" big.bin -o "$OUT/x/big.bin"
+    [[ $(sha256sum "$OUT/x/big.bin" | cut -d' ' -f1) == "$BIG_SHA" ]] || { echo "plaintext ftget's big.bin is wrong" >&2; exit 1; }
+  fi
+  for ((i = 0; i < ${#tree[@]}; i += 2)); do
+    rm -rf "$OUT/x" && mkdir -p "$OUT/x"
+    bash -c "${tree[i+1]}" || { echo "bench/run.sh: ${tree[i]} failed" >&2; exit 1; }
+    tree_ok "${tree[i]}"
+  done
+  for ((i = 0; i < ${#tree_slow[@]}; i += 2)); do
+    rm -rf "$OUT/x" && mkdir -p "$OUT/x"
+    bash -c "${tree_slow[i+1]}" || { echo "bench/run.sh: ${tree_slow[i]} failed" >&2; exit 1; }
+    tree_ok "${tree_slow[i]}"
+  done
+  if up https; then
+    rm -rf "$OUT/x" && mkdir -p "$OUT/x"
+    $CURL_TLS -o "$OUT/x/big.bin" "$HTTPS/big.bin"
+    [[ $(sha256sum "$OUT/x/big.bin" | cut -d' ' -f1) == "$BIG_SHA" ]] || { echo "curl https's big.bin is wrong" >&2; exit 1; }
+  fi
+fi
+
+# --- uploads ---------------------------------------------------------------------
+# From $DATA to $OUT/x (emptied before every run, as for the downloads): ftput to
+# the uploads' ftserve, scp and rsync over ssh to the bench's sshd, rsync to the
+# daemon's writable module "up" (its path is $OUT). The remote folder is x, so
+# each lands in $OUT/x; -r puts the folder under its own name (x/tree) for ftput
+# and scp, and its contents (tree/) for rsync, like the download case.
+if ((PUT)); then
+  put+=("ftput" "$FTP -q 127.0.0.1:$P_FTU $DATA/big.bin --to x")
+  up rsync && put+=("rsync" "rsync -q $DATA/big.bin rsync://127.0.0.1:$P_RSYNC/up/x/")
+  bench put "$RUNS" "${put[@]}"
+  up scp && put_slow+=("scp" "scp -q $SSH_OPTS $DATA/big.bin root@127.0.0.1:$OUT/x/")
+  up scp && have rsync && put_slow+=("rsync over ssh" "rsync -q -e '$RSH' $DATA/big.bin root@127.0.0.1:$OUT/x/")
+  ((${#put_slow[@]})) && bench put-slow "$RUNS_SLOW" "${put_slow[@]}"
+  put_tree+=("ftput -r" "$FTP -q -r 127.0.0.1:$P_FTU $DATA/tree --to x")
+  up rsync && put_tree+=("rsync -r" "rsync -r -q $DATA/tree/ rsync://127.0.0.1:$P_RSYNC/up/x/")
+  bench put-tree "$RUNS_FAST" "${put_tree[@]}"
+  up scp && have rsync && put_tree_slow+=("rsync -r over ssh" "rsync -r -q -e '$RSH' $DATA/tree/ root@127.0.0.1:$OUT/x/")
+  up scp && put_tree_slow+=("scp -r" "scp -q -r $SSH_OPTS $DATA/tree root@127.0.0.1:$OUT/x/")
+  ((${#put_tree_slow[@]})) && bench put-tree-slow "$RUNS_SLOW" "${put_tree_slow[@]}"
+  # The uploads' ftserve now holds what the runs cost it.
+  FTU_HWM=$(awk '/VmHWM/ {print $2}' "/proc/$(cat "$WORK/ft-up.pid")/status")
+
+  # Checks: one more run of every upload, each into an empty folder; the
+  # result must be the source, and ftserve must keep no partial behind.
+  for ((i = 0; i < ${#put[@]}; i += 2)); do
+    rm -rf "$OUT/x" && mkdir -p "$OUT/x"
+    bash -c "${put[i+1]}" || { echo "bench/run.sh: ${put[i]} failed" >&2; exit 1; }
+    big_ok "${put[i]}"
+  done
+  for ((i = 0; i < ${#put_slow[@]}; i += 2)); do
+    rm -rf "$OUT/x" && mkdir -p "$OUT/x"
+    bash -c "${put_slow[i+1]}" || { echo "bench/run.sh: ${put_slow[i]} failed" >&2; exit 1; }
+    big_ok "${put_slow[i]}"
+  done
+  for ((i = 0; i < ${#put_tree[@]}; i += 2)); do
+    rm -rf "$OUT/x" && mkdir -p "$OUT/x"
+    bash -c "${put_tree[i+1]}" || { echo "bench/run.sh: ${put_tree[i]} failed" >&2; exit 1; }
+    tree_ok "${put_tree[i]}"
+  done
+  for ((i = 0; i < ${#put_tree_slow[@]}; i += 2)); do
+    rm -rf "$OUT/x" && mkdir -p "$OUT/x"
+    bash -c "${put_tree_slow[i+1]}" || { echo "bench/run.sh: ${put_tree_slow[i]} failed" >&2; exit 1; }
+    tree_ok "${put_tree_slow[i]}"
+  done
+  left=$(find "$OUT/.ftserve-partial" -mindepth 1 2>/dev/null | wc -l)
+  ((left == 0)) || { echo "bench/run.sh: ftserve kept $left entries in $OUT/.ftserve-partial after the uploads" >&2; exit 1; }
+  # ftput --json says the server verified the file.
   rm -rf "$OUT/x" && mkdir -p "$OUT/x"
-  bash -c "${tree_slow[i+1]}" || { echo "bench/run.sh: ${tree_slow[i]} failed" >&2; exit 1; }
-  tree_ok "${tree_slow[i]}"
-done
-if up https; then
-  rm -rf "$OUT/x" && mkdir -p "$OUT/x"
-  $CURL_TLS -o "$OUT/x/big.bin" "$HTTPS/big.bin"
-  [[ $(sha256sum "$OUT/x/big.bin" | cut -d' ' -f1) == "$BIG_SHA" ]] || { echo "curl https's big.bin is wrong" >&2; exit 1; }
+  $FTP --json -q "127.0.0.1:$P_FTU" "$DATA/big.bin" --to x | grep -q '"verified":true' ||
+    { echo "bench/run.sh: ftput --json did not report verified:true" >&2; exit 1; }
 fi
 
 # --- memory --------------------------------------------------------------------
@@ -376,18 +507,25 @@ if [[ -x /usr/bin/time ]]; then
     for ((i = 0; i < ${#cmds[@]}; i += 2)); do rss_client "$case" "${cmds[i]}" "${cmds[i+1]}"; done
   done
   for ((i = 0; i < ${#tree_slow[@]}; i += 2)); do rss_client tree "${tree_slow[i]}" "${tree_slow[i+1]}"; done
+  for list in put:put put_slow:put put_tree:put-tree put_tree_slow:put-tree; do  # array:case
+    declare -n cmds=${list%%:*}
+    for ((i = 0; i < ${#cmds[@]}; i += 2)); do rss_client "${list#*:}" "${cmds[i]}" "${cmds[i+1]}"; done
+  done
 fi
-ft_hwm() { awk '/VmHWM/ {print $2}' "/proc/$(cat "$WORK/ft.pid")/status"; }
-"$WORK/restart-ft.sh"
-FT_IDLE=$(ft_hwm)
-$FTG -q "127.0.0.1:$P_FT" big.bin -o "$OUT/x/big.bin"
-FT_ONE=$(ft_hwm)
-rm -rf "$OUT/x" && mkdir -p "$OUT/x"
-seq 100 | xargs -P100 -I{} $FTG -q "127.0.0.1:$P_FT" c16.bin -o "$OUT/x/{}.bin"
-FT_HUNDRED=$(ft_hwm)
+FT_IDLE="" FT_ONE="" FT_HUNDRED=""
+if ((GET)); then
+  ft_hwm() { awk '/VmHWM/ {print $2}' "/proc/$(cat "$WORK/ft.pid")/status"; }
+  "$WORK/restart-ft.sh"
+  FT_IDLE=$(ft_hwm)
+  $FTG -q "127.0.0.1:$P_FT" big.bin -o "$OUT/x/big.bin"
+  FT_ONE=$(ft_hwm)
+  rm -rf "$OUT/x" && mkdir -p "$OUT/x"
+  seq 100 | xargs -P100 -I{} $FTG -q "127.0.0.1:$P_FT" c16.bin -o "$OUT/x/{}.bin"
+  FT_HUNDRED=$(ft_hwm)
+fi
 
 # --- CPU -----------------------------------------------------------------------
-# Core-seconds per run, client and server, for ftget and curl. On one machine
+# Core-seconds per run, client and server, for ftget, ftput and curl. On one machine
 # both sides share its cores, so (client + server) / cores is the shortest wall
 # time that work allows here. Medians of FTB_CPU_RUNS runs (default 3).
 log "CPU per run"
@@ -399,7 +537,7 @@ ticks() {  # pid... -> CPU ticks so far, reaped children included
   done
   echo "$sum"
 }
-cpu_case() {  # case name server(ft|ftplain|nginx) command [prepare]
+cpu_case() {  # case name server(ft|ftplain|ftup|nginx) command [prepare]
   local case=$1 name=$2 server=$3 cmd=$4 prepare=${5:-} i pids before after
   for ((i = 0; i < ${FTB_CPU_RUNS:-3}; i++)); do
     rm -rf "$OUT/x" && mkdir -p "$OUT/x"
@@ -407,6 +545,7 @@ cpu_case() {  # case name server(ft|ftplain|nginx) command [prepare]
     case $server in
       ft) pids=$(cat "$WORK/ft.pid") ;;
       ftplain) pids=$(cat "$WORK/ft-plain.pid") ;;
+      ftup) pids=$(cat "$WORK/ft-up.pid") ;;
       *) pids=$(pgrep -d' ' -P "$(cat "$WORK/nginx.pid")") ;;
     esac
     before=$(ticks $pids)
@@ -418,21 +557,27 @@ cpu_case() {  # case name server(ft|ftplain|nginx) command [prepare]
   done
 }
 if [[ -x /usr/bin/time ]]; then
-  "$WORK/restart-ft.sh"
-  for f in big mid c16; do  # warm ftserve's digest cache
-    rm -rf "$OUT/x" && mkdir -p "$OUT/x" && $FTG -q "127.0.0.1:$P_FT" $f.bin -o "$OUT/x/$f.bin"
-  done
-  up nginx && cpu_case big curl nginx "curl -s -o $OUT/x/big.bin $URL/big.bin"
-  up https && cpu_case big "curl https" nginx "$CURL_TLS -o $OUT/x/big.bin $HTTPS/big.bin"
-  cpu_case big ftget ft "$FTG -q 127.0.0.1:$P_FT big.bin -o $OUT/x/big.bin"
-  [[ -z $FT_PLAIN ]] || cpu_case big "ftget (plaintext v1)" ftplain "$FTGP -q 127.0.0.1:$P_FTP big.bin -o $OUT/x/big.bin"
-  up nginx && cpu_case mid curl nginx "curl -s -o $OUT/x/mid.bin $URL/mid.bin"
-  up https && cpu_case mid "curl https" nginx "$CURL_TLS -o $OUT/x/mid.bin $HTTPS/mid.bin"
-  cpu_case mid ftget ft "$FTG -q 127.0.0.1:$P_FT mid.bin -o $OUT/x/mid.bin"
-  [[ -z $FT_PLAIN ]] || cpu_case mid "ftget (plaintext v1)" ftplain "$FTGP -q 127.0.0.1:$P_FTP mid.bin -o $OUT/x/mid.bin"
-  up nginx && cpu_case c100 "curl x100" nginx "seq 100 | xargs -P100 -I{} curl -s -o $OUT/x/{}.bin $URL/c16.bin"
-  cpu_case c100 "ftget x100" ft "seq 100 | xargs -P100 -I{} $FTG -q 127.0.0.1:$P_FT c16.bin -o $OUT/x/{}.bin"
-  cpu_case cold "ftget, cold server" ft "$FTG -q 127.0.0.1:$P_FT big.bin -o $OUT/x/big.bin" "$WORK/restart-ft.sh"
+  if ((GET)); then
+    "$WORK/restart-ft.sh"
+    for f in big mid c16; do  # warm ftserve's digest cache
+      rm -rf "$OUT/x" && mkdir -p "$OUT/x" && $FTG -q "127.0.0.1:$P_FT" $f.bin -o "$OUT/x/$f.bin"
+    done
+    up nginx && cpu_case big curl nginx "curl -s -o $OUT/x/big.bin $URL/big.bin"
+    up https && cpu_case big "curl https" nginx "$CURL_TLS -o $OUT/x/big.bin $HTTPS/big.bin"
+    cpu_case big ftget ft "$FTG -q 127.0.0.1:$P_FT big.bin -o $OUT/x/big.bin"
+    [[ -z $FT_PLAIN ]] || cpu_case big "ftget (plaintext v1)" ftplain "$FTGP -q 127.0.0.1:$P_FTP big.bin -o $OUT/x/big.bin"
+    up nginx && cpu_case mid curl nginx "curl -s -o $OUT/x/mid.bin $URL/mid.bin"
+    up https && cpu_case mid "curl https" nginx "$CURL_TLS -o $OUT/x/mid.bin $HTTPS/mid.bin"
+    cpu_case mid ftget ft "$FTG -q 127.0.0.1:$P_FT mid.bin -o $OUT/x/mid.bin"
+    [[ -z $FT_PLAIN ]] || cpu_case mid "ftget (plaintext v1)" ftplain "$FTGP -q 127.0.0.1:$P_FTP mid.bin -o $OUT/x/mid.bin"
+    up nginx && cpu_case c100 "curl x100" nginx "seq 100 | xargs -P100 -I{} curl -s -o $OUT/x/{}.bin $URL/c16.bin"
+    cpu_case c100 "ftget x100" ft "seq 100 | xargs -P100 -I{} $FTG -q 127.0.0.1:$P_FT c16.bin -o $OUT/x/{}.bin"
+    cpu_case cold "ftget, cold server" ft "$FTG -q 127.0.0.1:$P_FT big.bin -o $OUT/x/big.bin" "$WORK/restart-ft.sh"
+  fi
+  if ((PUT)); then
+    cpu_case put ftput ftup "${put[1]}"
+    cpu_case put-tree "ftput -r" ftup "${put_tree[1]}"
+  fi
 fi
 
 # --- limits --------------------------------------------------------------------
@@ -457,20 +602,29 @@ log "writing $RESULTS"
 python3 - "$WORK/json" "$WORK/rss.tsv" "$RESULTS" "$FT_IDLE" "$FT_ONE" "$FT_HUNDRED" \
   "${IPERF:-}" "${SHA:-}" "$(git -C "$REPO" rev-parse --short HEAD)" "$(nproc)" \
   "$(printf '%s; ' "${SKIPPED[@]+"${SKIPPED[@]}"}")" "$WORK/cpu.tsv" \
-  "${FT_FP:-}" "${TLS_SEEN:-}" "${FT_PLAIN:-}" <<'EOF'
+  "${FT_FP:-}" "${TLS_SEEN:-}" "${FT_PLAIN:-}" \
+  "$((BIG_MIB << 20))" "$TREE_FILES" "${FTU_HWM:-}" "${FTU_FP:-}" "${FTB_FT_BIN:+$FT_BIN}" <<'EOF'
 import json, os, sys, datetime, statistics
 jdir, rss_file, out, ft_idle, ft_one, ft_hundred, iperf, sha, commit, cores, skipped, cpu_file = sys.argv[1:13]
 fingerprint, tls_seen, ft_plain = sys.argv[13:16]
-sizes = {"big": 1 << 30, "big-slow": 1 << 30, "cold": 1 << 30, "mid": 64 << 20,
-         "c100": 100 * (16 << 20), "tree": 5000 * 4096, "tree-slow": 5000 * 4096}
-titles = {"big": "1 GiB, warm", "cold": "1 GiB, cold server", "mid": "64 MiB",
-          "c100": "100 x 16 MiB at once", "tree": "5,000 x 4 KiB"}
+big, tree_files, ftu_hwm, put_fingerprint, ft_bin = sys.argv[16:21]
+big, tree_files = int(big), int(tree_files)
+def human(n):
+    return f"{n >> 30} GiB" if n % (1 << 30) == 0 else f"{n >> 20} MiB" if n % (1 << 20) == 0 else f"{n} B"
+BIG, TREE = human(big), f"{tree_files:,} x 4 KiB"
+sizes = {"big": big, "big-slow": big, "cold": big, "mid": 64 << 20,
+         "c100": 100 * (16 << 20), "tree": tree_files * 4096, "tree-slow": tree_files * 4096,
+         "put": big, "put-slow": big, "put-tree": tree_files * 4096, "put-tree-slow": tree_files * 4096}
+titles = {"big": f"{BIG}, warm", "cold": f"{BIG}, cold server", "mid": "64 MiB",
+          "c100": "100 x 16 MiB at once", "tree": TREE,
+          "put": f"{BIG} upload", "put-tree": f"{TREE} upload"}
+CASES = ["big", "cold", "mid", "c100", "tree", "put", "put-tree"]
 rows = {}
-for case in ["big", "big-slow", "cold", "mid", "c100", "tree", "tree-slow"]:
+for case in ["big", "big-slow", "cold", "mid", "c100", "tree", "tree-slow", "put", "put-slow", "put-tree", "put-tree-slow"]:
     path = os.path.join(jdir, case + ".json")
     if not os.path.exists(path):
         continue
-    shown = {"big-slow": "big", "tree-slow": "tree"}.get(case, case)
+    shown = {"big-slow": "big", "tree-slow": "tree", "put-slow": "put", "put-tree-slow": "put-tree"}.get(case, case)
     for r in json.load(open(path))["results"]:
         rows.setdefault(shown, []).append((r["command"], r["median"], len(r["times"])))
 rss = {}
@@ -480,14 +634,16 @@ for line in open(rss_file):
         rss[(parts[0], parts[1])] = parts[2]
 median = {(c, n): m for c, rs in rows.items() for n, m, _ in rs}
 def ft_name(case):
-    return {"big": "ftget", "cold": "ftget, cold server", "mid": "ftget", "c100": "ftget x100", "tree": "ftget -r"}[case]
+    return {"big": "ftget", "cold": "ftget, cold server", "mid": "ftget", "c100": "ftget x100", "tree": "ftget -r",
+            "put": "ftput", "put-tree": "ftput -r"}[case]
 lines = []
-lines.append(f"Run of `bench/run.sh` on {datetime.date.today()}, commit {commit}, {cores} cores; tmpfs, loopback, medians.\n")
-for case in ["big", "cold", "mid", "c100", "tree"]:
+built = f"binaries from `{ft_bin}`" if ft_bin else f"commit {commit}"
+lines.append(f"Run of `bench/run.sh` on {datetime.date.today()}, {built}, {cores} cores; tmpfs, loopback, medians.\n")
+for case in CASES:
     if case not in rows:
         continue
     lines.append(f"\n### {titles[case]}\n")
-    lines.append("| tool | runs | median s | MB/s | client peak RSS | ftget's time / this tool's |")
+    lines.append(f"| tool | runs | median s | MB/s | client peak RSS | {ft_name(case).split()[0]}'s time / this tool's |")
     lines.append("|---|--:|--:|--:|--:|--:|")
     ref_case = "big" if case == "cold" else case
     ft = median.get((case, ft_name(case)))
@@ -504,23 +660,37 @@ for case in ["big", "cold", "mid", "c100", "tree"]:
 def ratio(a, b):
     return median[a] / median[b] if a in median and b in median else None
 PLAIN = "ftget (plaintext v1)"
+FILES = f"{tree_files:,} files"
 targets = [
-    ("ftget / curl https, 1 GiB warm", ratio(("big", "ftget"), ("big", "curl https")), 1.0, "≤ 1.00"),
-    ("ftget / scp, 1 GiB warm", ratio(("big", "ftget"), ("big", "scp")), 0.5, "≤ 0.50 (2x faster)"),
-    ("ftget -r / rsync -r over ssh, 5,000 files", ratio(("tree", "ftget -r"), ("tree", "rsync -r over ssh")), 1.0, "< 1.00"),
-    ("ftget / curl https + sha256sum, 1 GiB warm", ratio(("big", "ftget"), ("big", "curl https + sha256sum")), None, "(both verified)"),
-    ("ftget / " + PLAIN + ", 1 GiB warm", ratio(("big", "ftget"), ("big", PLAIN)), None, "cost of encryption"),
+    (f"ftget / curl https, {BIG} warm", ratio(("big", "ftget"), ("big", "curl https")), 1.0, "≤ 1.00"),
+    (f"ftget / scp, {BIG} warm", ratio(("big", "ftget"), ("big", "scp")), 0.5, "≤ 0.50 (2x faster)"),
+    (f"ftget -r / rsync -r over ssh, {FILES}", ratio(("tree", "ftget -r"), ("tree", "rsync -r over ssh")), 1.0, "< 1.00"),
+    (f"ftget / curl https + sha256sum, {BIG} warm", ratio(("big", "ftget"), ("big", "curl https + sha256sum")), None, "(both verified)"),
+    ("ftget / " + PLAIN + f", {BIG} warm", ratio(("big", "ftget"), ("big", PLAIN)), None, "cost of encryption"),
     ("ftget / " + PLAIN + ", 64 MiB", ratio(("mid", "ftget"), ("mid", PLAIN)), None, "cost of encryption"),
-    ("ftget -r / ftget -r (plaintext v1), 5,000 files", ratio(("tree", "ftget -r"), ("tree", "ftget -r (plaintext v1)")), None, "cost of encryption"),
+    (f"ftget -r / ftget -r (plaintext v1), {FILES}", ratio(("tree", "ftget -r"), ("tree", "ftget -r (plaintext v1)")), None, "cost of encryption"),
 ]
-lines.append("\n### Targets (ftget's median time / the other's, this run)\n")
-if fingerprint:
-    lines.append(f"ftget ran with `--pin {fingerprint}` (the fingerprint ftserve printed).")
-else:
-    lines.append("ftserve printed no `fingerprint` line: this ftget is the plaintext build, so the rows below "
-                 "compare it, unencrypted, with the encrypted peers.")
+# Uploads: no goal set yet, the ratios only.
+for other in ["scp", "rsync over ssh", "rsync"]:
+    targets.append((f"ftput / {other}, {BIG} upload", ratio(("put", "ftput"), ("put", other)), None, "(upload)"))
+for other in ["scp -r", "rsync -r over ssh", "rsync -r"]:
+    targets.append((f"ftput -r / {other}, {FILES} upload", ratio(("put-tree", "ftput -r"), ("put-tree", other)), None, "(upload)"))
+lines.append("\n### Targets (ft's median time / the other's, this run)\n")
+if any(c in rows for c in ["big", "cold", "mid", "c100", "tree"]):
+    if fingerprint:
+        lines.append(f"ftget ran with `--pin {fingerprint}` (the fingerprint ftserve printed).")
+    else:
+        lines.append("ftserve printed no `fingerprint` line: this ftget is the plaintext build, so the rows below "
+                     "compare it, unencrypted, with the encrypted peers.")
+if put_fingerprint and any(c in rows for c in ["put", "put-tree"]):
+    lines.append(f"ftput ran with `--pin {put_fingerprint}` and a write token in `FTPUT_TOKEN`, to an ftserve with "
+                 "`--allow-upload` whose root is the tmpfs output folder; rsync's upload rows go to a writable "
+                 "daemon module there. Every run starts from an empty folder. ftserve syncs each file and its "
+                 "folder before the rename, scp and rsync do not; on a tmpfs a sync costs nothing.")
 if tls_seen:
     lines.append(f"curl https: nginx, TLS 1.3 only, `{tls_seen}`; ssh (scp, rsync over ssh): aes128-gcm@openssh.com.")
+elif any(c in rows for c in ["put", "put-tree"]):
+    lines.append("ssh (scp, rsync over ssh): aes128-gcm@openssh.com.")
 if ft_plain:
     lines.append(f"Plaintext v1 build: `{ft_plain}`.")
 lines.append("")
@@ -549,30 +719,33 @@ if cpu:
         lines.append(f"| {titles[case]} | {name} | {c:.2f} | {s_:.2f} | {c + s_:.2f} | {(c + s_) / n:.3f} | "
                      + (f"{m:.3f} |" if m else "- |"))
     if sha:
-        lines.append(f"\nHashing 1 GiB once at this machine's single-core SHA-256 speed ({sha} MB/s) "
-                     f"takes {(1 << 30) / (float(sha) * 1e6):.3f} core-seconds; curl hashes nothing.")
+        lines.append(f"\nHashing {BIG} once at this machine's single-core SHA-256 speed ({sha} MB/s) "
+                     f"takes {big / (float(sha) * 1e6):.3f} core-seconds; curl hashes nothing.")
 lines.append("\n### Memory and limits\n")
-lines.append(f"- ftserve peak RSS: {int(ft_idle)/1024:.1f} MiB idle, {int(ft_one)/1024:.1f} MiB after one 1 GiB download, "
-             f"{int(ft_hundred)/1024:.1f} MiB after 100 concurrent 16 MiB downloads "
-             f"(about {(int(ft_hundred)-int(ft_idle))/1024/100:.2f} MiB per active download).")
+if ft_idle and ft_one and ft_hundred:
+    lines.append(f"- ftserve peak RSS: {int(ft_idle)/1024:.1f} MiB idle, {int(ft_one)/1024:.1f} MiB after one {BIG} download, "
+                 f"{int(ft_hundred)/1024:.1f} MiB after 100 concurrent 16 MiB downloads "
+                 f"(about {(int(ft_hundred)-int(ft_idle))/1024/100:.2f} MiB per active download).")
+if ftu_hwm:
+    lines.append(f"- ftserve taking uploads, peak RSS after the timed upload runs ({BIG} and {TREE}): {int(ftu_hwm)/1024:.1f} MiB.")
 if iperf: lines.append(f"- Loopback TCP (iperf3, one stream, 3 s): {iperf} MB/s.")
 if sha: lines.append(f"- SHA-256 on one core (`openssl speed -evp sha256`, 16 KiB blocks): {sha} MB/s.")
 if skipped.strip(" ;"): lines.append(f"- Skipped: {skipped.strip(' ;')}")
 open(os.path.join(out, "RESULTS.md"), "w").write("\n".join(lines) + "\n")
 # The chart: MB/s per tool, one group per case.
-groups = [(titles[c], [(n, sizes[c] / m / 1e6) for n, m, _ in rows[c]]) for c in ["big", "cold", "mid", "c100", "tree"] if c in rows]
+groups = [(titles[c], [(n, sizes[c] / m / 1e6) for n, m, _ in rows[c]]) for c in CASES if c in rows]
 bar_h, gap, left, width = 16, 22, 190, 520
 height = sum(len(g) * bar_h + gap + 18 for _, g in groups) + 40
 top = max(v for _, g in groups for _, v in g)
 svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 90}" height="{height}" font-family="sans-serif" font-size="11">',
-       f'<text x="10" y="18" font-size="14" font-weight="bold">Throughput, MB/s (higher is better) — bench/run.sh, commit {commit}</text>']
+       f'<text x="10" y="18" font-size="14" font-weight="bold">Throughput, MB/s (higher is better) — bench/run.sh, {built.replace("`", "")}</text>']
 y = 36
 for title, bars in groups:
     svg.append(f'<text x="10" y="{y + 12}" font-weight="bold">{title}</text>')
     y += 18
     for name, v in bars:
         w = max(1, v / top * width)
-        colour = ("#9cc3e0" if "plaintext" in name else "#2b7bb9") if name.startswith("ftget") else "#999"
+        colour = ("#9cc3e0" if "plaintext" in name else "#2b7bb9") if name.startswith(("ftget", "ftput")) else "#999"
         svg.append(f'<text x="{left - 6}" y="{y + 12}" text-anchor="end">{name}</text>')
         svg.append(f'<rect x="{left}" y="{y + 2}" width="{w:.1f}" height="{bar_h - 4}" fill="{colour}"/>')
         svg.append(f'<text x="{left + w + 4:.1f}" y="{y + 12}">{v:.0f}</text>')
