@@ -192,7 +192,11 @@ fn a_file_and_a_tree_are_stored_verified_with_their_reports() {
     assert_ok(&one);
     assert_eq!(one.field("bytes_sent"), 0);
     assert_eq!(one.field("resumed_from"), data.len() as u64);
-    assert!(one.stderr.contains("already on the server"), "{}", one.stderr);
+    assert!(
+        one.stderr.contains("already on the server"),
+        "{}",
+        one.stderr
+    );
 }
 
 #[test]
