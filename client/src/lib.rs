@@ -1,5 +1,7 @@
 //! ftget: downloads files from an ftserve server, verifies them chunk by
-//! chunk and as a whole, and resumes where an earlier run stopped.
+//! chunk and as a whole, and resumes where an earlier run stopped; and
+//! ftput ([`run_put`]), which uploads to one that takes uploads, with the
+//! same guarantees the other way.
 //!
 //! [`run`] takes a plain [`Config`] and does what it says. The crate is
 //! built in layers, with no import cycle: each layer uses the one under it,
@@ -10,7 +12,7 @@
 //! |---|---|---|
 //! | top | `app`, `config`, `output` | settings to a mode, Ctrl-C, exit codes; what is printed, human and JSON |
 //! | batch | `batch` (`outcome`, `plan`, `pool`, `present`, `small`, `offload`) | many files: what a job is and how it ends, plan, connection pool, up-to-date check, pipelining, blocking work for a batch |
-//! | transfer, listing | `transfer` (`partial`, `sink`), `listing` | one file: resume decision, `Get`, the sink; a `List` |
+//! | transfer, listing, upload | `transfer` (`partial`, `sink`, `swarm`), `listing`, `put` (`send`, `many`) | one file: resume decision, `Get`, the sink, ranges over several connections; a `List`; ftput's uploads, one file or many |
 //! | session | `session`, `trust` | the connection (TLS, then the hello), one-reply requests, the retry policy; whom to trust as the server |
 //! | foundation | `verify` (`engine`), `folder`, `progress`, `printable`, `error`, `exit`, `addr` | the verification engine, the output folder (every write beneath it, never through a link), the bar, text made safe to print, typed errors, exit codes, SERVER arguments |
 //!

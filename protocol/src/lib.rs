@@ -16,8 +16,10 @@
 //!   `Checkpoints` → `Checkpoints`; `Get` → `Meta`, then `Data` frames with a
 //!   `Checkpoint` after every [`CHUNK_SIZE`] bytes, then `End` with the SHA-256
 //!   of the whole file; `List` → `Entries` frames (each under
-//!   [`LIST_BATCH_BYTES`]), then `ListEnd`. Any of them may be answered by
-//!   `Error` instead. A server busy with a request sends `KeepAlive` every
+//!   [`LIST_BATCH_BYTES`]), then `ListEnd`; an upload is `Put` → `Held`
+//!   (the chunks the server holds already), `Chunk` and its `Data` →
+//!   `Stored` for each chunk it lacks, `Commit` → `Meta` (the rules in
+//!   [`put`]). Any of them may be answered by `Error` instead. A server busy with a request sends `KeepAlive` every
 //!   [`KEEPALIVE`] it has nothing else to send; readers skip it.
 //! * **Integrity.** A checkpoint is the SHA-256 chaining state after the first
 //!   `k * CHUNK_SIZE` bytes of the file, so a client hashing what it receives
@@ -27,7 +29,7 @@
 //!
 //! The crate is sans-IO at its core: [`frame`] splits bytes into frames,
 //! [`codec`] (the one home of bincode) turns frames into messages, and
-//! [`handshake`], [`get`] and [`list`] hold the rules of the conversation as
+//! [`handshake`], [`get`], [`list`] and [`put`] hold the rules of the conversation as
 //! plain types fed with messages. None of them touches a socket or needs a
 //! runtime. The `io` feature (on by default; both binaries use it) adds
 //! [`connection`], the thin async driver that runs frames over any byte

@@ -1,4 +1,5 @@
-//! ftserve: serves one folder, read-only, over the ft protocol, inside TLS.
+//! ftserve: serves one folder over the ft protocol, inside TLS: read-only,
+//! or taking uploads from tokens that may write.
 //!
 //! [`Server::open`] opens the folder (and the token file, if any);
 //! [`Server::run`] serves a bound listener until the shutdown future
@@ -13,7 +14,8 @@
 //! |---|---|
 //! | `listener` | accept, the connection limit, the TLS handshake, the busy refusal, drain on shutdown |
 //! | `handler` | one connection: the handshake and its token, then requests in order |
-//! | `ops` | one module per request (`stat`, `checkpoints`, `get`, `list`), what they share in `shared` |
+//! | `ops` | one module per request (`stat`, `checkpoints`, `get`, `list`, `put`), what they share in `shared` |
+//! | `upload` | uploads: partials out of the namespace, their re-check on resume, the chain check, the landing; `place`, every write beneath the root without following a link |
 //! | `relay` | blocking work beside a connection: produce on a thread, send with keep-alives |
 //! | `local` | the local folder as a backend: `files` (the root jail, reads, versions), `listing` (walks) |
 //! | `store` | files with their digests: `hashing` (the shared, bounded passes over cold files, on the threads of `workers`) and `cache` (what they leave) |

@@ -125,6 +125,7 @@ async fn whole<S: Transport, B: Backend>(
     };
     let shown = wanted.path.to_string();
     let size = wanted.size;
+    let has_chunk = chunk.is_some();
     let taker = Arc::clone(context);
     let taking = blocking(move || {
         let uploads = taker.uploads.as_ref().ok_or_else(not_taken)?;
@@ -132,9 +133,10 @@ async fn whole<S: Transport, B: Backend>(
         Ok(uploads.whole(&wanted, chunk, sha256))
     });
     let done = keep_alive(conn, context.limits.keepalive, taking).await?;
+    // Every request taken gets its answer, even when the work failed.
     let done = done.unwrap_or_else(|err| Whole {
         put: Err(err.clone()),
-        chunk: None,
+        chunk: has_chunk.then(|| Err(err.clone())),
         commit: Err(err),
     });
     let mut replies = vec![match done.put {

@@ -131,17 +131,7 @@ impl Uploads {
     /// if it cannot fit. The chunks it holds, verified.
     pub fn put(&self, wanted: &Wanted) -> Result<(Arc<Upload>, Held), RemoteError> {
         let path = &wanted.path;
-        if let Some(max) = self.settings.max_size {
-            if wanted.size > max {
-                return Err(RemoteError::new(
-                    ErrorCode::TooLarge,
-                    format!(
-                        "{path}: {} bytes is over the server's limit of {max} bytes",
-                        wanted.size
-                    ),
-                ));
-            }
-        }
+        self.check_size(wanted)?;
         self.check_name(wanted)?;
         // Larger than the whole file system: refused before anything is
         // made for it (what an open upload holds grows with its size).
@@ -185,6 +175,20 @@ impl Uploads {
             return Err(no_room(path, need, free.saturating_sub(margin)));
         }
         Ok((upload, held))
+    }
+
+    /// `TooLarge` past `--max-upload-size`.
+    fn check_size(&self, wanted: &Wanted) -> Result<(), RemoteError> {
+        match self.settings.max_size {
+            Some(max) if wanted.size > max => Err(RemoteError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "{}: {} bytes is over the server's limit of {max} bytes",
+                    wanted.path, wanted.size
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Bytes free for the server, and the file system's size; unbounded
@@ -307,48 +311,153 @@ impl Uploads {
             // be trusted, so nothing is kept.
             drop(landed);
             self.forget(upload);
-            return Err(RemoteError::new(
-                ErrorCode::Mismatch,
-                format!("{path}: the chunks' states do not chain into the file's SHA-256"),
-            ));
+            return Err(chain_broken(path));
         }
-        let io = |err: std::io::Error| io_failed(path, &err);
-        upload.data.set_len(upload.size).map_err(io)?;
-        let (secs, nanos) = wanted.mtime;
-        let mtime = nix::sys::time::TimeSpec::new(secs, i64::from(nanos.min(999_999_999)));
-        let now = nix::sys::time::TimeSpec::new(0, libc::UTIME_NOW);
-        nix::sys::stat::futimens(&upload.data, &now, &mtime)
-            .map_err(|err| place::failed(path, err))?;
-        upload.data.sync_all().map_err(io)?;
-        let (dir, name) = place::parent(&self.root, path, true)?
-            .ok_or_else(|| place::failed(path, Errno::ENOENT))?;
-        let replace = wanted.overwrite && wanted.may_replace;
-        match place::land(
-            &self.partials,
+        let meta = self.land(
+            &upload.data,
             &format!("{}.part", upload.key),
-            &dir,
-            &name,
-            replace,
-        ) {
-            Ok(()) => {}
-            Err(Errno::EEXIST) => return Err(exists(path)),
-            Err(Errno::EISDIR | Errno::ENOTEMPTY) => {
-                return Err(RemoteError::new(
-                    ErrorCode::NotAFile,
-                    format!("{path}: something other than a file is there"),
-                ))
-            }
-            Err(err) => return Err(place::failed(path, err)),
-        }
+            wanted,
+            sha256,
+        )?;
         *landed = true;
         drop(landed);
         self.forget(upload);
-        let _ = nix::unistd::fsync(&self.partials);
-        Ok(FileMeta {
-            size: upload.size,
-            mtime_secs: secs,
-            mtime_nanos: nanos.min(999_999_999),
-            sha256: Some(sha256),
+        Ok(meta)
+    }
+
+    /// Gives the partial `data`, named `part` in the partials' folder, the
+    /// name `wanted` asks for: its size, the modification time, synced,
+    /// renamed in one step (never over a file unless `wanted` may replace
+    /// one), the folder synced.
+    fn land(
+        &self,
+        data: &File,
+        part: &str,
+        wanted: &Wanted,
+        sha256: Digest,
+    ) -> Result<FileMeta, RemoteError> {
+        let path = &wanted.path;
+        let io = |err: std::io::Error| io_failed(path, &err);
+        data.set_len(wanted.size).map_err(io)?;
+        let (secs, nanos) = (wanted.mtime.0, wanted.mtime.1.min(999_999_999));
+        let mtime = nix::sys::time::TimeSpec::new(secs, i64::from(nanos));
+        let now = nix::sys::time::TimeSpec::new(0, libc::UTIME_NOW);
+        nix::sys::stat::futimens(data, &now, &mtime).map_err(|err| place::failed(path, err))?;
+        data.sync_all().map_err(io)?;
+        let (dir, name) = place::parent(&self.root, path, true)?
+            .ok_or_else(|| place::failed(path, Errno::ENOENT))?;
+        let replace = wanted.overwrite && wanted.may_replace;
+        match place::land(&self.partials, part, &dir, &name, replace) {
+            Ok(()) => Ok(FileMeta {
+                size: wanted.size,
+                mtime_secs: secs,
+                mtime_nanos: nanos,
+                sha256: Some(sha256),
+            }),
+            Err(Errno::EEXIST) => Err(exists(path)),
+            Err(Errno::EISDIR | Errno::ENOTEMPTY) => Err(RemoteError::new(
+                ErrorCode::NotAFile,
+                format!("{path}: something other than a file is there"),
+            )),
+            Err(err) => Err(place::failed(path, err)),
+        }
+    }
+
+    /// [`Uploads::whole`] for an upload nothing of which is held anywhere:
+    /// one partial file, written, checked and landed, with no state file
+    /// and nothing kept open. `None` when something of it is held (it is
+    /// open, or a partial of it is left from an earlier attempt): then the
+    /// general way.
+    fn whole_at_once(
+        &self,
+        wanted: &Wanted,
+        chunk: Option<((Digest, Digest), &[bytes::Bytes])>,
+        sha256: Digest,
+    ) -> Option<Whole> {
+        let path = &wanted.path;
+        let refused = |err: RemoteError| {
+            Some(Whole {
+                put: Err(err.clone()),
+                chunk: chunk.map(|_| Err(err.clone())),
+                commit: Err(err),
+            })
+        };
+        if let Err(err) = self
+            .check_size(wanted)
+            .and_then(|()| self.check_name(wanted))
+        {
+            return refused(err);
+        }
+        let (free, total) = self.room();
+        let margin = (total / 100).min(MARGIN_MAX);
+        if wanted.size.saturating_add(margin) > free {
+            return refused(no_room(path, wanted.size, free.saturating_sub(margin)));
+        }
+        let key = key(wanted);
+        if self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&key)
+        {
+            return None;
+        }
+        let part = format!("{}.part", hex::encode(key));
+        let flags =
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let data = match nix::fcntl::openat(
+            &self.partials,
+            part.as_str(),
+            flags,
+            Mode::from_bits_truncate(0o644),
+        ) {
+            Ok(fd) => File::from(fd),
+            Err(Errno::EEXIST) => return None,
+            Err(err) => return refused(place::failed(path, err)),
+        };
+        let stored = chunk.map(|((start, end), pieces)| {
+            let mut check = ChunkCheck::new(wanted.size, 0, &start, end)
+                .map_err(|err| RemoteError::new(ErrorCode::BadRequest, err.to_string()))?;
+            for piece in pieces {
+                check
+                    .feed(0, piece)
+                    .map_err(|err| RemoteError::new(ErrorCode::BadRequest, err.to_string()))?;
+            }
+            check
+                .finish(0)
+                .map_err(|err| RemoteError::new(ErrorCode::Mismatch, format!("{path}: {err}")))?;
+            let mut at = 0;
+            for piece in pieces {
+                data.write_all_at(piece, at)
+                    .map_err(|err| io_failed(path, &err))?;
+                at += piece.len() as u64;
+            }
+            Ok((start, end))
+        });
+        let commit = match &stored {
+            Some(Err(_)) => Err(RemoteError::new(
+                ErrorCode::BadRequest,
+                format!("{path}: commit before chunk 0 was stored"),
+            )),
+            Some(Ok(states)) if !ft_protocol::put::chain_holds(wanted.size, &sha256, [*states]) => {
+                Err(chain_broken(path))
+            }
+            None if !ft_protocol::put::chain_holds(wanted.size, &sha256, []) => {
+                Err(chain_broken(path))
+            }
+            _ => self.land(&data, &part, wanted, sha256),
+        };
+        if commit.is_err() {
+            let _ = nix::unistd::unlinkat(
+                &self.partials,
+                part.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        }
+        Some(Whole {
+            put: Ok(Vec::new()),
+            chunk: stored.map(|stored| stored.map(|_| ())),
+            commit,
         })
     }
 
@@ -362,6 +471,9 @@ impl Uploads {
         chunk: Option<((Digest, Digest), &[bytes::Bytes])>,
         sha256: Digest,
     ) -> Whole {
+        if let Some(done) = self.whole_at_once(wanted, chunk, sha256) {
+            return done;
+        }
         let (upload, held) = match self.put(wanted) {
             Ok(opened) => opened,
             Err(err) => {
@@ -638,6 +750,13 @@ fn key(wanted: &Wanted) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+fn chain_broken(path: &RemotePath) -> RemoteError {
+    RemoteError::new(
+        ErrorCode::Mismatch,
+        format!("{path}: the chunks' states do not chain into the file's SHA-256"),
+    )
+}
+
 fn no_room(path: &RemotePath, need: u64, free: u64) -> RemoteError {
     RemoteError::new(
         ErrorCode::NoSpace,
@@ -780,6 +899,71 @@ mod tests {
         // The name is taken now.
         let again = uploads.put(&want).map(|_| ()).map_err(|e| e.code);
         assert_eq!(again.err(), Some(ErrorCode::AlreadyExists));
+    }
+
+    #[test]
+    fn a_small_upload_taken_whole_lands_or_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uploads = Uploads::open(dir.path(), settings()).expect("opens");
+        let data = b"a small file".to_vec();
+        let states = states_of(&data)[0];
+        let pieces = [Bytes::from(data.clone())];
+        let want = wanted("d/s.txt", data.len() as u64);
+        let partials = || {
+            std::fs::read_dir(dir.path().join(PARTIALS))
+                .expect("ls")
+                .count()
+        };
+
+        let wrong = uploads.whole(&want, Some((states, &pieces)), [0; 32]);
+        assert_eq!(
+            wrong.commit.err().map(|e| e.code),
+            Some(ErrorCode::Mismatch)
+        );
+        let bad_bytes = [Bytes::from_static(b"a smalL file")];
+        let bad = uploads.whole(&want, Some((states, &bad_bytes)), states.1);
+        assert_eq!(
+            bad.chunk.and_then(Result::err).map(|e| e.code),
+            Some(ErrorCode::Mismatch)
+        );
+        assert_eq!(
+            bad.commit.err().map(|e| e.code),
+            Some(ErrorCode::BadRequest)
+        );
+        assert_eq!(partials(), 0, "nothing left of either");
+        assert!(!dir.path().join("d/s.txt").exists());
+
+        let done = uploads.whole(&want, Some((states, &pieces)), states.1);
+        assert_eq!(done.put.map_err(|e| e.code), Ok(Vec::new()));
+        assert_eq!(done.chunk.map(|c| c.map_err(|e| e.code)), Some(Ok(())));
+        assert_eq!(
+            done.commit.map(|meta| meta.sha256).ok(),
+            Some(Some(states.1))
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("d/s.txt")).expect("read"),
+            data
+        );
+        assert_eq!(partials(), 0);
+
+        let again = uploads.whole(&want, Some((states, &pieces)), states.1);
+        for code in [
+            again.put.err().map(|e| e.code),
+            again.chunk.and_then(Result::err).map(|e| e.code),
+            again.commit.err().map(|e| e.code),
+        ] {
+            assert_eq!(code, Some(ErrorCode::AlreadyExists));
+        }
+        let empty = uploads.whole(
+            &wanted("e", 0),
+            None,
+            ft_protocol::ChainHasher::new().finalize(),
+        );
+        assert!(empty.commit.is_ok());
+        assert_eq!(
+            std::fs::metadata(dir.path().join("e")).expect("stat").len(),
+            0
+        );
     }
 
     #[test]
