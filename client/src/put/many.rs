@@ -171,28 +171,30 @@ async fn worker(
             Ok(()) => retries.progressed(),
             Err((left, err)) => {
                 link.reset();
-                queue
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(left.iter().cloned());
                 if let Err(err) = retries.failed(err).await {
-                    // Out of retries: what this worker held fails with it.
-                    for (item, _) in left {
-                        let _ = done.send((item, Err(copy(&err))));
+                    // Out of retries: what this worker held fails with it,
+                    // the first file with the failure itself.
+                    let copies: Vec<Error> = left.iter().skip(1).map(|_| copy(&err)).collect();
+                    let errors = std::iter::once(err).chain(copies);
+                    for ((item, _), err) in left.into_iter().zip(errors) {
+                        let _ = done.send((item, Err(err)));
                     }
                     return;
                 }
+                // Back in the queue, for this worker or another.
+                queue.lock().unwrap_or_else(|e| e.into_inner()).extend(left);
             }
         }
     }
 }
 
-/// The same failure again, for each file it ends.
+/// The same failure again, for each further file it ends, with the same
+/// exit code where it matters (a connection lost: 5).
 fn copy(err: &Error) -> Error {
     match err {
-        Error::Connection { server, .. } => Error::Server {
+        Error::Connection { server, .. } => Error::Connection {
             server: server.clone(),
-            source: crate::error::ServerError::Lost,
+            source: crate::error::ConnectError::Lost(ft_protocol::ConnectionError::Closed),
         },
         other => Error::Server {
             server: Chain(other).to_string(),

@@ -360,6 +360,8 @@ pub(crate) async fn send(
     tracker: &mut Tracker,
 ) -> Result<Sent, Error> {
     let mut restarts = 0;
+    // Every file byte sent, for whichever version of the file.
+    let mut bytes_sent = 0;
     let mut changed = || {
         restarts += 1;
         match restarts > MAX_RESTARTS {
@@ -384,7 +386,6 @@ pub(crate) async fn send(
         };
         let mut retries = Retries::new(options.retries);
         let mut resumed_from = None;
-        let mut bytes_sent = 0;
         let mut most = 1;
         let mut mismatched: Vec<u64> = Vec::new();
         loop {
@@ -462,10 +463,14 @@ async fn round(
     let rtt = asked.elapsed();
     let count = chunks(version.size);
     let mut have = vec![false; count as usize];
+    // Runs come in order; any a server sends out of order or overlapping
+    // costs a resend, never more than one pass over the chunks.
+    let mut covered = 0;
     for (first, end) in held {
-        for index in first..end.min(count) {
+        for index in first.max(covered)..end.min(count) {
             have[index as usize] = true;
         }
+        covered = covered.max(end.min(count));
     }
     let held_bytes: u64 = (0..count)
         .filter(|&index| have[index as usize])
