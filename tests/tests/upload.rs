@@ -103,6 +103,18 @@ impl Uploads {
         names
     }
 
+    /// The size of the largest partial upload now.
+    fn partial_bytes(&self) -> u64 {
+        self.partials()
+            .iter()
+            .filter(|name| name.ends_with(".part"))
+            .map(|name| {
+                fs::metadata(self.env.root.join(PARTIALS).join(name)).map_or(0, |m| m.len())
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The files in the partials' folder.
     fn partials(&self) -> Vec<String> {
         match fs::read_dir(self.env.root.join(PARTIALS)) {
@@ -222,15 +234,7 @@ fn a_killed_ftput_resumes_from_what_the_server_verified() {
         Some(&up.writer),
         &[&target, "big.bin", "--connections", "1"],
     );
-    let partial_grew = wait_until(RUN_TIMEOUT, || {
-        up.partials()
-            .iter()
-            .filter(|name| name.ends_with(".part"))
-            .any(|name| {
-                fs::metadata(up.env.root.join(PARTIALS).join(name)).map_or(0, |m| m.len())
-                    >= 10 << 20
-            })
-    });
+    let partial_grew = wait_until(RUN_TIMEOUT, || up.partial_bytes() >= 10 << 20);
     assert!(partial_grew, "the upload got going");
     child.kill().expect("SIGKILL ftput");
     wait_bounded(&mut child, RUN_TIMEOUT).expect("ftput ends");
@@ -260,16 +264,8 @@ fn a_server_killed_mid_upload_shows_no_partial_and_resumes_after_a_restart() {
         Some(&up.writer),
         &[&target, "big.bin", "--connections", "1", "--retries", "0"],
     );
-    let partial = || {
-        up.partials()
-            .iter()
-            .filter(|name| name.ends_with(".part"))
-            .map(|name| fs::metadata(up.env.root.join(PARTIALS).join(name)).map_or(0, |m| m.len()))
-            .max()
-            .unwrap_or(0)
-    };
     assert!(
-        wait_until(RUN_TIMEOUT, || partial() >= 10 << 20),
+        wait_until(RUN_TIMEOUT, || up.partial_bytes() >= 10 << 20),
         "got going"
     );
     up.server
@@ -305,13 +301,7 @@ fn a_local_file_changed_between_runs_starts_over_and_is_never_spliced() {
         Some(&up.writer),
         &[&target, "f.bin", "--connections", "1"],
     );
-    let started = wait_until(RUN_TIMEOUT, || {
-        up.partials().iter().any(|name| {
-            name.ends_with(".part")
-                && fs::metadata(up.env.root.join(PARTIALS).join(name)).map_or(0, |m| m.len())
-                    >= 8 << 20
-        })
-    });
+    let started = wait_until(RUN_TIMEOUT, || up.partial_bytes() >= 8 << 20);
     assert!(started);
     child.kill().expect("SIGKILL");
     wait_bounded(&mut child, RUN_TIMEOUT).expect("ends");

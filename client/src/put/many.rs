@@ -257,12 +257,23 @@ async fn pipelined(
     ) {
         let hashed = hashed.unwrap_or(Err(Error::Worker(crate::error::WorkerError::Hasher)));
         match hashed {
-            Ok(send::Whole {
+            // Grown past one chunk since it was planned: on its own.
+            Ok(None) => {
+                let started = Instant::now();
+                let mut tracker = progress.tracker();
+                let mut own = Link::new(server);
+                let result = send::send(server, &mut own, item, options, &mut tracker)
+                    .await
+                    .map(|sent| report(item, &sent, started));
+                let _ = done.send((item.clone(), result));
+                versions.push(None);
+            }
+            Ok(Some(send::Whole {
                 version,
                 states,
                 sha256,
                 bytes,
-            }) => {
+            })) => {
                 requests.push(send::put_request(&item.remote, &version, options.overwrite));
                 if let Some((start, end)) = states {
                     requests.push(Request::Chunk {

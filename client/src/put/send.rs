@@ -240,11 +240,16 @@ pub(crate) struct Whole {
     pub bytes: Vec<u8>,
 }
 
-/// Reads the small file (one chunk at most) at `path` whole and hashes it.
-pub(crate) fn hash_whole(path: &Path) -> Result<Whole, Error> {
+/// Reads the small file (one chunk at most) at `path` whole and hashes it;
+/// `None` if it has grown past one chunk since it was planned (it then
+/// goes the way of a large file).
+pub(crate) fn hash_whole(path: &Path) -> Result<Option<Whole>, Error> {
     let file = File::open(path).map_err(Error::local(path))?;
     let meta = file.metadata().map_err(Error::local(path))?;
     let version = Version::of(&meta);
+    if version.size > CHUNK_SIZE {
+        return Ok(None);
+    }
     let mut bytes = vec![0u8; version.size as usize];
     file.read_exact_at(&mut bytes, 0)
         .map_err(Error::local(path))?;
@@ -253,12 +258,12 @@ pub(crate) fn hash_whole(path: &Path) -> Result<Whole, Error> {
         Some((_, end)) => end,
         None => ChainHasher::new().finalize(),
     };
-    Ok(Whole {
+    Ok(Some(Whole {
         version,
         states,
         sha256,
         bytes,
-    })
+    }))
 }
 
 /// Chunk `index` of `file`: its bytes in pieces of at most

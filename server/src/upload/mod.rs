@@ -62,6 +62,8 @@ pub(crate) struct Uploads {
     partials: OwnedFd,
     settings: Settings,
     open: Mutex<HashMap<[u8; 32], Arc<Upload>>>,
+    /// Uploads taken whole so far: each one's partial gets its own name.
+    wholes: AtomicU64,
 }
 
 /// What one upload asks for.
@@ -118,6 +120,7 @@ impl Uploads {
             partials,
             settings,
             open: Mutex::new(HashMap::new()),
+            wholes: AtomicU64::new(0),
         })
     }
 
@@ -363,11 +366,10 @@ impl Uploads {
         }
     }
 
-    /// [`Uploads::whole`] for an upload nothing of which is held anywhere:
-    /// one partial file, written, checked and landed, with no state file
-    /// and nothing kept open. `None` when something of it is held (it is
-    /// open, or a partial of it is left from an earlier attempt): then the
-    /// general way.
+    /// [`Uploads::whole`] for an upload no one has open: one partial file of
+    /// its own, written, checked and landed, with no state file and nothing
+    /// kept open. `None` when the upload is open (someone is resuming it):
+    /// then the general way, which uses what it holds.
     fn whole_at_once(
         &self,
         wanted: &Wanted,
@@ -402,7 +404,14 @@ impl Uploads {
         {
             return None;
         }
-        let part = format!("{}.part", hex::encode(key));
+        // A name of its own, which no other upload, taken whole or not,
+        // ever opens.
+        let part = format!(
+            "{}.{}-{}.whole",
+            hex::encode(key),
+            std::process::id(),
+            self.wholes.fetch_add(1, Ordering::Relaxed)
+        );
         let flags =
             OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let data = match nix::fcntl::openat(
@@ -412,7 +421,6 @@ impl Uploads {
             Mode::from_bits_truncate(0o644),
         ) {
             Ok(fd) => File::from(fd),
-            Err(Errno::EEXIST) => return None,
             Err(err) => return refused(place::failed(path, err)),
         };
         let stored = chunk.map(|((start, end), pieces)| {
@@ -544,6 +552,7 @@ impl Uploads {
             let Some(key) = name
                 .strip_suffix(".state")
                 .or_else(|| name.strip_suffix(".part"))
+                .or_else(|| name.strip_suffix(".whole"))
             else {
                 continue;
             };
@@ -570,7 +579,7 @@ impl Uploads {
                 name.as_str(),
                 nix::unistd::UnlinkatFlags::NoRemoveDir,
             );
-            removed += usize::from(gone.is_ok() && name.ends_with(".part"));
+            removed += usize::from(gone.is_ok() && !name.ends_with(".state"));
         }
         removed
     }
