@@ -641,5 +641,9 @@ fn partials_no_one_resumes_are_removed_after_their_ttl() {
     wait_bounded(&mut child, RUN_TIMEOUT).expect("ends");
     let removed = wait_until(Duration::from_secs(10), || up.partials().is_empty());
     assert!(removed, "still there: {:?}", up.partials());
-    assert!(up.server.logs().contains("removed partial uploads"));
+    // The log line follows the removal.
+    let logged = wait_until(Duration::from_secs(5), || {
+        up.server.logs().contains("removed partial uploads")
+    });
+    assert!(logged, "{}", up.server.logs());
 }
