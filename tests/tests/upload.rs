@@ -169,6 +169,13 @@ fn a_file_and_a_tree_are_stored_verified_with_their_reports() {
         mtime(&up.env.root.join("data.bin"))
     );
 
+    // A small file alone goes in one write: Put, its chunk and Commit.
+    let note = up.local("note.txt", 3000, 3);
+    let run = up.put(&up.writer, &["note.txt", "--to", "notes", "--json"]);
+    assert_ok(&run);
+    assert_eq!(run.field("bytes_sent"), 3000);
+    assert!(fs::read(up.env.root.join("notes/note.txt")).unwrap() == note);
+
     // A tree: small files pipelined, an empty one, a larger one, folders.
     for (k, name) in ["t/a.txt", "t/sub/b.txt", "t/sub/deeper/c.bin"]
         .iter()

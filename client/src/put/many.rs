@@ -228,7 +228,7 @@ fn take_run(queue: &Queue) -> Vec<(Item, u64)> {
 /// Sends a run of small files, every request in one write, then reads the
 /// answers. Files that end (stored or refused) are reported; on a lost
 /// connection, the files not yet ended come back with the failure.
-async fn pipelined(
+pub(super) async fn pipelined(
     server: &Arc<Server>,
     link: &mut Link<'_>,
     run: Vec<(Item, u64)>,

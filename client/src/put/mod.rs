@@ -174,11 +174,15 @@ async fn one(server: &Arc<Server>, item: &Item, options: &Options, show: Show) -
     let mut tracker = progress.tracker();
     let mut link = Link::new(server);
     let started = Instant::now();
-    let sent = send::send(server, &mut link, item, options, &mut tracker).await;
+    let sent = match at_once(server, &mut link, item, options, &progress).await {
+        Some(done) => done,
+        None => send::send(server, &mut link, item, options, &mut tracker)
+            .await
+            .map(|sent| report(item, &sent, started)),
+    };
     progress.clear();
     match sent {
-        Ok(sent) => {
-            let report = report(item, &sent, started);
+        Ok(report) => {
             if show.json {
                 print_json(&report);
             }
@@ -193,6 +197,32 @@ async fn one(server: &Arc<Server>, item: &Item, options: &Options, show: Show) -
                 &err,
             );
             err.exit()
+        }
+    }
+}
+
+/// A small file (under one chunk) sent as a batch's small files are: its
+/// `Put`, chunk and `Commit` in one write, one round trip in all. `None`
+/// for a larger file, or when the connection is lost: then the usual way,
+/// with its retries.
+async fn at_once(
+    server: &Arc<Server>,
+    link: &mut Link<'_>,
+    item: &Item,
+    options: &Options,
+    progress: &Progress,
+) -> Option<Result<PutReport, Error>> {
+    let size = std::fs::metadata(&item.local).ok()?.len();
+    if size >= ft_protocol::CHUNK_SIZE {
+        return None;
+    }
+    let (done, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let run = vec![(item.clone(), size)];
+    match many::pipelined(server, link, run, options, progress, &done).await {
+        Ok(()) => ended.try_recv().ok().map(|(_, result)| result),
+        Err(_) => {
+            link.reset();
+            None
         }
     }
 }
