@@ -10,7 +10,7 @@ use crate::folder::Output;
 use crate::output::Show;
 use crate::session::Server;
 use crate::transfer::{Job, Policy, Spare, Target};
-use crate::trust::{Trust, TrustSettings};
+use crate::trust::TrustSettings;
 
 /// Settings as the user gave them.
 #[derive(Debug, Clone)]
@@ -53,20 +53,14 @@ pub enum Mode {
 
 /// The server part of the settings, checked.
 pub fn server(config: &Config) -> Result<Server, Error> {
-    let (host, port) = crate::addr::parse_server(&config.server)?;
-    let trust = Trust::new(&host, port, config.trust.clone()).map_err(|source| Error::Trust {
-        server: config.server.clone(),
-        source,
-    })?;
-    Ok(Server {
-        label: config.server.clone(),
-        host,
-        port,
-        timeout: config.timeout,
-        trust: std::sync::Arc::new(trust),
-        token: config.token.clone(),
-        congestion: None,
-    })
+    // ftget receives: the congestion control is the sender's to choose.
+    Server::new(
+        &config.server,
+        config.timeout,
+        config.trust.clone(),
+        config.token.clone(),
+        None,
+    )
 }
 
 /// Connections one file may use by default: as many as aria2c's cap; the

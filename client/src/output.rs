@@ -142,11 +142,13 @@ impl Show {
     }
 }
 
-/// An error line: what could not be done, then the error and its causes.
+/// An error line: what could not be done, then the error and its causes,
+/// after the name of the program that failed (ftget or ftput).
 pub fn failed(what: Option<&str>, err: &(dyn std::error::Error + 'static)) {
+    let program = crate::printable::program();
     match what {
-        Some(what) => say(&format!("ftget: {what}: {}", Chain(err))),
-        None => say(&format!("ftget: {}", Chain(err))),
+        Some(what) => say(&format!("{program}: {what}: {}", Chain(err))),
+        None => say(&format!("{program}: {}", Chain(err))),
     }
 }
 
@@ -158,7 +160,7 @@ pub fn interrupted(what: &str) {
 }
 
 /// The edge to stderr: one line, made printable.
-fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     eprintln!("{}", printable(line));
 }
 
@@ -187,7 +189,7 @@ struct JsonEntry<'a> {
 }
 
 /// `n` and the noun that goes with it: "1 file", "2 files".
-fn count(n: u64, one: &str, many: &str) -> String {
+pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
@@ -211,11 +213,13 @@ fn totals(summary: &Summary) -> String {
     line
 }
 
-fn print_json(value: &impl Serialize) {
+/// One JSON object on stdout, as [`write_json`] writes it.
+pub(crate) fn print_json(value: &impl Serialize) {
     let mut stdout = std::io::stdout().lock();
     let written = write_json(&mut stdout, value).and_then(|()| stdout.flush());
     if let Err(err) = written {
-        say(&format!("ftget: cannot write to stdout: {err}"));
+        let program = crate::printable::program();
+        say(&format!("{program}: cannot write to stdout: {err}"));
     }
 }
 

@@ -51,6 +51,33 @@ pub struct Server {
     pub congestion: Option<String>,
 }
 
+impl Server {
+    /// SERVER as the user wrote it, checked, with whom to trust as it, the
+    /// token to present and the congestion control to send with.
+    pub fn new(
+        label: &str,
+        timeout: Duration,
+        trust: trust::TrustSettings,
+        token: Option<Token>,
+        congestion: Option<String>,
+    ) -> Result<Self, Error> {
+        let (host, port) = crate::addr::parse_server(label)?;
+        let trust = Trust::new(&host, port, trust).map_err(|source| Error::Trust {
+            server: label.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            label: label.to_owned(),
+            host,
+            port,
+            timeout,
+            trust: Arc::new(trust),
+            token,
+            congestion,
+        })
+    }
+}
+
 /// Why a step failed, and so what to do next.
 #[derive(Debug)]
 pub(crate) enum Failure {

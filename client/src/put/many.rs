@@ -12,10 +12,11 @@ use bytes::Bytes;
 use ft_protocol::{Digest, ErrorCode, Request, Response, CHUNK_SIZE};
 
 use super::send::{self, Item, Options, Sent, Version};
-use super::{describe, print_json, report, say, PutReport, PutSummary};
+use super::{describe, report, PutReport, PutSummary};
 use crate::error::{Chain, Error};
 use crate::exit::Exit;
 use crate::output::Show;
+use crate::output::{count, print_json, say};
 use crate::progress::Progress;
 use crate::session::{remote, Failure, Link, Retries, Server};
 
@@ -115,10 +116,7 @@ pub(super) async fn run(
         print_json(&summary);
     }
     if !show.quiet {
-        let files = match summary.files {
-            1 => "1 file".to_owned(),
-            n => format!("{n} files"),
-        };
+        let files = count(summary.files, "file", "files");
         let mut line = format!(
             "ftput: {files}, {}: {} uploaded, {} already on the server, {} failed; {} sent in {:.2} s",
             indicatif::HumanBytes(summary.bytes),
@@ -259,12 +257,7 @@ pub(super) async fn pipelined(
         match hashed {
             // Grown past one chunk since it was planned: on its own.
             Ok(None) => {
-                let started = Instant::now();
-                let mut tracker = progress.tracker();
-                let mut own = Link::new(server);
-                let result = send::send(server, &mut own, item, options, &mut tracker)
-                    .await
-                    .map(|sent| report(item, &sent, started));
+                let result = alone(server, item, options, progress).await;
                 let _ = done.send((item.clone(), result));
                 versions.push(None);
             }
@@ -371,26 +364,31 @@ pub(super) async fn pipelined(
             (Err(Failure::Fatal(Error::Refused { reason, .. })), _)
                 if reason.code == ErrorCode::AlreadyExists =>
             {
-                let started = Instant::now();
-                let mut tracker = progress.tracker();
-                let mut own = Link::new(server);
-                send::send(server, &mut own, item, options, &mut tracker)
-                    .await
-                    .map(|sent| report(item, &sent, started))
+                alone(server, item, options, progress).await
             }
             (Err(Failure::Fatal(err)), _) => Err(err),
             // A changed file or a chunk found corrupt: again, on its own,
             // where both are handled.
-            _ => {
-                let started = Instant::now();
-                let mut tracker = progress.tracker();
-                let mut own = Link::new(server);
-                send::send(server, &mut own, item, options, &mut tracker)
-                    .await
-                    .map(|sent| report(item, &sent, started))
-            }
+            _ => alone(server, item, options, progress).await,
         };
         let _ = done.send((item.clone(), result));
     }
     Ok(())
+}
+
+/// A file of a run sent on its own connection, the way `send` sends any
+/// file: what a run cannot settle (a file grown past one chunk, one found
+/// corrupt or changed, a name taken that may hold this very file).
+async fn alone(
+    server: &Arc<Server>,
+    item: &Item,
+    options: &Options,
+    progress: &Progress,
+) -> Result<PutReport, Error> {
+    let started = Instant::now();
+    let mut tracker = progress.tracker();
+    let mut own = Link::new(server);
+    send::send(server, &mut own, item, options, &mut tracker)
+        .await
+        .map(|sent| report(item, &sent, started))
 }

@@ -9,7 +9,6 @@
 mod many;
 mod send;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,13 +16,12 @@ use std::time::Instant;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
-use crate::error::{Chain, Error, UsageError};
+use crate::error::{Error, UsageError};
 use crate::exit::Exit;
-use crate::output::Show;
-use crate::printable::{printable, PrintableJson};
+use crate::output::{failed, print_json, say, Show};
 use crate::progress::Progress;
 use crate::session::{Link, Server};
-use crate::trust::{Trust, TrustSettings};
+use crate::trust::TrustSettings;
 use send::{Item, Options};
 
 /// Connections one file may use by default; the controller adds them only
@@ -274,20 +272,13 @@ fn describe(report: &PutReport) -> String {
 
 /// The server part of the settings, checked.
 fn server(config: &PutConfig) -> Result<Server, Error> {
-    let (host, port) = crate::addr::parse_server(&config.server)?;
-    let trust = Trust::new(&host, port, config.trust.clone()).map_err(|source| Error::Trust {
-        server: config.server.clone(),
-        source,
-    })?;
-    Ok(Server {
-        label: config.server.clone(),
-        host,
-        port,
-        timeout: config.timeout,
-        trust: Arc::new(trust),
-        token: config.token.clone(),
-        congestion: config.congestion.clone(),
-    })
+    Server::new(
+        &config.server,
+        config.timeout,
+        config.trust.clone(),
+        config.token.clone(),
+        config.congestion.clone(),
+    )
 }
 
 /// What goes where: each LOCAL file to `--to`/its name; with `-r`, each
@@ -374,28 +365,4 @@ fn walk(dir: &Path, remote: &str, items: &mut Vec<Item>, skipped: &mut u64) -> R
         }
     }
     Ok(())
-}
-
-fn failed(what: Option<&str>, err: &(dyn std::error::Error + 'static)) {
-    match what {
-        Some(what) => say(&format!("ftput: {what}: {}", Chain(err))),
-        None => say(&format!("ftput: {}", Chain(err))),
-    }
-}
-
-fn say(line: &str) {
-    eprintln!("{}", printable(line));
-}
-
-fn print_json(value: &impl Serialize) {
-    let mut stdout = std::io::stdout().lock();
-    let mut json = serde_json::Serializer::with_formatter(&mut stdout, PrintableJson);
-    let written = value
-        .serialize(&mut json)
-        .map_err(std::io::Error::from)
-        .and_then(|()| writeln!(stdout))
-        .and_then(|()| stdout.flush());
-    if let Err(err) = written {
-        say(&format!("ftput: cannot write to stdout: {err}"));
-    }
 }
