@@ -333,12 +333,7 @@ pub(crate) async fn chunk<S: Transport, B: Backend>(
         }
     };
     let outcome = match failure {
-        None => outcome.map_err(|err| match err.code {
-            ErrorCode::Mismatch => {
-                RemoteError::new(ErrorCode::Mismatch, format!("{shown}: {}", err.message))
-            }
-            _ => err,
-        }),
+        None => outcome,
         Some(Ok(refusal)) => Err(refusal),
         Some(Err(err)) => return Err(err),
     };
@@ -378,7 +373,10 @@ impl Writer {
             }
             let outcome = match (check.finish(index), failed) {
                 (_, Some(err)) => Err(err),
-                (Err(err), None) => Err(RemoteError::new(ErrorCode::Mismatch, err.to_string())),
+                (Err(err), None) => Err(RemoteError::new(
+                    ErrorCode::Mismatch,
+                    format!("{}: {err}", upload.path),
+                )),
                 (Ok(()), None) => Ok(()),
             };
             match claim {

@@ -424,16 +424,7 @@ impl Uploads {
             Err(err) => return refused(place::failed(path, err)),
         };
         let stored = chunk.map(|((start, end), pieces)| {
-            let mut check = ChunkCheck::new(wanted.size, 0, &start, end)
-                .map_err(|err| RemoteError::new(ErrorCode::BadRequest, err.to_string()))?;
-            for piece in pieces {
-                check
-                    .feed(0, piece)
-                    .map_err(|err| RemoteError::new(ErrorCode::BadRequest, err.to_string()))?;
-            }
-            check
-                .finish(0)
-                .map_err(|err| RemoteError::new(ErrorCode::Mismatch, format!("{path}: {err}")))?;
+            check_whole(path, wanted.size, (start, end), pieces)?;
             let mut at = 0;
             for piece in pieces {
                 data.write_all_at(piece, at)
@@ -493,16 +484,13 @@ impl Uploads {
             }
         };
         let stored = chunk.map(|((start, end), pieces)| {
-            let mut check = ChunkCheck::new(upload.size, 0, &start, end)
-                .map_err(|err| RemoteError::new(ErrorCode::BadRequest, err.to_string()))?;
-            for piece in pieces {
-                check
-                    .feed(0, piece)
-                    .map_err(|err| RemoteError::new(ErrorCode::BadRequest, err.to_string()))?;
+            let verified = check_whole(&upload.path, upload.size, (start, end), pieces);
+            if verified
+                .as_ref()
+                .is_err_and(|err| err.code == ErrorCode::BadRequest)
+            {
+                return verified;
             }
-            let verified = check.finish(0).map_err(|err| {
-                RemoteError::new(ErrorCode::Mismatch, format!("{}: {err}", upload.path))
-            });
             let Some(claim) = upload.claim(0)? else {
                 return verified;
             };
@@ -730,6 +718,26 @@ fn recheck(data: &File, states: &File, size: u64, slots: &mut [Slot]) {
             *slot = Slot::Stored;
         }
     }
+}
+
+/// Whether `pieces` are chunk 0 of a file of `size` bytes, whole, and hash
+/// from `start` to `end`: `BadRequest` if they are not that chunk's bytes
+/// (too many, or a file of more chunks), `Mismatch` if they hash elsewhere.
+fn check_whole(
+    path: &RemotePath,
+    size: u64,
+    (start, end): (Digest, Digest),
+    pieces: &[bytes::Bytes],
+) -> Result<(), RemoteError> {
+    let bad =
+        |err: ft_protocol::ChunkError| RemoteError::new(ErrorCode::BadRequest, err.to_string());
+    let mut check = ChunkCheck::new(size, 0, &start, end).map_err(bad)?;
+    for piece in pieces {
+        check.feed(0, piece).map_err(bad)?;
+    }
+    check
+        .finish(0)
+        .map_err(|err| RemoteError::new(ErrorCode::Mismatch, format!("{path}: {err}")))
 }
 
 /// The states recorded for chunk `index`, if it is recorded as stored.
