@@ -115,6 +115,23 @@ impl Uploads {
             .unwrap_or(0)
     }
 
+    /// Starts uploading `name` through a relay that passes 4 MiB/s, on one
+    /// connection, and kills ftput (SIGKILL) once the server holds `at`
+    /// bytes of it.
+    fn kill_put_at(&self, name: &str, at: u64) {
+        let relay = Relay::capped_up(self.server.addr, 4 << 20);
+        let target = relay.target();
+        let mut child = spawn_ftput(
+            &self.env.work,
+            Some(&self.writer),
+            &[&target, name, "--connections", "1"],
+        );
+        let got_there = wait_until(RUN_TIMEOUT, || self.partial_bytes() >= at);
+        child.kill().expect("SIGKILL ftput");
+        wait_bounded(&mut child, RUN_TIMEOUT).expect("ftput ends");
+        assert!(got_there, "the upload got {at} bytes in");
+    }
+
     /// The files in the partials' folder.
     fn partials(&self) -> Vec<String> {
         match fs::read_dir(self.env.root.join(PARTIALS)) {
@@ -233,18 +250,7 @@ fn a_congestion_control_the_kernel_refuses_is_a_usage_error() {
 fn a_killed_ftput_resumes_from_what_the_server_verified() {
     let up = Uploads::start(&[]);
     let data = up.local("big.bin", 24 * 1024 * 1024, 2);
-    // Slow enough to be killed half-way: 4 MiB/s on one connection.
-    let relay = Relay::capped_up(up.server.addr, 4 << 20);
-    let target = relay.target();
-    let mut child = spawn_ftput(
-        &up.env.work,
-        Some(&up.writer),
-        &[&target, "big.bin", "--connections", "1"],
-    );
-    let partial_grew = wait_until(RUN_TIMEOUT, || up.partial_bytes() >= 10 << 20);
-    assert!(partial_grew, "the upload got going");
-    child.kill().expect("SIGKILL ftput");
-    wait_bounded(&mut child, RUN_TIMEOUT).expect("ftput ends");
+    up.kill_put_at("big.bin", 10 << 20);
     assert!(up.stored().is_empty(), "nothing under its name yet");
 
     let run = up.put(&up.writer, &["big.bin", "--json"]);
@@ -301,17 +307,7 @@ fn a_server_killed_mid_upload_shows_no_partial_and_resumes_after_a_restart() {
 fn a_local_file_changed_between_runs_starts_over_and_is_never_spliced() {
     let up = Uploads::start(&[]);
     up.local("f.bin", 24 * 1024 * 1024, 4);
-    let relay = Relay::capped_up(up.server.addr, 4 << 20);
-    let target = relay.target();
-    let mut child = spawn_ftput(
-        &up.env.work,
-        Some(&up.writer),
-        &[&target, "f.bin", "--connections", "1"],
-    );
-    let started = wait_until(RUN_TIMEOUT, || up.partial_bytes() >= 8 << 20);
-    assert!(started);
-    child.kill().expect("SIGKILL");
-    wait_bounded(&mut child, RUN_TIMEOUT).expect("ends");
+    up.kill_put_at("f.bin", 8 << 20);
     // Same size, other bytes: another version.
     let changed = up.local("f.bin", 24 * 1024 * 1024, 5);
     let run = up.put(&up.writer, &["f.bin", "--json"]);

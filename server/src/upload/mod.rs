@@ -138,7 +138,7 @@ impl Uploads {
         self.check_name(wanted)?;
         // Larger than the whole file system: refused before anything is
         // made for it (what an open upload holds grows with its size).
-        let (_, total) = self.room();
+        let (free, total) = self.room();
         if wanted.size > total {
             return Err(no_room(path, wanted.size, total));
         }
@@ -168,7 +168,6 @@ impl Uploads {
             .flat_map(|&(first, end)| first..end)
             .map(|index| chunk_len(upload.size, index))
             .sum();
-        let (free, total) = self.room();
         let margin = (total / 100).min(MARGIN_MAX);
         let need = wanted.size - held_bytes.min(wanted.size);
         if need.saturating_add(margin) > free {
