@@ -1,15 +1,33 @@
 //! What the server needs of the place its files live, as one narrow
 //! interface: open a file, say which version it is, read a range of it, tell
-//! whether it is still that version, and list a folder. The local folder
-//! ([`crate::files::LocalFiles`]) is one backend; object storage can be
-//! another without the handler knowing. Everything here blocks: callers run
-//! it on blocking threads, never on the async workers.
+//! whether it is still that version, list a folder, and (where the backend
+//! can keep them) the digests of a version kept beside it. The local folder
+//! (`crate::local`) is one backend, a bucket of an object store
+//! (`crate::bucket`) another, without the handler knowing. Everything here
+//! blocks: callers run it on blocking threads, never on the async workers.
 
 use std::fmt::Debug;
 use std::hash::Hash;
 
 use bytes::Bytes;
-use ft_protocol::{Entry, FileMeta, RemoteError, RemotePath};
+use ft_protocol::{Digest, Entry, FileMeta, RemoteError, RemotePath};
+
+/// A file's digest and its checkpoint states, computed in one pass.
+#[derive(Debug)]
+pub struct Digests {
+    /// SHA-256 of the whole file.
+    pub sha256: Digest,
+    /// `checkpoints[k - 1]` is the chaining state at boundary `k`.
+    pub checkpoints: Vec<Digest>,
+}
+
+impl Digests {
+    /// The chaining state at boundary `index` (1-based).
+    pub fn checkpoint(&self, index: u64) -> Option<Digest> {
+        let slot = usize::try_from(index.checked_sub(1)?).ok()?;
+        self.checkpoints.get(slot).copied()
+    }
+}
 
 /// One version of a file as it was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +65,7 @@ pub enum Walked {
 pub trait Backend: Send + Sync + 'static {
     /// An open file: one version, readable until dropped, by one thread
     /// at a time.
-    type File: Send + 'static;
+    type File: Send + Sync + 'static;
     /// What identifies one version of a file (replacing or writing it
     /// changes it).
     type Version: Copy + Eq + Hash + Debug + Send + Sync + 'static;
@@ -84,6 +102,16 @@ pub trait Backend: Send + Sync + 'static {
         recursive: bool,
         emit: &mut dyn FnMut(Listed<Self::Version>) -> bool,
     ) -> Result<Walked, RemoteError>;
+
+    /// The digests of `version` kept beside it by an earlier pass (of this
+    /// server or another), if the backend keeps them and they are there.
+    fn stored_digests(&self, _version: &Self::Version) -> Option<Digests> {
+        None
+    }
+
+    /// Keeps the digests of `version` beside it, for every server that
+    /// serves it, if the backend can; failing to is only logged.
+    fn store_digests(&self, _version: &Self::Version, _digests: &Digests) {}
 }
 
 /// The refusal for a path that names nothing: the one words for every

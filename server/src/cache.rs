@@ -7,28 +7,13 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use ft_protocol::{boundaries, Digest};
+
+pub use crate::backend::Digests;
 use quick_cache::sync::Cache;
 use quick_cache::{OptionsBuilder, Weighter};
 
 /// Bytes an entry costs beyond its states: key, value header, bookkeeping.
 const ENTRY_OVERHEAD: u64 = 64;
-
-/// A file's digest and its checkpoint states, computed in one pass.
-#[derive(Debug)]
-pub struct Digests {
-    /// SHA-256 of the whole file.
-    pub sha256: Digest,
-    /// `checkpoints[k - 1]` is the chaining state at boundary `k`.
-    pub checkpoints: Vec<Digest>,
-}
-
-impl Digests {
-    /// The chaining state at boundary `index` (1-based).
-    pub fn checkpoint(&self, index: u64) -> Option<Digest> {
-        let slot = usize::try_from(index.checked_sub(1)?).ok()?;
-        self.checkpoints.get(slot).copied()
-    }
-}
 
 /// The checkpoint states a cold pass has reached so far, growing as it goes.
 #[derive(Debug)]

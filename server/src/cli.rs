@@ -32,9 +32,28 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// The folder to serve.
+    /// The folder to serve, or s3://BUCKET[/PREFIX] to serve a bucket of an
+    /// S3-compatible store, read-only (credentials from AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN; never from arguments).
     #[arg(env = "FTSERVE_ROOT", required = true)]
     pub root: Option<PathBuf>,
+
+    /// The S3 endpoint of the bucket's store (path-style requests); give it
+    /// once per node of the store, and ftserve moves to the next when one
+    /// stops answering [default: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL,
+    /// else AWS S3 itself].
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FTSERVE_S3_ENDPOINT",
+        value_delimiter = ','
+    )]
+    pub s3_endpoint: Vec<url::Url>,
+
+    /// The region S3 requests are signed for [default: AWS_REGION or
+    /// AWS_DEFAULT_REGION, else us-east-1].
+    #[arg(long, value_name = "REGION", env = "FTSERVE_S3_REGION")]
+    pub s3_region: Option<String>,
 
     /// Address to listen on; port 0 picks a free port.
     #[arg(
@@ -170,6 +189,73 @@ pub enum TokenCommand {
         #[arg(long, value_name = "FILE", env = "FTSERVE_TOKEN_FILE")]
         token_file: PathBuf,
     },
+}
+
+/// What ROOT names: a folder, or a bucket (`s3://BUCKET[/PREFIX]`) with
+/// the store's endpoints, region and credentials from the options and the
+/// usual AWS variables.
+pub fn root(cli: &Cli) -> anyhow::Result<ft_server::Root> {
+    use ft_server::bucket::{s3, Settings};
+    let root = cli.root.clone().context("no ROOT given")?;
+    let Some(rest) = root.to_str().and_then(|text| text.strip_prefix("s3://")) else {
+        return Ok(ft_server::Root::Folder(root));
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+    if !valid {
+        anyhow::bail!(
+            "{bucket:?} is not a bucket name (3 to 63 of a-z, 0-9, '.' and '-'): \
+             give s3://BUCKET[/PREFIX]"
+        );
+    }
+    let prefix = ft_protocol::RemotePath::parse(prefix)
+        .with_context(|| format!("{prefix:?} is not a prefix to serve"))?;
+    let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    let region = cli
+        .s3_region
+        .clone()
+        .or_else(|| var("AWS_REGION"))
+        .or_else(|| var("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| "us-east-1".to_owned());
+    let mut endpoints = cli.s3_endpoint.clone();
+    if endpoints.is_empty() {
+        if let Some(url) = var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL")) {
+            endpoints.push(
+                url.parse()
+                    .with_context(|| format!("AWS_ENDPOINT_URL {url:?} is not a URL"))?,
+            );
+        }
+    }
+    let path_style = !endpoints.is_empty();
+    if endpoints.is_empty() {
+        let aws = format!("https://s3.{region}.amazonaws.com");
+        endpoints.push(
+            aws.parse()
+                .with_context(|| format!("{region:?} is not a region"))?,
+        );
+    }
+    let (Some(key), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) else {
+        anyhow::bail!(
+            "serving a bucket needs credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        );
+    };
+    let credentials = match var("AWS_SESSION_TOKEN") {
+        Some(token) => rusty_s3::Credentials::new_with_token(key, secret, token),
+        None => rusty_s3::Credentials::new(key, secret),
+    };
+    Ok(ft_server::Root::Bucket(Settings {
+        bucket: bucket.to_owned(),
+        prefix,
+        store: s3::Store {
+            endpoints,
+            region,
+            credentials,
+            path_style,
+        },
+    }))
 }
 
 /// A size in bytes, with an optional binary unit: `10G` is 10 GiB.

@@ -36,6 +36,9 @@ pub trait Source: Send + 'static {
     fn read(&mut self, pos: u64, len: usize) -> Result<Bytes, RemoteError>;
     /// `FileChanged` unless the file is still the version the pass hashes.
     fn unchanged(&self) -> Result<(), RemoteError>;
+    /// Keeps the digests the pass computed beside the file, where the
+    /// backend can (run on a blocking thread once waiters have them).
+    fn keep(&self, _digests: &Digests) {}
 }
 
 /// How far a pass has got, as its waiters see it.
@@ -237,7 +240,12 @@ impl<V: Copy + Eq + Hash + Send + Sync + 'static> Passes<V> {
                         sha256,
                         checkpoints,
                     };
-                    break Progress::Done(self.caches.remember(version, digests));
+                    let digests = self.caches.remember(version, digests);
+                    if let Some(source) = cursor.source.take() {
+                        let kept = Arc::clone(&digests);
+                        tokio::task::spawn_blocking(move || source.keep(&kept));
+                    }
+                    break Progress::Done(digests);
                 }
                 Err(err) => break Progress::Failed(err),
             }

@@ -1,7 +1,9 @@
-//! ftserve: serves one folder over the ft protocol, inside TLS: read-only,
-//! or taking uploads from tokens that may write.
+//! ftserve: serves one folder, or a bucket of an object store, over the ft
+//! protocol, inside TLS: read-only, or (a folder) taking uploads from tokens
+//! that may write.
 //!
-//! [`Server::open`] opens the folder (and the token file, if any);
+//! [`Server::open`] opens the folder or the bucket (and the token file, if
+//! any);
 //! [`Server::run`] serves a bound listener until the shutdown future
 //! completes, then drains. Tests and the binary drive it the same way.
 //! [`identity`] gives the key and certificate it serves with, [`tokens`]
@@ -18,6 +20,7 @@
 //! | `upload` | uploads: partials out of the namespace, their re-check on resume, the chain check, the landing; `place`, every write beneath the root without following a link |
 //! | `relay` | blocking work beside a connection: produce on a thread, send with keep-alives |
 //! | `local` | the local folder as a backend: `files` (the root jail, reads, versions), `listing` (walks) |
+//! | `bucket` | a bucket of an S3-compatible store as a backend: reads pinned to an ETag, listings, digests kept in the bucket (`stored`); `s3`, the requests, over several endpoints |
 //! | `store` | files with their digests: `hashing` (the shared, bounded passes over cold files, on the threads of `workers`) and `cache` (what they leave) |
 //! | `backend` | the narrow interface to where files live (open, stat, read a range, list) |
 //! | `tokens` | the token file, the check of a token, what a token may reach |
@@ -26,6 +29,7 @@
 //! Every bound is a field of [`Limits`].
 
 mod backend;
+pub mod bucket;
 mod cache;
 mod handler;
 mod hashing;
@@ -49,11 +53,20 @@ use tokio::net::TcpListener;
 pub use limits::Limits;
 pub use upload::Settings as UploadSettings;
 
+/// What a server serves.
+#[derive(Debug, Clone)]
+pub enum Root {
+    /// A local folder.
+    Folder(PathBuf),
+    /// A bucket, or a prefix of one, of an S3-compatible store (read-only).
+    Bucket(bucket::Settings),
+}
+
 /// The server's settings, resolved from the command line.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The folder to serve.
-    pub root: PathBuf,
+    /// What to serve.
+    pub root: Root,
     /// Every bound the server keeps.
     pub limits: Limits,
     /// The TLS it serves with (see [`identity::Identity::server_config`]).
@@ -94,46 +107,77 @@ pub enum ServerError {
     /// happen.
     #[error("--allow-upload needs --token-file: only tokens made with --write may upload")]
     UploadsNeedTokens,
+    /// Uploads were asked for into a bucket, which is served read-only.
+    #[error("--allow-upload takes uploads into a folder; a bucket is served read-only")]
+    UploadsToBucket,
+    /// The bucket cannot be served.
+    #[error(transparent)]
+    Bucket(#[from] bucket::BucketError),
 }
 
-/// A folder ready to be served.
+/// A folder or a bucket ready to be served.
 pub struct Server {
-    context: Arc<ops::Context<local::LocalFiles>>,
+    served: Served,
     tls: Arc<rustls::ServerConfig>,
     congestion: Option<String>,
 }
 
+/// The connections' shared context, by backend.
+enum Served {
+    Folder(Arc<ops::Context<local::LocalFiles>>),
+    Bucket(Arc<ops::Context<bucket::BucketFiles>>),
+}
+
 impl Server {
-    /// Opens the folder named in `config`.
-    pub fn open(config: Config) -> Result<Self, ServerError> {
-        let files =
-            local::LocalFiles::open_root(&config.root).map_err(|source| ServerError::Root {
-                path: config.root.clone(),
-                source,
-            })?;
+    /// Opens the folder or bucket named in `config`; a bucket is asked once,
+    /// now, so that wrong credentials stop the server here.
+    pub async fn open(config: Config) -> Result<Self, ServerError> {
+        if matches!(config.root, Root::Bucket(_)) && config.uploads.is_some() {
+            return Err(ServerError::UploadsToBucket);
+        }
         let gate = config
             .token_file
             .as_deref()
             .map(tokens::Gate::open)
             .transpose()?;
-        let uploads = match config.uploads {
-            None => None,
-            Some(_) if gate.is_none() => return Err(ServerError::UploadsNeedTokens),
-            Some(settings) => Some(upload::Uploads::open(&config.root, settings).map_err(
-                |source| ServerError::Uploads {
-                    path: config.root.clone(),
-                    source,
-                },
-            )?),
+        let served = match config.root {
+            Root::Bucket(settings) => Served::Bucket(Arc::new(ops::Context {
+                store: store::Store::new(
+                    bucket::BucketFiles::open(settings).await?,
+                    &config.limits,
+                ),
+                limits: config.limits,
+                gate,
+                uploads: None,
+            })),
+            Root::Folder(root) => {
+                let files =
+                    local::LocalFiles::open_root(&root).map_err(|source| ServerError::Root {
+                        path: root.clone(),
+                        source,
+                    })?;
+                let uploads = match config.uploads {
+                    None => None,
+                    Some(_) if gate.is_none() => return Err(ServerError::UploadsNeedTokens),
+                    Some(settings) => {
+                        Some(upload::Uploads::open(&root, settings).map_err(|source| {
+                            ServerError::Uploads {
+                                path: root.clone(),
+                                source,
+                            }
+                        })?)
+                    }
+                };
+                Served::Folder(Arc::new(ops::Context {
+                    store: store::Store::new(files, &config.limits),
+                    limits: config.limits,
+                    gate,
+                    uploads,
+                }))
+            }
         };
-        let context = Arc::new(ops::Context {
-            store: store::Store::new(files, &config.limits),
-            limits: config.limits,
-            gate,
-            uploads,
-        });
         Ok(Self {
-            context,
+            served,
             tls: config.tls,
             congestion: config.congestion,
         })
@@ -142,14 +186,18 @@ impl Server {
     /// Serves `listener` until `shutdown` completes, then stops accepting and
     /// gives transfers in flight up to the configured grace to finish.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let congestion = self.congestion;
-        let _sweeper = self
-            .context
-            .uploads
-            .is_some()
-            .then(|| tokio::spawn(sweep(Arc::clone(&self.context))))
-            .map(tokio_util::task::AbortOnDropHandle::new);
-        listener::run(listener, (self.tls, congestion), self.context, shutdown).await;
+        let settings = (self.tls, self.congestion);
+        match self.served {
+            Served::Folder(context) => {
+                let _sweeper = context
+                    .uploads
+                    .is_some()
+                    .then(|| tokio::spawn(sweep(Arc::clone(&context))))
+                    .map(tokio_util::task::AbortOnDropHandle::new);
+                listener::run(listener, settings, context, shutdown).await;
+            }
+            Served::Bucket(context) => listener::run(listener, settings, context, shutdown).await,
+        }
     }
 }
 

@@ -107,10 +107,17 @@ fn identity(cli: &cli::Cli) -> anyhow::Result<ft_server::identity::Identity> {
 
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
     // clap has checked that ROOT was given, on the command line or in the environment.
-    let root = cli.root.clone().context("no ROOT given")?;
+    let root = cli::root(&cli)?;
+    let shown = match &root {
+        ft_server::Root::Folder(path) => path.display().to_string(),
+        ft_server::Root::Bucket(bucket) => match bucket.prefix.is_root() {
+            true => format!("s3://{}", bucket.bucket),
+            false => format!("s3://{}/{}", bucket.bucket, bucket.prefix),
+        },
+    };
     let identity = identity(&cli)?;
     let config = Config {
-        root: root.clone(),
+        root,
         limits: Limits {
             max_connections: cli.max_connections as usize,
             idle_timeout: Duration::from_secs(cli.idle_timeout),
@@ -145,7 +152,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         let server = Server::open(Config {
             congestion: chosen,
             ..config
-        })?;
+        })
+        .await?;
         let shutdown = setup::shutdown_signal()?;
         // Past a file-size limit (RLIMIT_FSIZE) the kernel sends SIGXFSZ,
         // which kills at once; with a handler installed, the write fails
@@ -160,12 +168,9 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         };
         writeln!(
             stdout,
-            "ftserve: serving {} {access}, at most {} connections, idle timeout {} s, \
+            "ftserve: serving {shown} {access}, at most {} connections, idle timeout {} s, \
              congestion control {congestion}, fingerprint {}, listening on {addr}",
-            root.display(),
-            cli.max_connections,
-            cli.idle_timeout,
-            identity.fingerprint,
+            cli.max_connections, cli.idle_timeout, identity.fingerprint,
         )
         .and_then(|()| {
             writeln!(

@@ -51,18 +51,29 @@ impl<B: Backend> Store<B> {
         self.backend.open(within, path)
     }
 
-    /// The file's description, with its digest when it is known.
+    /// The file's description, with its digest when it is known (see
+    /// [`Store::known`]).
     pub fn meta(&self, file: &B::File) -> FileMeta {
         let stat = self.backend.stat(file);
         FileMeta {
-            sha256: self.caches.digests(&stat.version).map(|d| d.sha256),
+            sha256: self.known(&stat.version).map(|d| d.sha256),
             ..stat.meta
         }
     }
 
-    /// The digests of the version `version`, if they are known.
+    /// The digests of the version `version`, if this server has them.
     pub fn cached_version(&self, version: &B::Version) -> Option<Arc<Digests>> {
         self.caches.digests(version)
+    }
+
+    /// The digests of the version `version`, if they are known: to this
+    /// server, or kept beside the file by the backend (then remembered).
+    pub fn known(&self, version: &B::Version) -> Option<Arc<Digests>> {
+        if let Some(digests) = self.caches.digests(version) {
+            return Some(digests);
+        }
+        let stored = self.backend.stored_digests(version)?;
+        Some(self.caches.remember(*version, stored))
     }
 
     /// The digests of the file at `path` as it was at `stat`: known, or
@@ -156,6 +167,11 @@ impl<B: Backend> Source for FileSource<B> {
 
     fn unchanged(&self) -> Result<(), RemoteError> {
         self.backend.unchanged(&self.file)
+    }
+
+    fn keep(&self, digests: &Digests) {
+        let version = self.backend.stat(&self.file).version;
+        self.backend.store_digests(&version, digests);
     }
 }
 

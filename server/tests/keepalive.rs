@@ -23,7 +23,7 @@ async fn start(
         token_file: None,
         congestion: None,
         uploads: None,
-        root,
+        root: ft_server::Root::Folder(root),
         limits: ft_server::Limits {
             max_connections: 8,
             idle_timeout: Duration::from_secs(10),
@@ -32,7 +32,7 @@ async fn start(
             ..ft_server::Limits::default()
         },
     };
-    let server = ft_server::Server::open(config).expect("root opens");
+    let server = ft_server::Server::open(config).await.expect("root opens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -152,12 +152,9 @@ async fn stream<S: Transport, B: Backend>(
     let ride_from = Some(offset / CHUNK_SIZE);
     let mut digesting = store.digesting(parsed, store.backend().stat(&file), ride_from);
     let mut pos = offset;
-    let local = store.backend().local_file(&file);
+    let file = Arc::new(file);
     // Ok(Err(err)): the reply stopped short, for a reason to tell the client.
     let sending = async {
-        let Some(local) = local else {
-            return Ok(Err(not_local(path)));
-        };
         while pos < size {
             let chunk = pos / CHUNK_SIZE;
             let end = ((chunk + 1) * CHUNK_SIZE).min(size);
@@ -178,7 +175,9 @@ async fn stream<S: Transport, B: Backend>(
                 None => {
                     while pos < end {
                         let len = piece_len(pos, size);
-                        conn.send_file_data(local, pos, len).await?;
+                        if let Err(err) = send_piece(conn, context, &file, pos, len).await? {
+                            return Ok(Err(err));
+                        }
                         pos += len as u64;
                     }
                 }
@@ -259,14 +258,13 @@ pub(crate) async fn range<S: Transport, B: Backend>(
     conn.send(&Response::Meta(meta)).await?;
     let stop = end.min(meta.size);
     let mut pos = offset;
-    let local = context.store.backend().local_file(&file);
+    let file = Arc::new(file);
     let sending = async {
-        let Some(local) = local else {
-            return Ok(Err(not_local(path)));
-        };
         while pos < stop {
             let len = piece_len(pos, stop);
-            conn.send_file_data(local, pos, len).await?;
+            if let Err(err) = send_piece(conn, context, &file, pos, len).await? {
+                return Ok(Err(err));
+            }
             pos += len as u64;
         }
         Ok(Ok(()))
@@ -296,11 +294,23 @@ pub(crate) async fn range<S: Transport, B: Backend>(
     }
 }
 
-/// What a backend whose files are not local gets: this server sends file
-/// bytes from local files only, so far.
-fn not_local(path: &str) -> RemoteError {
-    RemoteError::new(
-        ErrorCode::Internal,
-        format!("cannot send {path}: not a local file"),
-    )
+/// Sends the `len` bytes of `file` at `pos` as one `Data` frame: copied by
+/// the kernel from a local file, else read by the backend on a blocking
+/// thread. `Ok(Err(_))` when they cannot be read (the file changed, the
+/// store failed): the reply ends with that error.
+async fn send_piece<S: Transport, B: Backend>(
+    conn: &mut Connection<S>,
+    context: &Arc<Context<B>>,
+    file: &Arc<B::File>,
+    pos: u64,
+    len: usize,
+) -> Result<Result<(), RemoteError>, ConnectionError> {
+    if let Some(local) = context.store.backend().local_file(file) {
+        return conn.send_file_data(local, pos, len).await.map(Ok);
+    }
+    let (reader, file) = (Arc::clone(context), Arc::clone(file));
+    match blocking(move || reader.store.backend().read(&file, pos, len)).await {
+        Ok(data) => conn.send_data(data).await.map(Ok),
+        Err(err) => Ok(Err(err)),
+    }
 }

@@ -151,7 +151,13 @@ fn digest<B: Backend>(
     compute: bool,
     client: &mpsc::Sender<Batch>,
 ) -> Result<Option<Digest>, Gone> {
-    if let Some(digests) = store.cached_version(&version) {
+    // Only a walk asked for digests looks beyond this server's own: the
+    // backend's kept digests may cost a request per file.
+    let known = match compute {
+        true => store.known(&version),
+        false => store.cached_version(&version),
+    };
+    if let Some(digests) = known {
         return Ok(Some(digests.sha256));
     }
     let Some(path) = RemotePath::parse(&entry.path)
