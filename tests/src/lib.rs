@@ -8,7 +8,8 @@
 //!
 //! One module a job: `bins` finds the binaries, `process` runs and waits for
 //! child processes, `server`, `ftget` and `ftput` drive the binaries, `env` lays
-//! out the folders of a test, `relay` and `misbehaving` are servers in the
+//! out the folders of a test, `garage` starts a Garage cluster (and
+//! HAProxy) for the bucket tests, `relay` and `misbehaving` are servers in the
 //! test process that fail on purpose (on what `background` gives them both),
 //! and `raw` speaks the protocol by hand. Everything public is re-exported
 //! here: `use ft_tests::*;` reaches all of it.
@@ -21,6 +22,7 @@ mod bins;
 mod env;
 mod ftget;
 mod ftput;
+mod garage;
 mod misbehaving;
 mod process;
 mod raw;
@@ -32,6 +34,7 @@ pub use bins::bin;
 pub use env::{config_home, sha256_hex, state_dir, tree_contents, TestEnv};
 pub use ftget::{ftget, ftget_with_cap, ftget_with_peak, spawn_ftget, Run};
 pub use ftput::{add_write_token, ftput, spawn_ftput};
+pub use garage::{Garage, Haproxy};
 pub use misbehaving::{
     escape_names, Altered, MisbehavingServer, Misbehaviour, Reply, Served, ESCAPES, HOSTILE_PATHS,
     LISTED_THEN_GONE,
