@@ -307,10 +307,22 @@ impl Swarm {
 /// table), writes what lands and checks it, until nothing is left to take.
 pub(crate) async fn worker(swarm: Arc<Swarm>, id: u32, tracker: Tracker) -> Result<(), Failure> {
     let server = swarm.server.clone();
+    let _release = Release(Arc::clone(&swarm), id);
     let mut link = Link::new(&server);
-    let result = work(&swarm, &mut link, id, tracker).await;
-    swarm.forget(id);
-    result
+    work(&swarm, &mut link, id, tracker).await
+}
+
+/// Gives a worker's chunks back however it ends: returned, failed, or
+/// aborted by the controller. An abort lands at the worker's next await,
+/// so it may claim chunks after the controller has released its others;
+/// these are released here, when its future is dropped, or no one would
+/// ever fetch them.
+struct Release(Arc<Swarm>, u32);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.forget(self.1);
+    }
 }
 
 /// What a worker awaits, in the order it asked.
