@@ -13,7 +13,6 @@ pub mod s3;
 mod stored;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use ft_protocol::{
@@ -107,8 +106,9 @@ pub struct Object {
     key: String,
     etag: String,
     stat: Stat<ObjectVersion>,
-    /// The `GET` reading it, where the last read stopped.
-    body: Mutex<Option<Body>>,
+    /// The `GET` reading it, where the last read stopped (held across the
+    /// awaits of a read, within one trip through the runtime).
+    body: tokio::sync::Mutex<Option<Body>>,
 }
 
 /// The bytes the `GET` that opens an object asks for: all of a small file,
@@ -300,6 +300,98 @@ impl BucketFiles {
         skipped += (before - items.len()) as u64;
         Ok((items, skipped))
     }
+
+    /// [`Backend::read`], in one trip through the runtime however many
+    /// pieces the store's reply comes in.
+    async fn read_async(&self, file: &Object, pos: u64, len: usize) -> Result<Bytes, RemoteError> {
+        let changed = || {
+            RemoteError::new(
+                ErrorCode::FileChanged,
+                format!("{} changed while it was being read", file.path),
+            )
+        };
+        let mut body = file.body.lock().await;
+        let mut out = BytesMut::new();
+        // A reply may break off midway once per endpoint; the read then goes
+        // on from where it stopped, through the next.
+        let mut broken = 0;
+        while out.len() < len {
+            let at = pos + out.len() as u64;
+            if body
+                .as_ref()
+                .is_none_or(|open| open.pos != at || at >= open.end)
+            {
+                let window = Body::next_window(body.as_ref(), at, len);
+                let end = (at + window).min(file.stat.meta.size);
+                if at >= end {
+                    return Err(changed());
+                }
+                let reply = self
+                    .client
+                    .get(&file.key, (at, end), Some(&file.etag))
+                    .await
+                    .map_err(|err| self.failed(&file.path, &err))?
+                    .ok_or_else(changed)?;
+                let whole = at == 0 && end == file.stat.meta.size;
+                if reply.status() != reqwest::StatusCode::PARTIAL_CONTENT && !whole {
+                    let err = s3::S3Error::Malformed {
+                        what: format!("GET of {:?} from byte {at}", file.key),
+                        reason: format!("{} where a range was asked for", reply.status()),
+                    };
+                    return Err(self.failed(&file.path, &err));
+                }
+                *body = Some(Body {
+                    start: at,
+                    pos: at,
+                    end,
+                    reply,
+                    held: Bytes::new(),
+                });
+            }
+            let Some(open) = body.as_mut() else {
+                continue;
+            };
+            if open.held.is_empty() {
+                match open.reply.chunk().await {
+                    Ok(Some(piece)) => open.held = piece,
+                    // Pinned to its ETag, the object cannot end early
+                    // unless it is another now.
+                    Ok(None) if open.pos < open.end => return Err(changed()),
+                    Ok(None) => continue,
+                    Err(err) if broken < self.client.endpoints() => {
+                        broken += 1;
+                        tracing::warn!(
+                            "object store: a read of {:?} broke off: {}",
+                            file.key,
+                            s3::describe(err)
+                        );
+                        self.client.skip_endpoint();
+                        *body = None;
+                        continue;
+                    }
+                    Err(err) => {
+                        let err = s3::S3Error::Malformed {
+                            what: format!("GET of {:?}", file.key),
+                            reason: s3::describe(err),
+                        };
+                        return Err(self.failed(&file.path, &err));
+                    }
+                }
+            }
+            let take = open.held.len().min(len - out.len());
+            if open.pos + take as u64 > open.end {
+                // More than the window asked for: not this version's bytes.
+                return Err(changed());
+            }
+            let piece = open.held.split_to(take);
+            open.pos += take as u64;
+            if out.is_empty() && take == len {
+                return Ok(piece);
+            }
+            out.extend_from_slice(&piece);
+        }
+        Ok(out.freeze())
+    }
 }
 
 /// One entry of a folder as the listing gave it.
@@ -387,7 +479,7 @@ impl Backend for BucketFiles {
             path: path.clone(),
             key,
             etag: head.etag,
-            body: Mutex::new(body),
+            body: tokio::sync::Mutex::new(body),
         })
     }
 
@@ -396,91 +488,7 @@ impl Backend for BucketFiles {
     }
 
     fn read(&self, file: &Object, pos: u64, len: usize) -> Result<Bytes, RemoteError> {
-        let changed = || {
-            RemoteError::new(
-                ErrorCode::FileChanged,
-                format!("{} changed while it was being read", file.path),
-            )
-        };
-        let mut body = file.body.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut out = BytesMut::new();
-        // A reply may break off midway once per endpoint; the read then goes
-        // on from where it stopped, through the next.
-        let mut broken = 0;
-        while out.len() < len {
-            let at = pos + out.len() as u64;
-            if body
-                .as_ref()
-                .is_none_or(|open| open.pos != at || at >= open.end)
-            {
-                let window = Body::next_window(body.as_ref(), at, len);
-                let end = (at + window).min(file.stat.meta.size);
-                if at >= end {
-                    return Err(changed());
-                }
-                let reply = self
-                    .wait(self.client.get(&file.key, (at, end), Some(&file.etag)))
-                    .map_err(|err| self.failed(&file.path, &err))?
-                    .ok_or_else(changed)?;
-                let whole = at == 0 && end == file.stat.meta.size;
-                if reply.status() != reqwest::StatusCode::PARTIAL_CONTENT && !whole {
-                    let err = s3::S3Error::Malformed {
-                        what: format!("GET of {:?} from byte {at}", file.key),
-                        reason: format!("{} where a range was asked for", reply.status()),
-                    };
-                    return Err(self.failed(&file.path, &err));
-                }
-                *body = Some(Body {
-                    start: at,
-                    pos: at,
-                    end,
-                    reply,
-                    held: Bytes::new(),
-                });
-            }
-            let Some(open) = body.as_mut() else {
-                continue;
-            };
-            if open.held.is_empty() {
-                match self.wait(open.reply.chunk()) {
-                    Ok(Some(piece)) => open.held = piece,
-                    // Pinned to its ETag, the object cannot end early
-                    // unless it is another now.
-                    Ok(None) if open.pos < open.end => return Err(changed()),
-                    Ok(None) => continue,
-                    Err(err) if broken < self.client.endpoints() => {
-                        broken += 1;
-                        tracing::warn!(
-                            "object store: a read of {:?} broke off: {}",
-                            file.key,
-                            s3::describe(err)
-                        );
-                        self.client.skip_endpoint();
-                        *body = None;
-                        continue;
-                    }
-                    Err(err) => {
-                        let err = s3::S3Error::Malformed {
-                            what: format!("GET of {:?}", file.key),
-                            reason: s3::describe(err),
-                        };
-                        return Err(self.failed(&file.path, &err));
-                    }
-                }
-            }
-            let take = open.held.len().min(len - out.len());
-            if open.pos + take as u64 > open.end {
-                // More than the window asked for: not this version's bytes.
-                return Err(changed());
-            }
-            let piece = open.held.split_to(take);
-            open.pos += take as u64;
-            if out.is_empty() && take == len {
-                return Ok(piece);
-            }
-            out.extend_from_slice(&piece);
-        }
-        Ok(out.freeze())
+        self.wait(self.read_async(file, pos, len))
     }
 
     fn unchanged(&self, _file: &Object) -> Result<(), RemoteError> {
