@@ -165,6 +165,12 @@ async fn secure(
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         match opening(&first[..seen]) {
+            // Closed before a byte: a load balancer's health check, or a
+            // port scan. Nothing was refused; it is only a debug line.
+            _ if seen == 0 => {
+                tracing::debug!(client = %peer, "closed without a byte");
+                Ok(None)
+            }
             Opening::Tls => acceptor.accept(stream).await.map(Some),
             Opening::PlainFt => {
                 refuse_plain(stream).await;
