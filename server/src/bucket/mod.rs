@@ -130,16 +130,15 @@ struct Body {
     held: Bytes,
 }
 
-impl Body {
-    /// The window of the `GET` to read on from `at`, wanting `len` bytes:
-    /// twice this one's if it goes on where this one ends.
-    fn next_window(this: Option<&Body>, at: u64, len: usize) -> u64 {
-        match this {
-            Some(body) if body.end == at => (2 * (body.end - body.start)).min(MAX_WINDOW),
-            _ => CHUNK_SIZE,
-        }
-        .max(len as u64)
+/// The bytes the next `GET` asks for, to read on from `at` wanting `len`
+/// bytes, after one of `last` (its start and end): twice as many if it goes
+/// on where that one ended, else a chunk; at least `len`.
+fn next_window(last: Option<(u64, u64)>, at: u64, len: usize) -> u64 {
+    match last {
+        Some((start, end)) if end == at => (2 * (end - start)).min(MAX_WINDOW),
+        _ => CHUNK_SIZE,
     }
+    .max(len as u64)
 }
 
 impl BucketFiles {
@@ -321,7 +320,8 @@ impl BucketFiles {
                 .as_ref()
                 .is_none_or(|open| open.pos != at || at >= open.end)
             {
-                let window = Body::next_window(body.as_ref(), at, len);
+                let last = body.as_ref().map(|open| (open.start, open.end));
+                let window = next_window(last, at, len);
                 let end = (at + window).min(file.stat.meta.size);
                 if at >= end {
                     return Err(changed());
@@ -601,5 +601,54 @@ impl Backend for BucketFiles {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_a_disk_could_hold_are_served() {
+        for name in ["a.txt", "ctl\u{1b}[31mred", "…", "a b"] {
+            assert!(served_name(name), "{name:?}");
+        }
+        let long = "x".repeat(300);
+        for name in ["", ".", "..", "a/b", "a\0b", "a\\b", long.as_str()] {
+            assert!(!served_name(name), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn reads_that_go_on_ask_for_twice_as_much_each_time() {
+        let c = CHUNK_SIZE;
+        assert_eq!(next_window(None, 0, 1 << 20), c);
+        assert_eq!(
+            next_window(Some((0, FIRST_WINDOW)), FIRST_WINDOW, 1 << 20),
+            2 * FIRST_WINDOW
+        );
+        assert_eq!(next_window(Some((c, 3 * c)), 3 * c, 1), 4 * c);
+        assert_eq!(
+            next_window(Some((0, MAX_WINDOW)), MAX_WINDOW, 1),
+            MAX_WINDOW
+        );
+        // Elsewhere: one chunk, or what is asked if more.
+        assert_eq!(next_window(Some((0, c)), 5 * c, 1), c);
+        assert_eq!(next_window(Some((0, c)), 5 * c, 9 << 20), 9 << 20);
+    }
+
+    #[test]
+    fn a_version_is_the_key_and_the_etag_quoted_or_not() {
+        let version = ObjectVersion::new("a/b", "\"abc\"", 10);
+        assert_eq!(version, ObjectVersion::new("a/b", "abc", 10));
+        assert_ne!(version, ObjectVersion::new("a/c", "abc", 10));
+        assert_ne!(version, ObjectVersion::new("a/b", "abd", 10));
+        assert_ne!(version, ObjectVersion::new("a/b", "abc", 11));
+    }
+
+    #[test]
+    fn listed_times_are_whole_seconds_and_garbage_is_zero() {
+        assert_eq!(listed_time("2026-11-30T20:19:08.258Z"), 1_796_069_948);
+        assert_eq!(listed_time("not a time"), 0);
     }
 }
