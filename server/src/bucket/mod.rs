@@ -112,8 +112,13 @@ pub struct Object {
 }
 
 /// The bytes the `GET` that opens an object asks for: all of a small file,
-/// and little to waste when the reads start elsewhere.
-const FIRST_WINDOW: u64 = MAX_DATA as u64;
+/// and little to waste when the reads start elsewhere (a `Range` of a
+/// chunk further on, say).
+const FIRST_WINDOW: u64 = 64 << 10;
+
+/// The most pages one folder's listing may take (a hundred million keys):
+/// a store that never ends a listing does not keep a walk going forever.
+const MAX_PAGES: usize = 100_000;
 
 /// The most one `GET` asks for. Reads that go on where the last stopped ask
 /// for twice as much each time up to this: few requests for a stream, and
@@ -239,7 +244,7 @@ impl BucketFiles {
         let mut items = Vec::new();
         let mut skipped = 0;
         let mut token: Option<String> = None;
-        loop {
+        for _ in 0..MAX_PAGES {
             let page = self
                 .wait(self.client.list_page(prefix, true, token.as_deref(), None))
                 .map_err(|err| self.failed(shown, &err))?;
@@ -282,12 +287,22 @@ impl BucketFiles {
                     _ => skipped += 1,
                 }
             }
-            token = page
-                .next_continuation_token
-                .filter(|token| !token.is_empty());
+            let next = page.next_continuation_token.filter(|next| !next.is_empty());
+            if next.is_some() && next == token {
+                token = next;
+                break;
+            }
+            token = next;
             if token.is_none() {
                 break;
             }
+        }
+        if token.is_some() {
+            let err = s3::S3Error::Malformed {
+                what: format!("listing of {prefix:?}"),
+                reason: format!("no end after {MAX_PAGES} pages, or a page repeated"),
+            };
+            return Err(self.failed(shown, &err));
         }
         // Folders before files of the same name, then one of each name.
         items.sort_by(|a, b| {
@@ -624,10 +639,15 @@ mod tests {
         let c = CHUNK_SIZE;
         assert_eq!(next_window(None, 0, 1 << 20), c);
         assert_eq!(
-            next_window(Some((0, FIRST_WINDOW)), FIRST_WINDOW, 1 << 20),
+            next_window(Some((0, FIRST_WINDOW)), FIRST_WINDOW, 1),
             2 * FIRST_WINDOW
         );
         assert_eq!(next_window(Some((c, 3 * c)), 3 * c, 1), 4 * c);
+        // A small file read whole after its first window: the rest at once.
+        assert_eq!(
+            next_window(Some((0, FIRST_WINDOW)), FIRST_WINDOW, 1 << 20),
+            1 << 20
+        );
         assert_eq!(
             next_window(Some((0, MAX_WINDOW)), MAX_WINDOW, 1),
             MAX_WINDOW

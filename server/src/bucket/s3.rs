@@ -26,6 +26,13 @@ const READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// Keys asked for per listing page (S3's own maximum).
 const PAGE_KEYS: usize = 1000;
 
+/// The most a listing page may weigh: a thousand keys of the longest S3
+/// allows (1,024 bytes), escaped, with their XML around them.
+const MAX_PAGE_BYTES: u64 = 8 << 20;
+
+/// The most of an error reply's body read for its `<Code>`.
+const MAX_ERROR_BYTES: u64 = 64 << 10;
+
 /// What reaching the store needs: where it is and who asks. Its `Debug`
 /// shows the access key's id, never the secret.
 #[derive(Debug, Clone)]
@@ -146,6 +153,8 @@ impl Client {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let http = reqwest::Client::builder()
+            // A signed request is for one URL: a redirect is an error.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
             .build()
@@ -279,21 +288,14 @@ impl Client {
         if reply.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let mut reply = success(reply, &what).await?;
-        if reply.content_length().is_some_and(|len| len > limit) {
-            return Ok(None);
+        let reply = success(reply, &what).await?;
+        match body_within(reply, limit).await {
+            Ok(body) => Ok(body.map(Bytes::from)),
+            Err(err) => Err(S3Error::Malformed {
+                what,
+                reason: describe(err),
+            }),
         }
-        let mut body = Vec::new();
-        while let Some(piece) = reply.chunk().await.map_err(|err| S3Error::Malformed {
-            what: what.clone(),
-            reason: describe(err),
-        })? {
-            if (body.len() + piece.len()) as u64 > limit {
-                return Ok(None);
-            }
-            body.extend_from_slice(&piece);
-        }
-        Ok(Some(body.into()))
     }
 
     /// Stores `body` at `key`, replacing what is there.
@@ -336,14 +338,16 @@ impl Client {
             })
             .await?;
         let reply = success(reply, &what).await?;
-        let text = reply.text().await.map_err(|err| S3Error::Malformed {
+        let malformed = |reason: String| S3Error::Malformed {
             what: what.clone(),
-            reason: describe(err),
-        })?;
-        ListObjectsV2::parse_response(&text).map_err(|err| S3Error::Malformed {
-            what,
-            reason: err.to_string(),
-        })
+            reason,
+        };
+        let body = body_within(reply, MAX_PAGE_BYTES)
+            .await
+            .map_err(|err| malformed(describe(err)))?
+            .ok_or_else(|| malformed(format!("larger than {MAX_PAGE_BYTES} bytes")))?;
+        let text = String::from_utf8(body).map_err(|_| malformed("not UTF-8".into()))?;
+        ListObjectsV2::parse_response(&text).map_err(|err| malformed(err.to_string()))
     }
 }
 
@@ -354,7 +358,12 @@ async fn success(reply: reqwest::Response, what: &str) -> Result<reqwest::Respon
         return Ok(reply);
     }
     // S3 names the error in <Code>; nothing else of the body is shown.
-    let body = reply.text().await.unwrap_or_default();
+    let body = body_within(reply, MAX_ERROR_BYTES)
+        .await
+        .ok()
+        .flatten()
+        .map(|body| String::from_utf8_lossy(&body).into_owned())
+        .unwrap_or_default();
     let code = body
         .split_once("<Code>")
         .and_then(|(_, rest)| rest.split_once("</Code>"))
@@ -367,6 +376,25 @@ async fn success(reply: reqwest::Response, what: &str) -> Result<reqwest::Respon
         status,
         code,
     })
+}
+
+/// A reply's whole body, if it is at most `limit` bytes; `Ok(None)` as soon
+/// as it is larger (it is not read further).
+async fn body_within(
+    mut reply: reqwest::Response,
+    limit: u64,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if reply.content_length().is_some_and(|len| len > limit) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(piece) = reply.chunk().await? {
+        if (body.len() + piece.len()) as u64 > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&piece);
+    }
+    Ok(Some(body))
 }
 
 /// What a reply's headers tell of its object: its ETag, its whole size
