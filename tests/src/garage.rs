@@ -47,7 +47,10 @@ impl Garage {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         let dir = tempfile::tempdir().expect("tempdir");
         let n = STARTED.fetch_add(1, Ordering::SeqCst);
-        let base = 20_000 + (std::process::id() % 300) * 100 + (n % 40) * 30;
+        // Below the ephemeral ports (32768 on), which clients' sockets take:
+        // 20000 to 31983 in all. Clusters run one at a time, each stopped
+        // before the next, so three slots per process are enough.
+        let base = 20_000 + (std::process::id() % 120) * 100 + (n % 3) * 30;
         let output = Command::new(script())
             .args([
                 "start",
