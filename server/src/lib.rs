@@ -22,7 +22,7 @@
 //! | `local` | the local folder as a backend: `files` (the root jail, reads, versions), `listing` (walks) |
 //! | `bucket` | a bucket of an S3-compatible store as a backend: reads pinned to an ETag, listings, digests kept in the bucket (`stored`); `s3`, the requests, over several endpoints |
 //! | `store` | files with their digests: `hashing` (the shared, bounded passes over cold files, on the threads of `workers`) and `cache` (what they leave) |
-//! | `backend` | the narrow interface to where files live (open, stat, read a range, list) |
+//! | `backend` | the narrow interface to where files live (open, stat, read a range, list, the digests a backend keeps beside a file) |
 //! | `tokens` | the token file, the check of a token, what a token may reach |
 //! | `identity` | the key and certificate (used by the binary, before any of the above) |
 //!
