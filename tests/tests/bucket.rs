@@ -70,7 +70,8 @@ fn kill_download_past(env: &TestEnv, target: &str, name: &str, past: u64) {
 }
 
 /// Downloads `big.bin` through `via`, at 12 MiB/s, doing `midway` once
-/// 8 MiB of it are in: the run to its end.
+/// its partial has grown past 8 MiB and before it is done (ranges write
+/// from the top of the file, so that comes early): the run to its end.
 fn download_big_midway(env: &TestEnv, via: std::net::SocketAddr, midway: impl FnOnce()) -> Run {
     let relay = Relay::shared_cap(via, 12 << 20);
     let target = relay.target();
