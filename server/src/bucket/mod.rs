@@ -41,13 +41,13 @@ pub struct Settings {
 pub enum BucketError {
     /// The store refused the credentials.
     #[error(
-        "the object store refused the credentials for bucket {bucket}{code} \
-         (check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+        "the object store refused the credentials for bucket {bucket}{code}: \
+         check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
     )]
     Refused {
         /// The bucket.
         bucket: String,
-        /// S3's error code, with a leading space.
+        /// S3's error code in brackets, after a space; or empty.
         code: String,
     },
     /// There is no such bucket.

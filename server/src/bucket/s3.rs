@@ -68,7 +68,8 @@ pub enum S3Error {
         what: String,
         /// The HTTP status.
         status: StatusCode,
-        /// S3's error code, when the body named one (with a leading space).
+        /// S3's error code in brackets, after a space, when the body named
+        /// one; else empty.
         code: String,
     },
     /// A reply could not be understood.
@@ -369,7 +370,7 @@ async fn success(reply: reqwest::Response, what: &str) -> Result<reqwest::Respon
         .and_then(|(_, rest)| rest.split_once("</Code>"))
         .map(|(code, _)| code)
         .filter(|code| code.len() <= 64 && code.chars().all(|c| c.is_ascii_alphanumeric()))
-        .map(|code| format!(" {code}"))
+        .map(|code| format!(" ({code})"))
         .unwrap_or_default();
     Err(S3Error::Status {
         what: what.to_owned(),
