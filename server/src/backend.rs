@@ -77,6 +77,17 @@ pub trait Backend: Send + Sync + 'static {
     /// folder, through a link or otherwise.
     fn open(&self, within: &RemotePath, path: &RemotePath) -> Result<Self::File, RemoteError>;
 
+    /// [`Backend::open`], for reads that start at byte `from`: a backend
+    /// that fetches ahead starts there.
+    fn open_at(
+        &self,
+        within: &RemotePath,
+        path: &RemotePath,
+        _from: u64,
+    ) -> Result<Self::File, RemoteError> {
+        self.open(within, path)
+    }
+
     /// The version the file was opened at.
     fn stat(&self, file: &Self::File) -> Stat<Self::Version>;
 

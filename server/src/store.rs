@@ -51,6 +51,17 @@ impl<B: Backend> Store<B> {
         self.backend.open(within, path)
     }
 
+    /// [`Store::open`], for reads that start at byte `from` (see
+    /// [`Backend::open_at`]).
+    pub fn open_at(
+        &self,
+        within: &RemotePath,
+        path: &RemotePath,
+        from: u64,
+    ) -> Result<B::File, RemoteError> {
+        self.backend.open_at(within, path, from)
+    }
+
     /// The file's description, with its digest when it is known (see
     /// [`Store::known`]).
     pub fn meta(&self, file: &B::File) -> FileMeta {

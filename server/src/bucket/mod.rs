@@ -1,8 +1,9 @@
 //! A bucket (or a prefix of one) of an S3-compatible object store as the
-//! server's backend, read-only. An object is opened by a `GET` of its first
-//! bytes (all of a small file), and its version is its key and ETag; every
-//! later read is a ranged `GET` pinned to that ETag (`If-Match`), so no
-//! reply mixes two versions and a replaced object is `FileChanged`. Folders
+//! server's backend, read-only. An object is opened by a `GET` of the bytes
+//! its first read wants (all of a small file), and its version is its key
+//! and ETag; every later read is a ranged `GET` pinned to that ETag
+//! (`If-Match`), so no reply mixes two versions and a replaced object is
+//! `FileChanged`. Folders
 //! come from the bucket listing, one level at a time, each name checked as
 //! a name on disk is. An object's digests are kept in the bucket beside it
 //! (`stored`), so that no server hashes it twice. The requests are `s3`'s;
@@ -446,37 +447,61 @@ impl Backend for BucketFiles {
     type Version = ObjectVersion;
 
     fn open(&self, within: &RemotePath, path: &RemotePath) -> Result<Object, RemoteError> {
+        self.open_at(within, path, 0)
+    }
+
+    fn open_at(
+        &self,
+        within: &RemotePath,
+        path: &RemotePath,
+        from: u64,
+    ) -> Result<Object, RemoteError> {
         let hidden = path.components().iter().any(|name| name == stored::FOLDER);
         if path.strip_prefix(within).is_none() || hidden {
             return Err(missing(path));
         }
         let key = self.key(path);
         // The first bytes come with the description: a small file is read
-        // in the same request that finds it.
+        // in the same request that finds it, and reads that start further
+        // on (a range of a chunk) start there.
+        let window = match from {
+            0 => FIRST_WINDOW,
+            _ => CHUNK_SIZE,
+        };
         let first = match key.is_empty() {
             true => None,
             false => self
-                .wait(self.client.get(&key, (0, FIRST_WINDOW), None))
+                .wait(self.client.get(&key, (from, from + window), None))
                 .map_err(|err| self.failed(path, &err))?,
         };
         let (head, body) = match first {
             Some(reply) => {
-                let what = format!("GET of {key:?}");
+                let what = format!("GET of {key:?} from byte {from}");
                 let head = s3::described(&reply, &what).map_err(|err| self.failed(path, &err))?;
-                let end = match reply.status() == reqwest::StatusCode::PARTIAL_CONTENT {
-                    true => FIRST_WINDOW.min(head.size),
-                    false => head.size,
+                let (start, end) = match reply.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+                    true if s3::range_start(&reply) == Some(from) => {
+                        (from, (from + window).min(head.size))
+                    }
+                    true => {
+                        let err = s3::S3Error::Malformed {
+                            what,
+                            reason: "a range that does not start where asked".into(),
+                        };
+                        return Err(self.failed(path, &err));
+                    }
+                    // The whole object, the store ignoring the range.
+                    false => (0, head.size),
                 };
                 let body = Body {
-                    start: 0,
-                    pos: 0,
+                    start,
+                    pos: start,
                     end,
                     reply,
                     held: Bytes::new(),
                 };
                 (head, Some(body))
             }
-            // No byte 0: an empty object, or none.
+            // No byte at `from`: an empty object, past the end, or none.
             None if !key.is_empty() => match self
                 .wait(self.client.head(&key))
                 .map_err(|err| self.failed(path, &err))?

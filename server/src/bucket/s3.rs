@@ -433,6 +433,21 @@ pub fn described(reply: &reqwest::Response, what: &str) -> Result<Head, S3Error>
     })
 }
 
+/// Where the bytes of a `206 Partial Content` reply start, from its
+/// `Content-Range` (`bytes START-END/SIZE`).
+pub fn range_start(reply: &reqwest::Response) -> Option<u64> {
+    reply
+        .headers()
+        .get("content-range")?
+        .to_str()
+        .ok()?
+        .strip_prefix("bytes ")?
+        .split_once('-')?
+        .0
+        .parse()
+        .ok()
+}
+
 /// A transport error as words, without the signed URL it carries.
 pub fn describe(err: reqwest::Error) -> String {
     let kind = match () {

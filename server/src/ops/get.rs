@@ -110,7 +110,7 @@ fn prepare<B: Backend>(
     budget: &mut u64,
 ) -> Result<Prepared<B::File>, RemoteError> {
     let parsed = parse_path(scope, path)?;
-    let file = store.open(&scope.folder(), &parsed)?;
+    let file = store.open_at(&scope.folder(), &parsed, offset)?;
     let meta = store.meta(&file);
     if offset > meta.size || !offset.is_multiple_of(CHUNK_SIZE) {
         return Err(RemoteError::new(
@@ -230,7 +230,7 @@ pub(crate) async fn range<S: Transport, B: Backend>(
     let (scope, asked) = (client.scope.clone(), path.to_owned());
     let opened = blocking(move || {
         let parsed = parse_path(&scope, &asked)?;
-        let file = opener.store.open(&scope.folder(), &parsed)?;
+        let file = opener.store.open_at(&scope.folder(), &parsed, offset)?;
         let meta = opener.store.meta(&file);
         let aligned = offset.is_multiple_of(CHUNK_SIZE)
             && (end.is_multiple_of(CHUNK_SIZE) || end >= meta.size);
