@@ -237,18 +237,18 @@ impl BucketFiles {
         Ok(!page.contents.is_empty() || !page.common_prefixes.is_empty())
     }
 
-    /// The entries of the folder whose keys start with `prefix`, sorted by
-    /// name, and how many were left out: names that are no name on disk
-    /// (`..`, empty, too long, with a `/` or NUL), and objects named like a
-    /// folder beside them.
-    fn folder(&self, shown: &RemotePath, prefix: &str) -> Result<(Vec<Item>, u64), RemoteError> {
+    /// The listing of the folder whose keys start with `prefix` (see
+    /// [`Folder`]).
+    fn folder(&self, shown: &RemotePath, prefix: &str) -> Result<Folder, RemoteError> {
         let mut items = Vec::new();
         let mut skipped = 0;
+        let mut any = false;
         let mut token: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let page = self
                 .wait(self.client.list_page(prefix, true, token.as_deref(), None))
                 .map_err(|err| self.failed(shown, &err))?;
+            any |= !page.contents.is_empty() || !page.common_prefixes.is_empty();
             for object in page.contents {
                 let Some(name) = object.key.strip_prefix(prefix) else {
                     skipped += 1;
@@ -313,7 +313,11 @@ impl BucketFiles {
         let before = items.len();
         items.dedup_by(|later, first| later.name == first.name);
         skipped += (before - items.len()) as u64;
-        Ok((items, skipped))
+        Ok(Folder {
+            items,
+            skipped,
+            any,
+        })
     }
 
     /// [`Backend::read`], in one trip through the runtime however many
@@ -408,6 +412,19 @@ impl BucketFiles {
         }
         Ok(out.freeze())
     }
+}
+
+/// One folder as the bucket listing gave it.
+struct Folder {
+    /// Its entries, sorted by name.
+    items: Vec<Item>,
+    /// How many were left out: names that are no name on disk (`..`,
+    /// empty, too long, with a `/` or NUL), and objects named like a folder
+    /// beside them.
+    skipped: u64,
+    /// Whether any key lies below the prefix at all (hidden, left out or a
+    /// folder's marker included): then it is a folder, even an empty one.
+    any: bool,
 }
 
 /// One entry of a folder as the listing gave it.
@@ -552,8 +569,14 @@ impl Backend for BucketFiles {
             return Err(missing(path));
         }
         let top = self.folder_prefix(path);
-        let (items, mut skipped) = self.folder(path, &top)?;
-        if items.is_empty() && !path.is_root() && !self.is_folder(path)? {
+        let Folder {
+            items,
+            mut skipped,
+            any,
+        } = self.folder(path, &top)?;
+        // Nothing below it: a file, or nothing (that listing said so; no
+        // second one is needed).
+        if !any && !path.is_root() {
             let key = self.key(path);
             let object = self
                 .wait(self.client.head(&key))
@@ -602,9 +625,9 @@ impl Backend for BucketFiles {
                 let below = key + "/";
                 let shown =
                     RemotePath::parse(&relative).map_or(RemotePath::root(), |rel| path.join(&rel));
-                let (items, left_out) = self.folder(&shown, &below)?;
-                skipped += left_out;
-                stack.push((below, relative, items, 0));
+                let below_folder = self.folder(&shown, &below)?;
+                skipped += below_folder.skipped;
+                stack.push((below, relative, below_folder.items, 0));
             }
         }
         Ok(Walked::Complete { skipped })
